@@ -1,0 +1,38 @@
+"""Which images to label: CDD ordering, sliding sub-pools, and per-cycle selection rules.
+
+Pipeline (METHOD.md steps 2-3)::
+
+    order = sort_by_cdd(cluster_distance_difference(features, n_clusters))
+    window = subpool_window(cycle, n_cycles, N, addendum, beta, mode)
+    sub = build_subpool(order, window, labeled, k)
+    picked = sub.candidates[select_first(len(sub.candidates), k, rule, rng)]      # cycle 0
+    picked = sub.candidates[select_uncertain(logits_of(sub.candidates), k, rule)] # cycle > 0
+"""
+
+from bal.selection.cdd import (
+    KMEANS_ALGORITHMS,
+    cdd_from_distances,
+    cluster_distance_difference,
+    kmeans_distances,
+    sort_by_cdd,
+)
+from bal.selection.first import FIRST_RULES, select_first
+from bal.selection.subpool import WINDOW_MODES, SubPool, build_subpool, subpool_window
+from bal.selection.uncertainty import SAMPLING_RULES, select_uncertain, uncertainty_scores
+
+__all__ = [
+    "FIRST_RULES",
+    "KMEANS_ALGORITHMS",
+    "SAMPLING_RULES",
+    "WINDOW_MODES",
+    "SubPool",
+    "build_subpool",
+    "cdd_from_distances",
+    "cluster_distance_difference",
+    "kmeans_distances",
+    "select_first",
+    "select_uncertain",
+    "sort_by_cdd",
+    "subpool_window",
+    "uncertainty_scores",
+]
