@@ -1,0 +1,101 @@
+"""Models by name: a registry of factories and the base class they all build.
+
+Every network in ``bal`` is a :class:`BalModel`: a body that maps an image batch to
+one feature vector per image (:meth:`BalModel.forward_features`, the penultimate
+layer that BAL and PT4AL embed and cluster) and a linear ``head`` on top of it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import Tensor, nn
+
+from bal.errors import BalError
+
+ModelFactory = Callable[[int, int], nn.Module]
+
+_REGISTRY: dict[str, ModelFactory] = {}
+
+MIN_IMAGE_SIZE = 8
+
+
+class BalModel(nn.Module):
+    """Base class of every registered model.
+
+    Subclasses build their body, then call :meth:`_make_head` last, so that the
+    head's weights are drawn from torch's global RNG after the body's, the order
+    the reference implementations use (same seed, same weights).
+
+    Attributes:
+        num_classes: number of logits the head produces.
+        feature_dim: size of the :meth:`forward_features` output.
+        head: ``nn.Linear(feature_dim, num_classes)``.
+    """
+
+    num_classes: int
+    feature_dim: int
+    head: nn.Linear
+
+    def _make_head(self, feature_dim: int, num_classes: int) -> None:
+        self.feature_dim = feature_dim
+        self.num_classes = num_classes
+        self.head = nn.Linear(feature_dim, num_classes)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """Penultimate features: ``(B, 3, S, S)`` float -> ``(B, feature_dim)``."""
+        raise NotImplementedError
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits: ``(B, 3, S, S)`` float -> ``(B, num_classes)``."""
+        return self.head(self.forward_features(x))
+
+
+def register_model(name: str) -> Callable[[ModelFactory], ModelFactory]:
+    """Decorator that makes ``factory(num_classes, image_size)`` available as ``name``.
+
+    Raises:
+        ValueError: ``name`` is already taken (a programming error, not bad user input).
+    """
+
+    def decorator(factory: ModelFactory) -> ModelFactory:
+        if name in _REGISTRY:
+            raise ValueError(f"model name {name!r} is registered twice")
+        _REGISTRY[name] = factory
+        return factory
+
+    return decorator
+
+
+def list_models() -> list[str]:
+    """Names of all registered models, sorted."""
+    return sorted(_REGISTRY)
+
+
+def create_model(name: str, num_classes: int, image_size: int = 32) -> BalModel:
+    """Build a freshly initialised model.
+
+    Initialisation draws only from torch's global RNG, so ``torch.manual_seed(s)``
+    followed by ``create_model(...)`` gives the same weights every time.
+
+    Args:
+        name: one of :func:`list_models`.
+        num_classes: number of output logits, at least 2.
+        image_size: side ``S`` of the square ``(B, 3, S, S)`` inputs, at least 8.
+
+    Raises:
+        BalError: unknown ``name``, ``num_classes < 2`` or ``image_size < 8``.
+    """
+    if name not in _REGISTRY:
+        raise BalError(f"unknown model {name!r}; available models: {', '.join(list_models())}")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+        raise BalError(f"num_classes must be an integer >= 2, got {num_classes!r}")
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < MIN_IMAGE_SIZE:
+        raise BalError(f"image_size must be an integer >= {MIN_IMAGE_SIZE}, got {image_size!r}")
+    model = _REGISTRY[name](num_classes, image_size)
+    if not isinstance(model, BalModel):
+        raise TypeError(f"factory of model {name!r} returned {type(model).__name__}, not a BalModel")
+    return model
+
+
+__all__ = ["BalModel", "create_model", "list_models", "register_model"]
