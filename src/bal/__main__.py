@@ -1,0 +1,5 @@
+import sys
+
+from bal.cli import main
+
+sys.exit(main())

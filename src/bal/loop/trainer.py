@@ -1,0 +1,223 @@
+"""The training engine shared by the pretext task and the active-learning cycles.
+
+Images stay in memory as one uint8 tensor (N, S, S, 3); each step gathers a batch by
+index, augments it on the device (:class:`bal.data.BatchAugment`) and takes an SGD
+step. Every epoch draws its shuffling and augmentation from a generator seeded by
+``derive_seed(seed, *stream, epoch)``, and a checkpoint is written atomically after
+every epoch, so a run killed at any moment and started again finishes with exactly
+the weights of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from bal.data import BatchAugment
+from bal.utils import atomic_torch_save, derive_seed
+
+#: loss_fn(model, inputs (B,3,S,S) float, targets (B,) int64) -> scalar loss
+LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """SGD with step decay, as in the authors' code (lr is divided by 10 at each milestone)."""
+
+    epochs: int = 100
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    milestones: Sequence[int] = field(default=(30, 60, 90))
+    gamma: float = 0.1
+
+
+def classification_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(model(x), y)
+
+
+def autocast(device: torch.device):
+    """Mixed precision on CUDA; full precision elsewhere (the CPU path is what the tests see)."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.float16)
+    return contextlib.nullcontext()
+
+
+def images_on(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """The uint8 image tensor where batches will be gathered: on the GPU when it fits easily."""
+    if device.type == "cuda" and images.numel() < 4 * 2**30:
+        return images.to(device)
+    return images
+
+
+def batch_indices(indices: np.ndarray, batch_size: int, generator: torch.Generator | None) -> list[np.ndarray]:
+    """Split ``indices`` into batches, shuffled by ``generator`` when given (no batch dropped)."""
+    if generator is not None:
+        perm = torch.randperm(len(indices), generator=generator).numpy()
+        indices = indices[perm]
+    return [indices[i : i + batch_size] for i in range(0, len(indices), batch_size)]
+
+
+def gather(images: torch.Tensor, idx: np.ndarray, device: torch.device) -> torch.Tensor:
+    batch = images[torch.tensor(idx, dtype=torch.int64)]
+    return batch.to(device, non_blocking=True)
+
+
+def train_model(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    indices: np.ndarray,
+    config: TrainConfig,
+    augment: BatchAugment,
+    *,
+    device: torch.device,
+    seed: int,
+    stream: tuple = ("train",),
+    loss_fn: LossFn = classification_loss,
+    checkpoint: str | os.PathLike | None = None,
+    progress: bool = True,
+    desc: str = "train",
+) -> nn.Module:
+    """Train ``model`` in place on ``images[indices]`` for ``config.epochs`` epochs.
+
+    Parameters
+    ----------
+    images : uint8 tensor (N, S, S, 3), the whole image set (only ``indices`` are used).
+    labels : int64 tensor (N,), targets passed to ``loss_fn``.
+    indices : int64 array (M,), the training images.
+    stream : names this training's random streams; two trainings with different
+        streams never share random numbers.
+    checkpoint : file for the per-epoch checkpoint. If it exists, training resumes
+        after the epoch it records; it is left in place for the caller to remove.
+    """
+    model.to(device)
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+    )
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(
+        optimizer, milestones=list(config.milestones), gamma=config.gamma
+    )
+    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
+    start_epoch = 0
+    if checkpoint is not None and Path(checkpoint).exists():
+        state = torch.load(checkpoint, map_location=device, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        start_epoch = state["epoch"] + 1
+
+    images = images_on(images, device)
+    labels = labels.to(device)
+    indices = np.asarray(indices, dtype=np.int64)
+    n_batches = -(-len(indices) // config.batch_size)
+    bar = tqdm(
+        total=config.epochs * n_batches,
+        initial=start_epoch * n_batches,
+        desc=desc,
+        unit="batch",
+        disable=not progress,
+        dynamic_ncols=True,
+        leave=False,
+    )
+    for epoch in range(start_epoch, config.epochs):
+        model.train()
+        gen = torch.Generator().manual_seed(derive_seed(seed, *stream, epoch))
+        total, count = 0.0, 0
+        for idx in batch_indices(indices, config.batch_size, gen):
+            x = augment(gather(images, idx, device), train=True, generator=gen)
+            y = labels[torch.tensor(idx, dtype=torch.int64, device=labels.device)]
+            with autocast(device):
+                loss = loss_fn(model, x, y)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            total += float(loss.detach()) * len(idx)
+            count += len(idx)
+            bar.update(1)
+        scheduler.step()
+        bar.set_postfix(epoch=f"{epoch + 1}/{config.epochs}", loss=f"{total / max(count, 1):.3f}")
+        if checkpoint is not None:
+            atomic_torch_save(
+                checkpoint,
+                {
+                    "epoch": epoch,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict(),
+                },
+            )
+    bar.close()
+    return model
+
+
+@torch.inference_mode()
+def predict(
+    model: nn.Module,
+    images: torch.Tensor,
+    indices: np.ndarray,
+    augment: BatchAugment,
+    *,
+    device: torch.device,
+    batch_size: int = 512,
+    features: bool = False,
+    progress: bool = False,
+    desc: str = "score",
+) -> np.ndarray:
+    """Logits (M, classes) or, with ``features=True``, penultimate features (M, D), float32.
+
+    Eval mode, no augmentation, large batches: this is the pool-scoring path that the
+    authors ran one image at a time.
+    """
+    model.to(device).eval()
+    images = images_on(images, device)
+    fn = model.forward_features if features else model
+    out = []
+    for idx in tqdm(
+        batch_indices(np.asarray(indices, dtype=np.int64), batch_size, None),
+        desc=desc,
+        unit="batch",
+        disable=not progress,
+        leave=False,
+    ):
+        x = augment(gather(images, idx, device), train=False)
+        with autocast(device):
+            out.append(fn(x).float().cpu())
+    if not out:
+        return np.zeros((0, 0), dtype=np.float32)
+    return torch.cat(out).numpy()
+
+
+def evaluate(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: np.ndarray,
+    augment: BatchAugment,
+    n_classes: int,
+    *,
+    device: torch.device,
+    batch_size: int = 512,
+) -> tuple[float, np.ndarray]:
+    """Top-1 accuracy in percent, and per-class accuracy in percent (n_classes,), NaN for absent classes."""
+    labels = np.asarray(labels)
+    logits = predict(model, images, np.arange(len(labels)), augment, device=device, batch_size=batch_size)
+    correct = logits.argmax(1) == labels
+    per_class = np.full(n_classes, np.nan)
+    for c in range(n_classes):
+        mask = labels == c
+        if mask.any():
+            per_class[c] = 100.0 * correct[mask].mean()
+    return 100.0 * float(correct.mean()), per_class

@@ -1,0 +1,123 @@
+"""Per-dataset settings: image size, normalisation, augmentation and the β table.
+
+The β values and the three budget regimes are those of ``shared/docs/METHOD.md``
+(from the authors). Any other dataset name gets :data:`DEFAULT` behaviour: image
+size from its files, mean and standard deviation measured on its training split.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from bal.errors import BalError
+
+#: Per-cycle percentages of the pool (k_c = floor(p_c / 100 * N)) for the paper's regimes.
+#: small labels 2,4,...,10 % in all; base 10,15,...,40 %; large 10,20,...,100 %.
+REGIMES: dict[str, list[float]] = {
+    "small": [2.0] * 5,
+    "base": [10.0] + [5.0] * 6,
+    "large": [10.0] * 10,
+}
+
+
+@dataclass(frozen=True)
+class Preset:
+    """How to read and augment one dataset.
+
+    ``image_size`` is the square side in pixels (``None``: the most common size of the
+    training files). ``mean``/``std`` are per RGB channel on the 0..1 scale
+    (``None``: measured on the training images). ``crop_padding`` is the zero padding,
+    in pixels, of the random crop used for training.
+    """
+
+    name: str
+    image_size: int | None
+    mean: tuple[float, float, float] | None
+    std: tuple[float, float, float] | None
+    crop_padding: int | None
+    hflip: bool
+    beta: dict[str, float] = field(default_factory=lambda: {"small": 1.0, "base": 1.2, "large": 2.0})
+
+    def resolve(self, images: np.ndarray) -> "Preset":
+        """Fill the ``None`` fields from the decoded training images, uint8 (N, S, S, 3)."""
+        size = int(images.shape[1])
+        mean, std = self.mean, self.std
+        if mean is None or std is None:
+            # float64 accumulation over a uint8 array in chunks keeps memory flat.
+            total = np.zeros(3)
+            total_sq = np.zeros(3)
+            for start in range(0, len(images), 4096):
+                chunk = images[start : start + 4096].reshape(-1, 3).astype(np.float64) / 255.0
+                total += chunk.sum(0)
+                total_sq += (chunk**2).sum(0)
+            count = images.shape[0] * images.shape[1] * images.shape[2]
+            m = total / count
+            s = np.sqrt(np.maximum(total_sq / count - m**2, 1e-12))
+            mean = tuple(float(x) for x in m) if mean is None else mean
+            std = tuple(float(max(x, 1e-3)) for x in s) if std is None else std
+        padding = self.crop_padding if self.crop_padding is not None else max(1, round(size / 8))
+        return Preset(self.name, size, mean, std, padding, self.hflip, dict(self.beta))
+
+
+PRESETS: dict[str, Preset] = {
+    "cifar10": Preset(
+        "cifar10", 32, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), 4, True,
+        {"small": 1.0, "base": 1.2, "large": 2.0},
+    ),
+    # Digits read differently when mirrored, so SVHN is not flipped.
+    "svhn": Preset(
+        "svhn", 32, (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970), 4, False,
+        {"small": 1.0, "base": 1.4, "large": 2.0},
+    ),
+    "caltech101": Preset(
+        "caltech101", 64, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 8, True,
+        {"small": 0.5, "base": 1.3, "large": 2.5},
+    ),
+    "tinyimagenet": Preset(
+        "tinyimagenet", 64, (0.4802, 0.4481, 0.3975), (0.2770, 0.2691, 0.2821), 8, True,
+        {"small": 0.5, "base": 1.2, "large": 2.5},
+    ),
+}
+
+DEFAULT = Preset("default", None, None, None, None, True)
+
+
+def get_preset(dataset: str) -> Preset:
+    """The preset for a dataset folder name (case-insensitive), else :data:`DEFAULT`."""
+    key = dataset.lower().replace("-", "").replace("_", "")
+    return PRESETS.get(key, Preset(dataset, None, None, None, None, True))
+
+
+def regime_percentages(regime: str) -> list[float]:
+    if regime not in REGIMES:
+        raise BalError(f"--regime must be one of {', '.join(REGIMES)}, got {regime!r}")
+    return list(REGIMES[regime])
+
+
+def budgets_from_percentages(percentages: list[float], pool_size: int) -> list[int]:
+    """Per-cycle label counts ``k_c = floor(p_c / 100 * N)``, validated.
+
+    Raises :class:`BalError` naming ``--per_samples_list`` when a cycle would label
+    nothing or the cycles together ask for more images than the pool holds.
+    """
+    if not percentages:
+        raise BalError("--per_samples_list is empty: give one percentage per cycle, e.g. 10,5,5")
+    budgets = []
+    for c, p in enumerate(percentages):
+        if not p > 0:
+            raise BalError(f"--per_samples_list: cycle {c} asks for {p}% of the pool; percentages must be > 0")
+        k = int(np.floor(p / 100.0 * pool_size + 1e-9))
+        if k < 1:
+            raise BalError(
+                f"--per_samples_list: cycle {c} asks for {p}% of a pool of {pool_size} images, "
+                f"which is less than one image"
+            )
+        budgets.append(k)
+    if sum(budgets) > pool_size:
+        raise BalError(
+            f"--per_samples_list adds up to {sum(percentages):g}% ({sum(budgets)} images), "
+            f"more than the pool of {pool_size} images"
+        )
+    return budgets

@@ -1,0 +1,177 @@
+"""Step 1: rotation prediction on the unlabelled pool (METHOD.md, step 1).
+
+A network with a 4-way head learns which of 0°, 90°, 180°, 270° an image was turned
+by. Every image contributes all four rotations; the loss is the mean cross-entropy
+over them. Afterwards each pool image gets its mean rotation loss (PT4AL sorts by it)
+and the penultimate-layer features of its upright version (BAL clusters them).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bal.data import BatchAugment, ImageSet
+from bal.loop.state import bind_config
+from bal.loop.trainer import TrainConfig, autocast, batch_indices, gather, images_on, train_model
+from bal.models import create_model
+from bal.utils import atomic_save_npy, atomic_torch_save, atomic_write_json, derive_seed, write_lines
+
+N_ROTATIONS = 4
+
+#: The authors' pretext schedule (METHOD.md): 120 epochs, batch 256, milestones 30/60/90.
+ROTATION_DEFAULTS = TrainConfig(epochs=120, batch_size=256, lr=0.1, milestones=(30, 60, 90))
+
+
+def rotate_batch(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B,3,S,S) -> the four rotations stacked (4B,3,S,S) and their labels (4B,) in 0..3."""
+    rotated = torch.cat([torch.rot90(x, k, dims=(2, 3)) for k in range(N_ROTATIONS)])
+    targets = torch.arange(N_ROTATIONS, device=x.device).repeat_interleave(len(x))
+    return rotated, targets
+
+
+def rotation_loss(model: nn.Module, x: torch.Tensor, _targets: torch.Tensor) -> torch.Tensor:
+    rotated, targets = rotate_batch(x)
+    return F.cross_entropy(model(rotated), targets)
+
+
+@torch.inference_mode()
+def rotation_scores(
+    model: nn.Module,
+    images: torch.Tensor,
+    augment: BatchAugment,
+    *,
+    device: torch.device,
+    batch_size: int = 256,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean rotation loss (N,) float32 and upright features (N, D) float32 of every image."""
+    model.to(device).eval()
+    images = images_on(images, device)
+    losses, feats = [], []
+    for idx in batch_indices(np.arange(len(images)), batch_size, None):
+        x = augment(gather(images, idx, device), train=False)
+        rotated, targets = rotate_batch(x)
+        with autocast(device):
+            features = model.forward_features(rotated)
+            logits = model.head(features)
+        per_sample = F.cross_entropy(logits.float(), targets, reduction="none")
+        losses.append(per_sample.view(N_ROTATIONS, len(idx)).mean(0).cpu())
+        feats.append(features[: len(idx)].float().cpu())  # the first block is the upright image
+    return torch.cat(losses).numpy(), torch.cat(feats).numpy()
+
+
+@dataclass
+class RotationResult:
+    """What step 1 leaves behind, in pool order (the order of ``paths``)."""
+
+    paths: list[str]
+    losses: np.ndarray  # float32 (N,), mean cross-entropy over the four rotations
+    features: np.ndarray  # float32 (N, D), upright image, penultimate layer
+    model: nn.Module
+
+
+def train_rotation(
+    pool: ImageSet,
+    augment: BatchAugment,
+    *,
+    net: str = "vgg16",
+    config: TrainConfig = ROTATION_DEFAULTS,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    save: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> RotationResult:
+    """Run step 1 on ``pool`` and, with ``save``, write the authors' files into that folder.
+
+    Files in ``save``: ``rotation.pth`` (weights), ``paths.txt`` (one pool image per
+    line), ``rotation_loss.npy`` and ``features.npy`` (same order), ``rotation.json``
+    (the settings; marks the step finished). An unfinished run in ``save`` resumes from
+    its last finished epoch; a finished one is loaded instead of trained again.
+    """
+    device = torch.device(device)
+    image_size = int(pool.images.shape[1])
+    settings = {
+        "net": net,
+        "image_size": image_size,
+        "n_images": len(pool),
+        "pool_digest": _digest(pool.paths),
+        "classes": list(pool.classes),
+        "seed": seed,
+        "train": asdict(config),
+        "normalisation": {"mean": list(augment.mean), "std": list(augment.std)},
+    }
+    out = Path(save) if save is not None else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        bind_config(out / "rotation_config.json", settings, "rotation run")
+        if (out / "rotation.json").exists():
+            return load_rotation(out, pool=pool, device=device)
+
+    torch.manual_seed(derive_seed(seed, "rotation", "init"))
+    model = create_model(net, num_classes=N_ROTATIONS, image_size=image_size)
+    images = torch.from_numpy(pool.images)
+    dummy_targets = torch.zeros(len(pool), dtype=torch.int64)
+    train_model(
+        model,
+        images,
+        dummy_targets,
+        np.arange(len(pool)),
+        config,
+        augment,
+        device=device,
+        seed=seed,
+        stream=("rotation",),
+        loss_fn=rotation_loss,
+        checkpoint=None if out is None else out / "rotation_ckpt.pth",
+        progress=progress,
+        desc="rotation",
+    )
+    losses, features = rotation_scores(model, images, augment, device=device)
+    if out is not None:
+        write_lines(out / "paths.txt", pool.paths)
+        atomic_save_npy(out / "rotation_loss.npy", losses)
+        atomic_save_npy(out / "features.npy", features)
+        atomic_torch_save(
+            out / "rotation.pth",
+            {"net": net, "num_classes": N_ROTATIONS, "image_size": image_size, "model": model.state_dict()},
+        )
+        # Written last: its presence means every file above is complete.
+        atomic_write_json(out / "rotation.json", settings)
+        (out / "rotation_ckpt.pth").unlink(missing_ok=True)
+    return RotationResult(list(pool.paths), losses, features, model)
+
+
+def load_rotation(folder: str | os.PathLike, *, pool: ImageSet | None = None, device="cpu") -> RotationResult:
+    """Read a finished step 1 from ``folder`` (see :func:`train_rotation` for the files)."""
+    from bal.errors import BalError
+    from bal.utils import read_lines
+
+    folder = Path(folder)
+    missing = [n for n in ("rotation.json", "paths.txt", "features.npy", "rotation_loss.npy", "rotation.pth")
+               if not (folder / n).exists()]
+    if missing:
+        raise BalError(
+            f"{folder} holds no finished rotation run (missing {', '.join(missing)}); "
+            f"run `bal rotation --save {folder}` first"
+        )
+    paths = read_lines(folder / "paths.txt")
+    if pool is not None and paths != list(pool.paths):
+        raise BalError(f"{folder / 'paths.txt'} lists other images than the dataset now holds; run `bal rotation` again")
+    state = torch.load(folder / "rotation.pth", map_location="cpu", weights_only=False)
+    model = create_model(state["net"], num_classes=state["num_classes"], image_size=state["image_size"])
+    model.load_state_dict(state["model"])
+    return RotationResult(
+        paths, np.load(folder / "rotation_loss.npy"), np.load(folder / "features.npy"), model.to(device)
+    )
+
+
+def _digest(paths: list[str]) -> str:
+    import hashlib
+
+    return hashlib.sha256("\n".join(paths).encode()).hexdigest()
