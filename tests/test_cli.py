@@ -131,3 +131,19 @@ def test_sorted_list_naming_an_unknown_image_names_the_line(capsys, toy, tmp_pat
 def test_console_entry_point_runs_as_module():
     done = subprocess.run([sys.executable, "-m", "bal", "--version"], capture_output=True, text=True)
     assert done.returncode == 0 and done.stdout.startswith("bal ")
+
+
+def test_bad_images_stop_before_training_or_are_skipped_and_listed(capsys, tmp_path):
+    root = make_image_folder(tmp_path / "data" / "toy", ["a", "b"], 6, size=(12, 12))
+    (root / "train" / "a" / "broken.jpg").write_bytes(b"not a jpeg at all")
+    (root / "test" / "b" / "notes.txt").write_text("hello")
+    flags = ["rotation", "--datapath", str(tmp_path / "data"), "--dataset", "toy", "--net", "cnn", "--epochs", "1",
+             "--no_progress", "--cache_dir", str(tmp_path / "c"), "--save", str(tmp_path / "s")]
+    code, _, err = run_cli(capsys, *flags)
+    assert code == 2 and "broken.jpg" in err and "notes.txt" in err and "--skip-bad-images" in err
+    assert not (tmp_path / "s" / "rotation_ckpt.pth").exists()  # nothing was trained
+    code, _, err = run_cli(capsys, *flags, "--skip_bad_images")
+    assert code == 0
+    listed = (tmp_path / "s" / "skipped_images.txt").read_text()
+    assert "broken.jpg" in listed and "notes.txt" in listed
+    assert len((tmp_path / "s" / "paths.txt").read_text().split()) == 12
