@@ -147,3 +147,11 @@ def test_bad_images_stop_before_training_or_are_skipped_and_listed(capsys, tmp_p
     listed = (tmp_path / "s" / "skipped_images.txt").read_text()
     assert "broken.jpg" in listed and "notes.txt" in listed
     assert len((tmp_path / "s" / "paths.txt").read_text().split()) == 12
+
+
+def test_cuda_asked_for_on_a_machine_without_it(capsys, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    code, _, err = run_cli(capsys, "rotation", "--device", "cuda", "--datapath", "nowhere")
+    assert code == 2 and "--device 'cuda'" in err and "nowhere" not in err  # checked before the data

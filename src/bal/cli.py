@@ -238,7 +238,6 @@ def _open(args, report_dir: Path):
 def _rotation(args, data, save: Path, prefix: str = "") -> None:
     from bal.loop.trainer import TrainConfig
     from bal.pretext.rotation import train_rotation
-    from bal.utils import resolve_device
 
     get = lambda name: getattr(args, prefix + name)  # noqa: E731
     config = TrainConfig(
@@ -247,7 +246,7 @@ def _rotation(args, data, save: Path, prefix: str = "") -> None:
     )
     log.info("step 1: rotation pretext, %s on %d images, %d epochs -> %s", args.net, len(data.pool), config.epochs, save)
     train_rotation(data.pool, data.augment, net=args.net, config=config, seed=args.seed,
-                   device=resolve_device(args.device), save=save, progress=not args.no_progress)
+                   device=args.device, save=save, progress=not args.no_progress)
 
 
 def _kmeans(args, load: Path) -> None:
@@ -269,7 +268,6 @@ def _train(args, data, order_path: Path, save: Path) -> list[dict]:
     from bal.pipeline import read_sorted_pool
     from bal.presets import budgets_from_percentages, regime_percentages
     from bal.report import plot_curves
-    from bal.utils import resolve_device
 
     percentages = flatten(args.per_samples_list) or regime_percentages(args.regime)
     if args.cycles is not None:
@@ -296,7 +294,7 @@ def _train(args, data, order_path: Path, save: Path) -> list[dict]:
     )
     rows = run_cycles(
         data.pool, data.test, order=order, cycle=cycle, train=train, augment=data.augment, net=args.net,
-        out_dir=save, device=resolve_device(args.device), progress=not args.no_progress,
+        out_dir=save, device=args.device, progress=not args.no_progress,
     )
     print(metrics_table(rows))
     plot_curves({args.strategy: ([r["labeled_pct"] for r in rows], [r["accuracy"] for r in rows])},
@@ -353,6 +351,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="bal: %(message)s", stream=sys.stderr)
     try:
+        if hasattr(args, "device"):
+            from bal.utils import resolve_device
+
+            args.device = resolve_device(args.device)  # fail on a bad --device before any work
         return COMMANDS[args.command](args)
     except BalError as e:
         print(f"bal: error: {e}", file=sys.stderr)
