@@ -19,7 +19,7 @@ from torch import nn
 
 from bal.data import BatchAugment, ImageSet
 from bal.loop.state import bind_config
-from bal.loop.trainer import TrainConfig, autocast, batch_indices, gather, images_on, train_model
+from bal.loop.trainer import TrainConfig, autocast, batch_indices, gather, images_on, prepare, to_device, train_model
 from bal.models import create_model
 from bal.utils import atomic_save_npy, atomic_torch_save, atomic_write_json, derive_seed, write_lines
 
@@ -38,6 +38,7 @@ def rotate_batch(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def rotation_loss(model: nn.Module, x: torch.Tensor, _targets: torch.Tensor) -> torch.Tensor:
     rotated, targets = rotate_batch(x)
+    rotated = rotated.contiguous(memory_format=torch.channels_last)
     return F.cross_entropy(model(rotated), targets)
 
 
@@ -51,12 +52,13 @@ def rotation_scores(
     batch_size: int = 256,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Mean rotation loss (N,) float32 and upright features (N, D) float32 of every image."""
-    model.to(device).eval()
+    to_device(model, device).eval()
     images = images_on(images, device)
     losses, feats = [], []
     for idx in batch_indices(np.arange(len(images)), batch_size, None):
-        x = augment(gather(images, idx, device), train=False)
+        x = prepare(augment, gather(images, idx, device), False)
         rotated, targets = rotate_batch(x)
+        rotated = rotated.contiguous(memory_format=torch.channels_last)
         with autocast(device):
             features = model.forward_features(rotated)
             logits = model.head(features)
