@@ -63,5 +63,5 @@ def test_three_steps_on_shared_cifar10(cifar):
     assert [r["labeled"] for r in rows] == [30, 60]
     assert set(rows[0]["per_class_accuracy"]) == set(CLASSES)
     assert len(read_lines(run / "labeled_1.txt")) == 60
-    # The cifar10 preset: beta 1.2 in the base regime, and windows of width 1.2 * (300 // 2).
-    assert rows[0]["selection"]["window"] == [0, 180] and rows[0]["selection"]["beta"] == 1.2
+    # The cifar10 preset: beta 1.2 in the base regime; A = the per-cycle size, 30 images.
+    assert rows[0]["selection"]["window"] == [0, 36] and rows[0]["selection"]["beta"] == 1.2

@@ -11,6 +11,7 @@ Every ``--flag_with_underscores`` of the authors also works as ``--flag-with-das
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 from collections.abc import Sequence
@@ -125,7 +126,8 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     add(g, "--per_samples_list", type=number_list(float), nargs="+", default=None,
         help="new labels per cycle, in %% of the pool, e.g. 10,5,5,5 (default: from --regime)")
     add(g, "--addendum", type=positive_int, default=None,
-        help="sub-pool unit A, in images (default: pool size // cycles, so that windows of beta 1 tile the list)")
+        help="sub-pool unit A, in images (default: the per-cycle size, the most common one when cycles differ, "
+             "as in the authors' reference)")
     add(g, "--beta", type=positive_float, default=None, help="sub-pool width factor (default: the dataset's preset)")
     add(g, "--window", choices=["centred", "released"], default="centred",
         help="sub-pool placement: centred (the paper's intent) or released (the authors' code) (default: %(default)s)")
@@ -135,7 +137,8 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
         help="uncertainty rule of later cycles; confidence-normalized is the authors' released variant "
              "(default: %(default)s)")
     add(g, "--strategy", choices=list(STRATEGIES), default="bal",
-        help="bal, or random over the whole pool as the baseline (default: %(default)s)")
+        help="bal, or a baseline: random, confidence, margin, entropy, coreset, badge, typiclust, pt4al; "
+             "bal-released and bal-fix are BAL's variants (default: %(default)s)")
     add(g, "--cycles", type=positive_int, default=None,
         help="run only the first N cycles of the budget list (default: all)")
     add(g, "--epochs", type=positive_int, default=100, help="epochs per cycle (default: %(default)s)")
@@ -206,6 +209,35 @@ def build_parser() -> argparse.ArgumentParser:
     add(p, "--save", default="runs/bal", help="run folder (default: %(default)s)")
     add_common_flags(p)
 
+    p = sub.add_parser("bench", help="compare strategies over seeds: results, table with AUBC, the paper's plot",
+                       description="Run every (strategy, seed) pair on the same pool, test split, model and "
+                                   "training; share one pretext and CDD order; resume pair by pair. Settings "
+                                   "come from --config (YAML, keys as the flags with underscores) and from "
+                                   "flags, which win over the file.")
+    add(p, "--config", default=None, help="YAML file, e.g. benchmarks/cifar10-cpu.yaml")
+    from bal.selection.strategies import STRATEGY_NAMES
+
+    g = p.add_argument_group("overrides (default: the file's value, else bal's)")
+    add(g, "--dataset", default=None, help="dataset folder name")
+    add(g, "--datapath", default=None, help="folder holding DATASET/{train,test}/CLASS")
+    add(g, "--pool_size", type=positive_int, default=None, help="stratified subset of the training split")
+    add(g, "--test_size", type=positive_int, default=None, help="stratified subset of the test split")
+    add(g, "--regime", choices=["small", "base", "large"], default=None, help="budget regime")
+    add(g, "--per_samples_list", "--percentages", dest="percentages", type=number_list(float), nargs="+",
+        default=None, help="new labels per cycle in %% of the pool (instead of --regime)")
+    add(g, "--strategies", type=lambda t: [x for x in t.replace(",", " ").split() if x], default=None,
+        help=f"comma-separated, from: {', '.join(STRATEGY_NAMES)} (default: all)")
+    add(g, "--seeds", type=number_list(int), nargs="+", default=None, help="e.g. 0,1,2")
+    add(g, "--net", default=None, help="network")
+    add(g, "--epochs", type=positive_int, default=None, help="epochs per cycle")
+    add(g, "--batch_size", type=positive_int, default=None, help="batch size per cycle")
+    add(g, "--lr", type=positive_float, default=None, help="learning rate per cycle")
+    add(g, "--rotation_epochs", type=positive_int, default=None, help="pretext epochs")
+    add(g, "--out", default=None, help="output folder (default: runs/bench)")
+    add(g, "--cache_dir", default=None, help="decoded-image cache")
+    add(g, "--device", default=None, help="auto, cpu, cuda, ...")
+    add(p, "--no_progress", action="store_true", help="no progress bars")
+
     p = sub.add_parser("demo", help="BAL against random on scikit-learn's digits: a table and a plot",
                        description="The embedded default: scikit-learn's 8x8 digits as pool and test "
                                    "(fixed split), BAL against random, a per-cycle table and a PNG plot.",
@@ -265,7 +297,7 @@ def _median(x):
 def _train(args, data, order_path: Path, save: Path) -> list[dict]:
     from bal.loop.cycles import CycleConfig, metrics_table, run_cycles
     from bal.loop.trainer import TrainConfig
-    from bal.pipeline import read_sorted_pool
+    from bal.pipeline import load_pretext
     from bal.presets import budgets_from_percentages, regime_percentages
     from bal.report import plot_curves
 
@@ -287,13 +319,13 @@ def _train(args, data, order_path: Path, save: Path) -> list[dict]:
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
         weight_decay=args.weight_decay, milestones=tuple(flatten(args.milestones) or (30, 60, 90)),
     )
-    order = read_sorted_pool(order_path, data.pool.paths) if args.strategy == "bal" else None
+    pretext = load_pretext(order_path.parent, data.pool.paths, cycle.make_strategy().needs, order_path)
     log.info(
         "step 3: %d cycles of %s (%s labels), beta %g, %s, %d epochs each -> %s",
         len(cycle.budgets), args.strategy, ",".join(map(str, cycle.budgets)), beta, args.net, train.epochs, save,
     )
     rows = run_cycles(
-        data.pool, data.test, order=order, cycle=cycle, train=train, augment=data.augment, net=args.net,
+        data.pool, data.test, pretext=pretext, cycle=cycle, train=train, augment=data.augment, net=args.net,
         out_dir=save, device=args.device, progress=not args.no_progress,
     )
     print(metrics_table(rows))
@@ -330,10 +362,26 @@ def cmd_run(args) -> int:
     pretext = save / "pretext"
     pretext.mkdir(parents=True, exist_ok=True)
     data = _open(args, save)
-    if args.strategy == "bal":
+    from bal.selection.strategies import make_strategy
+
+    if make_strategy(args.strategy).needs:
         _rotation(args, data, pretext, prefix="rotation_")
         _kmeans(args, pretext)
     _train(args, data, pretext / "unlabeled_pool.txt", save)
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from bal.bench import BenchConfig, run_bench
+
+    config = BenchConfig.from_yaml(args.config) if args.config else BenchConfig()
+    overrides = {k: v for k, v in vars(args).items()
+                 if k not in ("command", "config", "no_progress") and v is not None}
+    for key in ("percentages", "seeds"):
+        if key in overrides:
+            overrides[key] = flatten(overrides[key])
+    config = BenchConfig.from_mapping({**dataclasses.asdict(config), **overrides}, source="bal bench")
+    run_bench(config, progress=not args.no_progress)
     return 0
 
 
@@ -344,14 +392,15 @@ def cmd_demo(args) -> int:
     return 0
 
 
-COMMANDS = {"rotation": cmd_rotation, "kmeans": cmd_kmeans, "train": cmd_train, "run": cmd_run, "demo": cmd_demo}
+COMMANDS = {"rotation": cmd_rotation, "kmeans": cmd_kmeans, "train": cmd_train, "run": cmd_run,
+            "bench": cmd_bench, "demo": cmd_demo}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="bal: %(message)s", stream=sys.stderr)
     try:
-        if hasattr(args, "device"):
+        if getattr(args, "device", None) is not None and args.command != "bench":
             from bal.utils import resolve_device
 
             args.device = resolve_device(args.device)  # fail on a bad --device before any work

@@ -23,6 +23,7 @@ from bal.loop.trainer import TrainConfig
 from bal.presets import Preset, budgets_from_percentages, get_preset
 from bal.pretext.rotation import ROTATION_DEFAULTS, train_rotation
 from bal.selection import cluster_distance_difference, sort_by_cdd
+from bal.selection.strategies import Pretext, make_strategy
 from bal.utils import atomic_save_npy, atomic_write_json, read_lines, write_lines
 
 log = logging.getLogger("bal")
@@ -167,6 +168,50 @@ def read_sorted_pool(path: str | os.PathLike, pool_paths: Sequence[str]) -> np.n
     return np.asarray(order, dtype=np.int64)
 
 
+def load_pretext(folder: str | os.PathLike, pool_paths: Sequence[str], needs: frozenset[str],
+                 sorted_path: str | os.PathLike | None = None) -> Pretext:
+    """The step-1/2 artifacts a strategy ``needs``, read from a ``bal rotation``/``bal kmeans`` folder.
+
+    Rows are put into pool order by path, so the folder may list the pool in any order.
+    """
+    folder = Path(folder)
+    pretext = Pretext()
+    if "order" in needs:
+        pretext.order = read_sorted_pool(sorted_path or folder / "unlabeled_pool.txt", pool_paths)
+    if needs & {"losses", "features"}:
+        paths_file = folder / "paths.txt"
+        if not (folder / "rotation.json").exists():
+            raise BalError(f"{folder}: no finished `bal rotation` there (it holds the features and losses "
+                           f"this strategy needs); run `bal rotation --save {folder}`")
+        rows = read_sorted_pool(paths_file, pool_paths)  # row r of the arrays is pool image rows[r]
+        where = np.empty_like(rows)
+        where[rows] = np.arange(len(rows))
+        if "losses" in needs:
+            pretext.losses = np.load(folder / "rotation_loss.npy")[where]
+        if "features" in needs:
+            pretext.features = np.load(folder / "features.npy")[where]
+    return pretext
+
+
+def subset(images: ImageSet, indices: Sequence[int]) -> ImageSet:
+    """The images at ``indices`` (sorted), as a new :class:`ImageSet` with the same classes."""
+    idx = np.sort(np.asarray(indices, dtype=np.int64))
+    return ImageSet(images.images[idx], images.labels[idx], [images.paths[i] for i in idx],
+                    list(images.classes), list(images.skipped))
+
+
+def stratified_subset(images: ImageSet, size: int | None, seed: int = 0, what: str = "pool") -> ImageSet:
+    """A class-stratified subset of ``size`` images fixed by ``seed`` (all images when ``size`` is None)."""
+    if size is None or size == len(images):
+        return images
+    if not 0 < size < len(images):
+        raise BalError(f"{what}_size must be between 1 and the {len(images)} images available, got {size}")
+    from sklearn.model_selection import train_test_split
+
+    idx, _ = train_test_split(np.arange(len(images)), train_size=size, stratify=images.labels, random_state=seed)
+    return subset(images, idx)
+
+
 # -- everything, in memory -------------------------------------------------------------
 def active_learning(
     pool: ImageSet,
@@ -190,23 +235,24 @@ def active_learning(
     out_dir: str | os.PathLike | None = None,
     progress: bool = False,
 ) -> list[dict]:
-    """Run BAL (or the random baseline) on images in memory; returns one metrics dict per cycle.
+    """Run BAL (or another strategy) on images in memory; returns one metrics dict per cycle.
 
-    The pool's labels stand in for the annotator. Steps 1 and 2 run only for
-    ``strategy="bal"``; with ``out_dir`` every step writes its files there
+    The pool's labels stand in for the annotator. Steps 1 and 2 run only for the
+    strategies that read them (bal, pt4al, typiclust); with ``out_dir`` every step writes its files there
     (``out_dir/pretext`` for step 1 and 2) and a second call resumes.
     """
     preset = (preset or Preset("arrays", None, None, None, None, True)).resolve(pool.images)
     augment = augment_for(preset)
     device = torch.device(device)
-    order = None
-    if strategy == "bal":
+    pretext = Pretext()
+    if make_strategy(strategy).needs:
         pretext_dir = None if out_dir is None else Path(out_dir) / "pretext"
         result = train_rotation(
             pool, augment, net=net, config=rotation, seed=seed, device=device, save=pretext_dir, progress=progress
         )
         k = n_clusters if n_clusters is not None else len(pool.classes)
         order = sort_by_cdd(cluster_distance_difference(result.features, k, seed=seed))
+        pretext = Pretext(features=result.features, losses=result.losses, order=order)
     cycle = CycleConfig(
         budgets=budgets_from_percentages(list(percentages), len(pool)),
         strategy=strategy, addendum=addendum, beta=beta, window=window, first=first,
@@ -214,6 +260,6 @@ def active_learning(
     )
     cycles_dir = None if out_dir is None else Path(out_dir) / "cycles"
     return run_cycles(
-        pool, test, order=order, cycle=cycle, train=train, augment=augment, net=net,
+        pool, test, pretext=pretext, cycle=cycle, train=train, augment=augment, net=net,
         out_dir=cycles_dir, device=device, progress=progress,
     )

@@ -17,6 +17,7 @@ the same selections and metrics as an uninterrupted run.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -35,12 +36,12 @@ from bal.loop.state import bind_config, read_json
 from bal.loop.trainer import TrainConfig, evaluate, predict, train_model
 from bal.models import create_model
 from bal.report import format_table, write_csv
-from bal.selection import build_subpool, select_first, select_uncertain, subpool_window
+from bal.selection.strategies import STRATEGY_NAMES, Pretext, SelectionContext, Strategy, make_strategy
 from bal.utils import atomic_torch_save, atomic_write_json, atomic_write_text, derive_seed, read_lines, write_lines
 
 log = logging.getLogger("bal")
 
-STRATEGIES = ("bal", "random")
+STRATEGIES = STRATEGY_NAMES
 
 METRIC_COLUMNS = [
     ("cycle", "cycle", "d"),
@@ -56,10 +57,10 @@ class CycleConfig:
     """How the cycles select images.
 
     budgets : new labels per cycle, ``k_c`` (see :func:`bal.presets.budgets_from_percentages`).
-    strategy : ``"bal"`` (sliding sub-pools over the CDD order) or ``"random"``
-        (uniform over all unlabelled images; the baseline).
-    addendum : the sub-pool unit A in images; ``None`` means ``N // len(budgets)`` so that
-        the windows of β = 1 tile the sorted list.
+    strategy : a name of :data:`bal.selection.strategies.STRATEGY_NAMES`: ``"bal"``
+        (sliding sub-pools over the CDD order), ``"random"``, ``"pt4al"``, the baselines...
+    addendum : the sub-pool unit A in images; ``None`` means the per-cycle size (the most
+        common one when cycles differ), as the authors' reference does.
     beta : sub-pool width factor β (window width β·A).
     window : ``"centred"`` (intended) or ``"released"`` (the authors' code).
     first, sampling : the cycle-0 rule and the uncertainty rule of later cycles.
@@ -83,12 +84,17 @@ class CycleConfig:
         if not self.budgets:
             raise BalError("no cycles to run: the budget list is empty")
 
+    def make_strategy(self) -> Strategy:
+        return make_strategy(self.strategy, beta=self.beta, window=self.window, first=self.first,
+                             sampling=self.sampling, addendum=self.addendum)
+
 
 def run_cycles(
     pool: ImageSet,
     test: ImageSet,
     *,
-    order: np.ndarray | None,
+    order: np.ndarray | None = None,
+    pretext: Pretext | None = None,
     cycle: CycleConfig,
     train: TrainConfig,
     augment: BatchAugment,
@@ -103,8 +109,10 @@ def run_cycles(
     Parameters
     ----------
     pool, test : the unlabelled pool (its labels play the oracle) and the test split.
-    order : int64 (N,), pool indices sorted by CDD ascending (``bal kmeans``); needed by
-        ``strategy="bal"``, ignored by ``"random"``.
+    order : int64 (N,), pool indices sorted by CDD ascending (``bal kmeans``): a shorthand
+        for ``pretext=Pretext(order=order)``.
+    pretext : the step-1/2 artifacts the strategy reads (BAL: ``order``; PT4AL:
+        ``losses``; TypiClust: ``features``).
     out_dir : run folder (see the module docstring); ``None`` keeps everything in a
         temporary folder that is removed afterwards (no resume).
     on_cycle : called with each cycle's metrics as soon as it is finished.
@@ -112,15 +120,17 @@ def run_cycles(
     if out_dir is None:
         with tempfile.TemporaryDirectory(prefix="bal-") as tmp:
             return run_cycles(
-                pool, test, order=order, cycle=cycle, train=train, augment=augment, net=net,
+                pool, test, order=order, pretext=pretext, cycle=cycle, train=train, augment=augment, net=net,
                 out_dir=tmp, device=device, progress=progress, on_cycle=on_cycle,
             )
-    return _Run(pool, test, order, cycle, train, augment, net, Path(out_dir), torch.device(device),
+    if pretext is None:
+        pretext = Pretext(order=order)
+    return _Run(pool, test, pretext, cycle, train, augment, net, Path(out_dir), torch.device(device),
                 progress, on_cycle).run()
 
 
 class _Run:
-    def __init__(self, pool, test, order, cycle, train, augment, net, out, device, progress, on_cycle):
+    def __init__(self, pool, test, pretext, cycle, train, augment, net, out, device, progress, on_cycle):
         self.pool, self.test, self.cycle, self.train = pool, test, cycle, train
         self.augment, self.net, self.out, self.device = augment, net, out, device
         self.progress, self.on_cycle = progress, on_cycle
@@ -131,14 +141,8 @@ class _Run:
             raise BalError(f"the cycles ask for {sum(cycle.budgets)} labels, more than the pool of {n} images")
         if list(test.classes) != list(pool.classes):
             raise BalError(f"the test split's classes {test.classes} differ from the pool's {pool.classes}")
-        self.addendum = cycle.addendum if cycle.addendum is not None else max(1, n // self.n_cycles)
-        if cycle.strategy == "bal":
-            if order is None:
-                raise BalError("strategy 'bal' needs the CDD order of the pool (run `bal kmeans` first)")
-            order = np.asarray(order, dtype=np.int64)
-            if order.shape != (n,) or not np.array_equal(np.sort(order), np.arange(n)):
-                raise BalError(f"the sorted pool order must list each of the {n} pool images exactly once")
-        self.order = order
+        self.strategy = cycle.make_strategy()
+        self.pretext = _checked_pretext(pretext, self.strategy, n)
         self.index_of = {p: i for i, p in enumerate(pool.paths)}
         self.images = torch.from_numpy(pool.images)
         self.labels = torch.from_numpy(np.asarray(pool.labels, dtype=np.int64))
@@ -149,12 +153,13 @@ class _Run:
     def settings(self) -> dict:
         return {
             "net": self.net,
-            "cycle": {**asdict(self.cycle), "budgets": list(self.cycle.budgets), "addendum": self.addendum},
+            "cycle": {**asdict(self.cycle), "budgets": list(self.cycle.budgets)},
+            "strategy": self.strategy.settings(),
             "train": asdict(self.train),
             "pool_size": self.n,
             "test_size": len(self.test),
             "classes": list(self.pool.classes),
-            "order_head": None if self.order is None else [int(i) for i in self.order[:32]],
+            "pretext": {name: _digest(getattr(self.pretext, name)) for name in sorted(self.strategy.needs)},
         }
 
     def labeled_from_file(self, c: int) -> list[int]:
@@ -193,38 +198,31 @@ class _Run:
 
     # -- one cycle ---------------------------------------------------------------------
     def select(self, c: int, labeled: np.ndarray) -> tuple[np.ndarray, dict]:
-        k = int(self.cycle.budgets[c])
-        cfg = self.cycle
-        if cfg.strategy == "random":
-            rng = np.random.default_rng(derive_seed(cfg.seed, "random", c))
-            unlabeled = np.flatnonzero(~labeled)
-            picked = np.sort(rng.choice(unlabeled, size=k, replace=False))
-            return picked, {"cycle": c, "strategy": "random", "k": k}
-        window = subpool_window(c, self.n_cycles, self.n, self.addendum, cfg.beta, cfg.window)
-        sub = build_subpool(self.order, window, labeled, k)
-        if sub.n_topped_up:
+        outputs = None
+        if c > 0:
+            model = self.load_model(c - 1)
+
+            def outputs(indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                return predict(model, self.images, indices, self.augment, device=self.device, features=True,
+                               progress=self.progress, desc=f"cycle {c} score")
+
+        ctx = SelectionContext(
+            cycle=c, budgets=list(self.cycle.budgets), labeled=labeled,
+            rng=np.random.default_rng(derive_seed(self.cycle.seed, "select", c)),
+            pretext=self.pretext, outputs=outputs,
+        )
+        picked, info = self.strategy.select(ctx)
+        picked = np.asarray(picked, dtype=np.int64)
+        if len(picked) != ctx.k or labeled[picked].any() or len(np.unique(picked)) != len(picked):
+            # a strategy bug, never bad input: refuse to write a wrong selection
+            raise AssertionError(f"cycle {c}: {self.strategy.name} returned an invalid selection")
+        if info.get("n_topped_up"):
             log.warning(
                 "cycle %d: the window [%d, %d) holds %d unlabelled images, fewer than the %d asked for; "
                 "topped up with the %d nearest unlabelled images of the sorted list",
-                c, window[0], window[1], sub.n_in_window, k, sub.n_topped_up,
+                c, *info["window"], info["n_in_window"], ctx.k, info["n_topped_up"],
             )
-        if c == 0:
-            rng = np.random.default_rng(derive_seed(cfg.seed, "first"))
-            positions = select_first(len(sub.candidates), k, cfg.first, rng)
-            rule = cfg.first
-        else:
-            model = self.load_model(c - 1)
-            logits = predict(model, self.images, sub.candidates, self.augment, device=self.device,
-                             progress=self.progress, desc=f"cycle {c} score")
-            rng = np.random.default_rng(derive_seed(cfg.seed, "sampling", c))
-            positions = select_uncertain(logits, k, cfg.sampling, rng)
-            rule = cfg.sampling
-        info = {
-            "cycle": c, "strategy": "bal", "k": k, "window": [int(window[0]), int(window[1])],
-            "mode": cfg.window, "beta": cfg.beta, "addendum": self.addendum, "rule": rule,
-            "n_in_window": int(sub.n_in_window), "n_topped_up": int(sub.n_topped_up),
-        }
-        return sub.candidates[positions], info
+        return picked, {"cycle": c, "strategy": self.strategy.name, "k": ctx.k, **info}
 
     def run(self) -> list[dict]:
         self.out.mkdir(parents=True, exist_ok=True)
@@ -244,8 +242,6 @@ class _Run:
                 mask = np.zeros(self.n, dtype=bool)
                 mask[labeled_order] = True
                 picked, info = self.select(c, mask)
-                if mask[picked].any() or len(np.unique(picked)) != len(picked):
-                    raise AssertionError(f"cycle {c}: selection repeats a labelled image")  # a bug, not input
                 labeled_order = labeled_order + [int(i) for i in picked]
                 atomic_write_json(self.out / f"window_{c}.json", info)
                 write_lines(labeled_file, [self.pool.paths[i] for i in labeled_order])
@@ -283,6 +279,29 @@ class _Run:
                 self.on_cycle(row)
         self.write_reports(rows)
         return rows
+
+
+def _checked_pretext(pretext: Pretext, strategy: Strategy, n: int) -> Pretext:
+    what = {"order": "the CDD order of the pool (`bal kmeans`)",
+            "losses": "the rotation losses of the pool (`bal rotation`)",
+            "features": "the rotation features of the pool (`bal rotation`)"}
+    for name in sorted(strategy.needs):
+        value = getattr(pretext, name)
+        if value is None:
+            raise BalError(f"strategy {strategy.name!r} needs {what[name]}")
+        if len(value) != n:
+            raise BalError(f"the pretext {name} has {len(value)} rows, but the pool holds {n} images")
+    if "order" in strategy.needs:
+        order = np.asarray(pretext.order, dtype=np.int64)
+        if order.shape != (n,) or not np.array_equal(np.sort(order), np.arange(n)):
+            raise BalError(f"the sorted pool order must list each of the {n} pool images exactly once")
+    return pretext
+
+
+def _digest(array: np.ndarray | None) -> str | None:
+    if array is None:
+        return None
+    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()[:16]
 
 
 def metrics_table(rows: list[dict]) -> str:

@@ -187,16 +187,15 @@ def predict(
     features: bool = False,
     progress: bool = False,
     desc: str = "score",
-) -> np.ndarray:
-    """Logits (M, classes) or, with ``features=True``, penultimate features (M, D), float32.
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """Logits (M, classes) float32; with ``features=True``, ``(logits, features (M, D))``.
 
     Eval mode, no augmentation, large batches: this is the pool-scoring path that the
     authors ran one image at a time.
     """
     to_device(model, device).eval()
     images = images_on(images, device)
-    fn = model.forward_features if features else model
-    out = []
+    logits, feats = [], []
     for idx in tqdm(
         batch_indices(np.asarray(indices, dtype=np.int64), batch_size, None),
         desc=desc,
@@ -206,10 +205,15 @@ def predict(
     ):
         x = prepare(augment, gather(images, idx, device), False)
         with autocast(device):
-            out.append(fn(x).float().cpu())
-    if not out:
-        return np.zeros((0, 0), dtype=np.float32)
-    return torch.cat(out).numpy()
+            f = model.forward_features(x)
+            logits.append(model.head(f).float().cpu())
+        if features:
+            feats.append(f.float().cpu())
+    n_out = model.head.out_features
+    out = torch.cat(logits).numpy() if logits else np.zeros((0, n_out), dtype=np.float32)
+    if not features:
+        return out
+    return out, (torch.cat(feats).numpy() if feats else np.zeros((0, model.feature_dim), dtype=np.float32))
 
 
 def evaluate(

@@ -9,6 +9,13 @@ Pipeline (METHOD.md steps 2-3)::
     picked = sub.candidates[select_uncertain(logits_of(sub.candidates), k, rule)] # cycle > 0
 """
 
+from bal.selection.baselines import (
+    badge_select,
+    gradient_embedding,
+    kcenter_greedy,
+    kmeanspp_seeding,
+    typiclust_select,
+)
 from bal.selection.cdd import (
     KMEANS_ALGORITHMS,
     cdd_from_distances,
@@ -20,12 +27,25 @@ from bal.selection.first import FIRST_RULES, select_first
 from bal.selection.subpool import WINDOW_MODES, SubPool, build_subpool, subpool_window
 from bal.selection.uncertainty import SAMPLING_RULES, select_uncertain, uncertainty_scores
 
+# strategies import the rules above, so they come last
+from bal.selection.strategies import STRATEGY_NAMES, Pretext, SelectionContext, Strategy, make_strategy  # noqa: E402
+
 __all__ = [
     "FIRST_RULES",
     "KMEANS_ALGORITHMS",
     "SAMPLING_RULES",
     "WINDOW_MODES",
+    "STRATEGY_NAMES",
+    "Pretext",
+    "SelectionContext",
+    "Strategy",
     "SubPool",
+    "badge_select",
+    "gradient_embedding",
+    "kcenter_greedy",
+    "kmeanspp_seeding",
+    "make_strategy",
+    "typiclust_select",
     "build_subpool",
     "cdd_from_distances",
     "cluster_distance_difference",

@@ -1,0 +1,490 @@
+"""Selection rules of well-known active-learning baselines, as pure NumPy functions.
+
+* Core-set (Sener & Savarese, ICLR 2018): :func:`kcenter_greedy`, farthest-first
+  traversal of the task model's penultimate features.
+* BADGE (Ash et al., ICLR 2020): :func:`gradient_embedding` then
+  :func:`kmeanspp_seeding`, together :func:`badge_select`.
+* TypiClust (Hacohen, Dekel & Weinshall, ICML 2022, TPC-RP): :func:`typiclust_select`,
+  the most typical point of the least-covered k-means cluster of self-supervised features.
+
+No training happens here: the caller runs the models and passes arrays in. Every
+function returns pool (or row) indices in the order they were picked.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from bal.errors import BalError
+from bal.selection.first import _as_generator
+from bal.selection.uncertainty import _check_logits, _log_softmax
+
+__all__ = [
+    "badge_select",
+    "gradient_embedding",
+    "kcenter_greedy",
+    "kmeanspp_seeding",
+    "typiclust_select",
+]
+
+# Elements of one float64 temporary in element-wise loops (2 MiB: stays in cache) and in
+# BLAS blocks (32 MiB: large enough for matrix products to run at full speed).
+_ELEMENTWISE_BLOCK = 1 << 18
+_BLAS_BLOCK = 1 << 22
+
+# k-means++ gets its squared distances from ||x||^2 - 2 x.c + ||c||^2, which loses every
+# digit when d^2 is tiny next to the norms. Rows below this fraction of ||x||^2 + ||c||^2
+# are recomputed from explicit differences, so duplicates get exactly 0. The float32
+# dot product's worst-case relative error is about width * 6e-8, ~3e-4 at width 5,120.
+_EXPANSION_RECHECK = 1e-3
+
+# TypiClust switches to MiniBatchKMeans above this many clusters, as its reference code.
+_MINIBATCH_ABOVE = 50
+
+
+# --------------------------------------------------------------------------------------
+# Core-set
+# --------------------------------------------------------------------------------------
+
+
+def kcenter_greedy(
+    features: np.ndarray,
+    labeled: np.ndarray,
+    candidates: np.ndarray,
+    k: int,
+) -> np.ndarray:
+    """Core-set greedy k-center: ``k`` candidates, each the farthest from all centres so far.
+
+    Parameters
+    ----------
+    features : ndarray of shape (N, D), real, finite
+        Features of the whole pool (the task model's penultimate layer).
+    labeled : ndarray of shape (N,), bool
+        ``True`` for labelled images; they are the initial centres.
+    candidates : ndarray of shape (n,), integer
+        Distinct pool indices in ``[0, N)`` that may be picked (usually the unlabelled
+        ones). Labelled entries are ignored: they are centres already.
+    k : int
+        ``1 <= k <=`` number of unlabelled candidates.
+
+    Returns
+    -------
+    ndarray of shape (k,), int64
+        Distinct pool indices in pick order. Each pick maximises the Euclidean distance
+        (float64) to its nearest centre, and then becomes a centre; equal distances go
+        to the earliest position in ``candidates``. With nothing labelled, the first pick
+        is the candidate farthest from the mean of all N features (deterministic, where
+        the original paper starts from a random point).
+    """
+    x = _check_matrix("features", features, "(N, D)")
+    n = x.shape[0]
+    mask = _check_mask(labeled, n)
+    cand = _check_indices("candidates", candidates, n)
+    avail = cand[~mask[cand]]
+    k = _check_k(k, avail.size, "unlabelled entries in candidates")
+
+    # Only candidates need a distance: centres are never picked again. Holding the
+    # candidates' rows in float64 keeps the incremental updates exact (ties stay ties).
+    xc = x[avail].astype(np.float64)
+    picks: list[int] = []
+    if mask.any():
+        min_d2 = _min_sq_dist_to_set(xc, x[mask].astype(np.float64))
+    else:
+        mean = x.mean(axis=0, dtype=np.float64)
+        first = int(np.argmax(_exact_sq_dists(xc, mean)))
+        picks.append(first)
+        min_d2 = _exact_sq_dists(xc, xc[first])
+        min_d2[first] = -1.0
+    while len(picks) < k:
+        # argmax returns the first maximum, i.e. the earliest candidate position.
+        j = int(np.argmax(min_d2))
+        picks.append(j)
+        np.minimum(min_d2, _exact_sq_dists(xc, xc[j]), out=min_d2)
+        # -1 < any distance: a picked row is never the maximum again, even when every
+        # remaining candidate duplicates a centre (all distances 0).
+        min_d2[j] = -1.0
+    return avail[np.asarray(picks, dtype=np.int64)]
+
+
+# --------------------------------------------------------------------------------------
+# BADGE
+# --------------------------------------------------------------------------------------
+
+
+def gradient_embedding(logits: np.ndarray, features: np.ndarray) -> np.ndarray:
+    """BADGE gradient embeddings: last-layer gradient of the loss at the predicted label.
+
+    For a linear last layer ``logits = W @ f`` (W of shape (C, D)), the gradient of
+    ``cross_entropy(logits, y_hat)`` with respect to W, with ``y_hat = argmax(logits)``,
+    is ``outer(p - onehot(y_hat), f)`` where ``p = softmax(logits)``. The BADGE reference
+    code stores its negation, which has the same norms and pairwise distances.
+
+    Parameters
+    ----------
+    logits : ndarray of shape (M, C), real, finite, C >= 2
+    features : ndarray of shape (M, D), real, finite
+        Input of the last linear layer (penultimate features) for the same M images.
+
+    Returns
+    -------
+    ndarray of shape (M, C * D), float32
+        Row i is the (C, D) gradient flattened row-major: D columns for class 0, then D
+        for class 1, ... Equal top logits take the smallest class as ``y_hat``. Memory is
+        ``4 * M * C * D`` bytes (1 GiB for M = 50,000, C * D = 5,120).
+    """
+    z = _check_logits(logits)
+    f = _check_matrix("features", features, "(M, D)")
+    m, c = z.shape
+    if f.shape[0] != m:
+        raise BalError(
+            f"features must have one row per row of logits ({m}), got shape {f.shape}"
+        )
+    d = f.shape[1]
+    coef = np.exp(_log_softmax(z))
+    coef[np.arange(m), np.argmax(z, axis=1)] -= 1.0
+    out = np.empty((m, c, d), dtype=np.float32)
+    # Row blocks: the float64 product of all rows at once would be twice the output.
+    rows = max(1, _BLAS_BLOCK // (c * d))
+    for start in range(0, m, rows):
+        stop = start + rows
+        out[start:stop] = coef[start:stop, :, None] * f[start:stop, None, :].astype(np.float64)
+    return out.reshape(m, c * d)
+
+
+def kmeanspp_seeding(
+    embeddings: np.ndarray,
+    k: int,
+    rng: np.random.Generator | int | None,
+) -> np.ndarray:
+    """BADGE's selection: k-means++ seeding over the rows of ``embeddings``.
+
+    Parameters
+    ----------
+    embeddings : ndarray of shape (M, W), real, finite
+        float32 input stays float32 (no float64 copy of the whole array is made).
+    k : int
+        ``1 <= k <= M``.
+    rng : numpy.random.Generator or int
+        Source of the draws (an int is a seed). Required: ``None`` is refused.
+
+    Returns
+    -------
+    ndarray of shape (k,), int64
+        Distinct row positions in pick order. The first is the row of largest L2 norm
+        (smallest position on ties), as in the BADGE reference code; each next one is
+        drawn with probability proportional to ``D(x)^2``, the squared Euclidean
+        distance to the nearest row picked so far. Picked rows have ``D = 0``; if every
+        remaining ``D`` is 0 (duplicates of picked rows), the pick is uniform over the
+        unpicked rows. Only an (M,) vector of distances is kept, updated per pick.
+    """
+    x = _check_matrix("embeddings", embeddings, "(M, W)")
+    m = x.shape[0]
+    k = _check_k(k, m, "rows of embeddings")
+    generator = _as_generator(rng, "kmeanspp_seeding")
+
+    norms2 = _row_sq_norms(x)
+    first = int(np.argmax(norms2))
+    picked = np.zeros(m, dtype=bool)
+    picked[first] = True
+    picks = [first]
+    min_d2 = _sq_dists_to_row(x, norms2, first)
+    min_d2[first] = 0.0
+    while len(picks) < k:
+        cdf = np.cumsum(min_d2)
+        if cdf[-1] > 0.0:
+            # side="right" returns the first row whose cumulative weight exceeds u, so a
+            # row of weight 0 (picked, or a duplicate) can never be returned.
+            i = int(np.searchsorted(cdf, generator.random() * cdf[-1], side="right"))
+            if i == m:  # u rounded up to the total
+                i = int(np.flatnonzero(min_d2)[-1])
+        else:
+            unpicked = np.flatnonzero(~picked)
+            i = int(unpicked[generator.integers(unpicked.size)])
+        picked[i] = True
+        picks.append(i)
+        np.minimum(min_d2, _sq_dists_to_row(x, norms2, i), out=min_d2)
+        min_d2[i] = 0.0
+    return np.asarray(picks, dtype=np.int64)
+
+
+def badge_select(
+    logits: np.ndarray,
+    features: np.ndarray,
+    k: int,
+    rng: np.random.Generator | int | None,
+) -> np.ndarray:
+    """BADGE: ``kmeanspp_seeding(gradient_embedding(logits, features), k, rng)``.
+
+    Parameters are those of :func:`gradient_embedding` and :func:`kmeanspp_seeding`.
+
+    Returns
+    -------
+    ndarray of shape (k,), int64
+        Distinct row positions of ``logits``, in pick order.
+    """
+    return kmeanspp_seeding(gradient_embedding(logits, features), k, rng)
+
+
+# --------------------------------------------------------------------------------------
+# TypiClust
+# --------------------------------------------------------------------------------------
+
+
+def typiclust_select(
+    features: np.ndarray,
+    labeled: np.ndarray,
+    k: int,
+    rng: np.random.Generator | int | None,
+    max_clusters: int = 500,
+    min_cluster_size: int = 5,
+    knn: int = 20,
+) -> np.ndarray:
+    """TypiClust (TPC-RP): the most typical point of the least-covered cluster, k times.
+
+    The pool is clustered into ``K = min(labeled.sum() + k, max_clusters, N)`` clusters
+    by scikit-learn ``KMeans(n_init=1)``, or ``MiniBatchKMeans(n_init=1,
+    batch_size=min(4096, N))`` when K > 50, seeded with ``int(rng.integers(2**31))``.
+    Then, k times: among the clusters that still hold an unlabelled point and have at
+    least ``min_cluster_size`` points (if none do, among all clusters that still hold an
+    unlabelled point), take the one with the fewest labelled points, then the largest,
+    then the smallest id; pick its unlabelled point of highest typicality (smallest pool
+    index on ties) and count it as labelled.
+
+    Typicality of a point = 1 / mean Euclidean distance to its ``min(knn, size - 1)``
+    nearest other points of its cluster (labelled ones included: density is a property
+    of the data); ``inf`` when that mean is 0 or the cluster is a single point.
+
+    Parameters
+    ----------
+    features : ndarray of shape (N, D), real, finite
+        Self-supervised features of the whole pool.
+    labeled : ndarray of shape (N,), bool
+    k : int
+        ``1 <= k <=`` number of unlabelled images.
+    rng : numpy.random.Generator or int
+        Seeds the clustering (an int is a seed). Required: ``None`` is refused.
+    max_clusters : int, default 500
+    min_cluster_size : int, default 5
+        Clusters smaller than this are used only once every larger cluster is exhausted.
+    knn : int, default 20
+
+    Returns
+    -------
+    ndarray of shape (k,), int64
+        Distinct unlabelled pool indices in pick order.
+
+    Notes
+    -----
+    The reference code sorts the clusters once and then cycles through them, drops
+    clusters of size <= 5 for good, and measures typicality among the unlabelled members
+    only, with ``min(20, size // 2)`` neighbours and ``1 / (mean + 1e-5)``. Here the
+    labelled counts are re-read before every pick; when every cluster starts with the
+    same count (e.g. nothing labelled), both visit the clusters largest first.
+    """
+    x = _check_matrix("features", features, "(N, D)")
+    n = x.shape[0]
+    mask = _check_mask(labeled, n)
+    n_labeled = int(mask.sum())
+    k = _check_k(k, n - n_labeled, "unlabelled rows of features")
+    max_clusters = _check_int("max_clusters", max_clusters, 1)
+    min_cluster_size = _check_int("min_cluster_size", min_cluster_size, 1)
+    knn = _check_int("knn", knn, 1)
+    generator = _as_generator(rng, "typiclust_select")
+
+    n_clusters = min(n_labeled + k, max_clusters, n)
+    labels = _cluster(x, n_clusters, int(generator.integers(2**31)))
+    sizes = np.bincount(labels, minlength=n_clusters)
+    counts = np.bincount(labels[mask], minlength=n_clusters)
+    unlabeled = ~mask
+    remaining = np.bincount(labels[unlabeled], minlength=n_clusters)
+    typicality: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    picks: list[int] = []
+    for _ in range(k):
+        # A cluster with no unlabelled point left can never be picked from: excluded.
+        open_ = remaining > 0
+        large = open_ & (sizes >= min_cluster_size)
+        ids = np.flatnonzero(large if large.any() else open_)
+        # lexsort sorts by the last key first: fewest labelled, largest, smallest id.
+        cluster = int(ids[np.lexsort((ids, -sizes[ids], counts[ids]))[0]])
+        if cluster not in typicality:
+            members = np.flatnonzero(labels == cluster)
+            typicality[cluster] = (members, _typicality(x[members], knn))
+        members, typ = typicality[cluster]
+        j = int(np.argmax(np.where(unlabeled[members], typ, -np.inf)))
+        index = int(members[j])
+        picks.append(index)
+        unlabeled[index] = False
+        counts[cluster] += 1
+        remaining[cluster] -= 1
+    return np.asarray(picks, dtype=np.int64)
+
+
+# --------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------
+
+
+def _cluster(x: np.ndarray, n_clusters: int, seed: int) -> np.ndarray:
+    """Cluster labels (N,) int64 by scikit-learn k-means seeded with ``seed``."""
+    if n_clusters == 1:
+        return np.zeros(x.shape[0], dtype=np.int64)
+    if n_clusters > _MINIBATCH_ABOVE:
+        from sklearn.cluster import MiniBatchKMeans
+
+        model = MiniBatchKMeans(
+            n_clusters=n_clusters,
+            n_init=1,
+            batch_size=min(4096, x.shape[0]),
+            random_state=seed,
+        )
+    else:
+        from sklearn.cluster import KMeans
+
+        model = KMeans(n_clusters=n_clusters, n_init=1, random_state=seed)
+    return np.asarray(model.fit_predict(x), dtype=np.int64)
+
+
+def _typicality(x: np.ndarray, knn: int) -> np.ndarray:
+    """1 / mean distance to the ``min(knn, s - 1)`` nearest other rows, for each of s rows.
+
+    Neighbours are ranked by the fast ``-2 x.y + ||y||^2`` product, then their distances
+    are recomputed from explicit differences so duplicates give exactly 0 (-> inf).
+    """
+    s, d = x.shape
+    kk = min(knn, s - 1)
+    if kk == 0:
+        return np.full(s, np.inf)
+    x = x.astype(np.float64, copy=False)
+    norms2 = np.einsum("ij,ij->i", x, x)
+    out = np.empty(s, dtype=np.float64)
+    rows = max(1, min(_BLAS_BLOCK // s, _BLAS_BLOCK // (kk * d)))
+    for start in range(0, s, rows):
+        block = x[start : start + rows]
+        b = block.shape[0]
+        # ||x||^2 is the same along a row, so it does not change the ranking.
+        score = norms2[None, :] - 2.0 * (block @ x.T)
+        # A row is not its own neighbour (its duplicates are).
+        score[np.arange(b), np.arange(start, start + b)] = np.inf
+        neighbours = np.argpartition(score, kk - 1, axis=1)[:, :kk]
+        diff = block[:, None, :] - x[neighbours]
+        mean = np.sqrt(np.einsum("bkd,bkd->bk", diff, diff)).mean(axis=1)
+        with np.errstate(divide="ignore"):
+            out[start : start + b] = 1.0 / mean
+    return out
+
+
+def _exact_sq_dists(x: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """``||x_i - c||^2`` (M,) float64 from explicit differences, in cache-sized blocks."""
+    m, d = x.shape
+    out = np.empty(m, dtype=np.float64)
+    rows = max(1, _ELEMENTWISE_BLOCK // d)
+    for start in range(0, m, rows):
+        diff = x[start : start + rows].astype(np.float64, copy=False) - c
+        out[start : start + rows] = np.einsum("ij,ij->i", diff, diff)
+    return out
+
+
+def _min_sq_dist_to_set(x: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """Squared distance (M,) of each row of x to its nearest row of ``centres`` (float64).
+
+    The nearest centre is found with one matrix product per block (no M x L matrix in
+    memory at once); its distance is then recomputed from explicit differences.
+    """
+    m = x.shape[0]
+    norms2 = np.einsum("ij,ij->i", centres, centres)
+    out = np.empty(m, dtype=np.float64)
+    rows = max(1, _BLAS_BLOCK // centres.shape[0])
+    for start in range(0, m, rows):
+        block = x[start : start + rows]
+        # ||x||^2 is the same along a row, so it does not change the argmin.
+        nearest = np.argmin(norms2[None, :] - 2.0 * (block @ centres.T), axis=1)
+        diff = block - centres[nearest]
+        out[start : start + rows] = np.einsum("ij,ij->i", diff, diff)
+    return out
+
+
+def _row_sq_norms(x: np.ndarray) -> np.ndarray:
+    out = np.empty(x.shape[0], dtype=np.float64)
+    rows = max(1, _ELEMENTWISE_BLOCK // x.shape[1])
+    for start in range(0, x.shape[0], rows):
+        block = x[start : start + rows].astype(np.float64)
+        out[start : start + rows] = np.einsum("ij,ij->i", block, block)
+    return out
+
+
+def _sq_dists_to_row(x: np.ndarray, norms2: np.ndarray, i: int) -> np.ndarray:
+    """``||x_j - x_i||^2`` for every row j (float64, >= 0), fast and exact where it matters.
+
+    One matrix-vector product in x's own dtype (no float64 copy of a float32 array);
+    rows whose result is too small to trust are recomputed from explicit differences.
+    """
+    c = x[i]
+    d2 = norms2 - 2.0 * (x @ c).astype(np.float64) + norms2[i]
+    np.maximum(d2, 0.0, out=d2)
+    suspect = np.flatnonzero(d2 <= _EXPANSION_RECHECK * (norms2 + norms2[i]))
+    if suspect.size:
+        d2[suspect] = _exact_sq_dists(x[suspect], c.astype(np.float64))
+    return d2
+
+
+def _check_matrix(name: str, value: np.ndarray, shape: str) -> np.ndarray:
+    """A finite 2-D real array with at least one row and column; integers -> float64."""
+    x = np.asarray(value)
+    if x.ndim != 2:
+        raise BalError(f"{name} must be a 2-D array {shape}, got shape {x.shape}")
+    if x.shape[0] == 0 or x.shape[1] == 0:
+        raise BalError(f"{name} must have at least one row and one column, got shape {x.shape}")
+    if np.issubdtype(x.dtype, np.integer):
+        x = x.astype(np.float64)
+    elif not np.issubdtype(x.dtype, np.floating):
+        raise BalError(f"{name} must be a real numeric array, got dtype {x.dtype}")
+    # Row blocks: np.isfinite of a whole 1 GiB embedding would allocate 256 MiB.
+    rows = max(1, _BLAS_BLOCK // x.shape[1])
+    for start in range(0, x.shape[0], rows):
+        if not np.isfinite(x[start : start + rows]).all():
+            raise BalError(f"{name} contains NaN or infinite values")
+    return x
+
+
+def _check_mask(labeled: np.ndarray, n: int) -> np.ndarray:
+    lab = np.asarray(labeled)
+    if lab.dtype != np.bool_:
+        raise BalError(f"labeled must be a boolean mask, got dtype {lab.dtype}")
+    if lab.shape != (n,):
+        raise BalError(f"labeled must have shape ({n},) like the rows of features, got {lab.shape}")
+    return lab
+
+
+def _check_indices(name: str, value: np.ndarray, n: int) -> np.ndarray:
+    idx = np.asarray(value)
+    if idx.ndim != 1:
+        raise BalError(f"{name} must be a 1-D array of pool indices, got shape {idx.shape}")
+    if idx.size and not np.issubdtype(idx.dtype, np.integer):
+        raise BalError(f"{name} must be an integer array, got dtype {idx.dtype}")
+    idx = idx.astype(np.int64)
+    if idx.size and (idx.min() < 0 or idx.max() >= n):
+        raise BalError(
+            f"{name} must hold pool indices in [0, {n}), got values from {idx.min()} to {idx.max()}"
+        )
+    if np.unique(idx).size != idx.size:
+        raise BalError(f"{name} must not repeat an index")
+    return idx
+
+
+def _check_k(k: object, available: int, what: str) -> int:
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral):
+        raise BalError(f"k must be an integer, got {k!r}")
+    if not 1 <= k <= available:
+        raise BalError(f"k must satisfy 1 <= k <= {available} ({what}), got {k}")
+    return int(k)
+
+
+def _check_int(name: str, value: object, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise BalError(f"{name} must be an integer, got {value!r}")
+    if value < minimum:
+        raise BalError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
