@@ -146,3 +146,20 @@ def test_python_api_on_arrays():
     assert [r["labeled"] for r in rows] == [6, 12]
     again = bal.active_learning(pool, test, percentages=[20, 20], net="cnn", train=quick, rotation=quick, beta=1.0)
     assert [r["accuracy"] for r in rows] == [r["accuracy"] for r in again]
+
+
+@pytest.mark.parametrize("strategy", ["pt4al", "typiclust", "coreset"])
+def test_baselines_through_bal_train_read_the_pretext_folder(three_steps, toy, strategy):
+    ckpt, _ = three_steps
+    save = toy / f"strategy-{strategy}"
+    assert main(["train", *data_flags(toy), *TINY, *train_flags(save, ckpt / "unlabeled_pool.txt"),
+                 "--strategy", strategy]) == 0
+    rows = [json.loads(line) for line in read_lines(save / "metrics.jsonl")]
+    assert [r["labeled"] for r in rows] == [6, 12, 18] and {r["strategy"] for r in rows} == {strategy}
+    if strategy == "pt4al":
+        # cycle 0: evenly spaced over the first of 3 batches of the pool sorted by rotation loss, descending
+        paths = read_lines(ckpt / "paths.txt")
+        losses = np.load(ckpt / "rotation_loss.npy")
+        by_loss = [paths[i] for i in np.argsort(-losses.astype(np.float64), kind="stable")]
+        batch0 = by_loss[:20]
+        assert read_lines(save / "labeled_0.txt") == [batch0[int(i * 20 / 6)] for i in range(6)]
