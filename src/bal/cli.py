@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -259,12 +260,20 @@ def _version() -> str:
 
 # -- commands ----------------------------------------------------------------------------
 def _open(args, report_dir: Path):
+    from bal import distributed
     from bal.pipeline import open_dataset
 
-    return open_dataset(
+    # Under torchrun rank 0 decodes and fills the cache first; the others then read it.
+    if not distributed.is_main():
+        distributed.barrier()
+    data = open_dataset(
         args.datapath, args.dataset, image_size=args.image_size, cache_dir=args.cache_dir,
-        skip_bad=args.skip_bad_images, progress=not args.no_progress, report_dir=report_dir,
+        skip_bad=args.skip_bad_images, progress=not args.no_progress and distributed.is_main(),
+        report_dir=report_dir if distributed.is_main() else None,
     )
+    if distributed.is_main():
+        distributed.barrier()
+    return data
 
 
 def _rotation(args, data, save: Path, prefix: str = "") -> None:
@@ -282,9 +291,14 @@ def _rotation(args, data, save: Path, prefix: str = "") -> None:
 
 
 def _kmeans(args, load: Path) -> None:
+    from bal import distributed
     from bal.pipeline import kmeans_step
 
+    if not distributed.is_main():
+        distributed.barrier()  # rank 0 clusters and writes; the others wait for the files
+        return
     cdd, _ = kmeans_step(load, n_clusters=args.clusters, algorithm=args.kmeans, seed=args.seed)
+    distributed.barrier()
     log.info("step 2: CDD of %d images (median %.4g) -> %s", len(cdd), float(_median(cdd)), load / "unlabeled_pool.txt")
 
 
@@ -328,6 +342,10 @@ def _train(args, data, order_path: Path, save: Path) -> list[dict]:
         data.pool, data.test, pretext=pretext, cycle=cycle, train=train, augment=data.augment, net=args.net,
         out_dir=save, device=args.device, progress=not args.no_progress,
     )
+    from bal import distributed
+
+    if not distributed.is_main():
+        return rows
     print(metrics_table(rows))
     plot_curves({args.strategy: ([r["labeled_pct"] for r in rows], [r["accuracy"] for r in rows])},
                 save / "accuracy.png", title=f"{args.dataset}, {args.net}")
@@ -335,18 +353,25 @@ def _train(args, data, order_path: Path, save: Path) -> list[dict]:
     return rows
 
 
+def _say(text: str) -> None:
+    from bal import distributed
+
+    if distributed.is_main():
+        print(text)
+
+
 def cmd_rotation(args) -> int:
     save = Path(args.save)
     save.mkdir(parents=True, exist_ok=True)
     _rotation(args, _open(args, save), save)
-    print(f"rotation finished: {save}/rotation.pth, paths.txt, rotation_loss.npy, features.npy")
+    _say(f"rotation finished: {save}/rotation.pth, paths.txt, rotation_loss.npy, features.npy")
     return 0
 
 
 def cmd_kmeans(args) -> int:
     load = Path(args.load)
     _kmeans(args, load)
-    print(f"kmeans finished: {load}/unlabeled_pool.txt, cdd.npy")
+    _say(f"kmeans finished: {load}/unlabeled_pool.txt, cdd.npy")
     return 0
 
 
@@ -397,20 +422,38 @@ COMMANDS = {"rotation": cmd_rotation, "kmeans": cmd_kmeans, "train": cmd_train, 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from bal import distributed
+
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="bal: %(message)s", stream=sys.stderr)
+    where = ""
     try:
+        if distributed.launched_by_torchrun() and args.command in ("bench", "demo", "kmeans"):
+            raise BalError(f"`bal {args.command}` runs in one process; start it without torchrun")
         if getattr(args, "device", None) is not None and args.command != "bench":
             from bal.utils import resolve_device
 
             args.device = resolve_device(args.device)  # fail on a bad --device before any work
+            if distributed.launched_by_torchrun():
+                info, args.device = distributed.setup(args.device)
+                where = f" (rank {info.rank} of {info.world_size})"
+                if not info.is_main:
+                    logging.getLogger("bal").setLevel(logging.WARNING)
         return COMMANDS[args.command](args)
     except BalError as e:
-        print(f"bal: error: {e}", file=sys.stderr)
+        print(f"bal: error{where}: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("bal: interrupted; run the same command again to resume where it stopped", file=sys.stderr)
         return 130
+    except Exception as e:
+        if not distributed.launched_by_torchrun():
+            raise
+        # torchrun stops the other ranks when this one exits non-zero
+        print(f"bal: rank {os.environ.get('RANK', '?')} failed: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    finally:
+        distributed.shutdown()
 
 
 if __name__ == "__main__":

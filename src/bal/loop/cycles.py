@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bal import distributed
 from bal.data import BatchAugment, ImageSet
 from bal.errors import BalError
 from bal.loop.state import bind_config, read_json
@@ -118,6 +119,8 @@ def run_cycles(
     on_cycle : called with each cycle's metrics as soon as it is finished.
     """
     if out_dir is None:
+        if distributed.info().enabled:
+            raise BalError("under torchrun the cycles need an output folder (--save) that every rank sees")
         with tempfile.TemporaryDirectory(prefix="bal-") as tmp:
             return run_cycles(
                 pool, test, order=order, pretext=pretext, cycle=cycle, train=train, augment=augment, net=net,
@@ -232,53 +235,66 @@ class _Run:
         labeled_order: list[int] = self.labeled_from_file(len(rows) - 1) if rows else []
         if rows:
             log.info("resuming %s after cycle %d of %d", self.out, len(rows) - 1, self.n_cycles)
+        main = distributed.is_main()
         for c in range(len(rows), self.n_cycles):
             t0 = time.perf_counter()
-            labeled_file = self.out / f"labeled_{c}.txt"
-            if labeled_file.exists():
-                labeled_order = self.labeled_from_file(c)
-                info = read_json(self.out / f"window_{c}.json")
-            else:
-                mask = np.zeros(self.n, dtype=bool)
-                mask[labeled_order] = True
-                picked, info = self.select(c, mask)
-                labeled_order = labeled_order + [int(i) for i in picked]
-                atomic_write_json(self.out / f"window_{c}.json", info)
-                write_lines(labeled_file, [self.pool.paths[i] for i in labeled_order])
+            if main:  # rank 0 selects (or re-reads a committed selection); the others are told
+                labeled_file = self.out / f"labeled_{c}.txt"
+                if labeled_file.exists():
+                    labeled_order = self.labeled_from_file(c)
+                    info = read_json(self.out / f"window_{c}.json")
+                else:
+                    mask = np.zeros(self.n, dtype=bool)
+                    mask[labeled_order] = True
+                    picked, info = self.select(c, mask)
+                    labeled_order = labeled_order + [int(i) for i in picked]
+                    atomic_write_json(self.out / f"window_{c}.json", info)
+                    write_lines(labeled_file, [self.pool.paths[i] for i in labeled_order])
+            labeled_order, info = distributed.broadcast((labeled_order, info) if main else None)
             model = self.load_model(c - 1) if c > 0 and self.cycle.warm_start else self.new_model(c)
             train_model(
                 model, self.images, self.labels, np.asarray(labeled_order), self.train, self.augment,
                 device=self.device, seed=self.cycle.seed, stream=("cycle", c),
                 checkpoint=self.out / f"ckpt_{c}.pth", progress=self.progress, desc=f"cycle {c} train",
             )
-            accuracy, per_class = evaluate(
-                model, self.test_images, self.test.labels, self.augment, self.n_classes, device=self.device
-            )
-            self.save_model(model, c)
-            row = {
-                "cycle": c,
-                "strategy": self.cycle.strategy,
-                "labeled": len(labeled_order),
-                "labeled_pct": 100.0 * len(labeled_order) / self.n,
-                "accuracy": accuracy,
-                "per_class_accuracy": {
-                    name: (None if np.isnan(v) else float(v)) for name, v in zip(self.pool.classes, per_class)
-                },
-                "selection": info,
-                "seconds": time.perf_counter() - t0,
-            }
-            rows.append(row)
-            atomic_write_json(state_path, {"cycles": rows})  # the cycle's commit point
-            (self.out / f"ckpt_{c}.pth").unlink(missing_ok=True)
-            self.write_reports(rows)
-            log.info(
-                "cycle %d/%d: %d labelled (%.1f%%) -> test accuracy %.2f%% (%.0f s)",
-                c, self.n_cycles - 1, row["labeled"], row["labeled_pct"], accuracy, row["seconds"],
-            )
-            if self.on_cycle is not None:
+            row = self.finish_cycle(c, model, labeled_order, info, t0, rows) if main else None
+            row = distributed.broadcast(row)  # also: model_{c}.pth is on disk before any rank reads it
+            if not main:
+                rows.append(row)
+            elif self.on_cycle is not None:
                 self.on_cycle(row)
-        self.write_reports(rows)
+        if main:
+            self.write_reports(rows)
         return rows
+
+    def finish_cycle(self, c: int, model, labeled_order: list[int], info: dict, t0: float, rows: list[dict]) -> dict:
+        """Evaluate, save the model, and commit the cycle (rank 0 only)."""
+        accuracy, per_class = evaluate(
+            model, self.test_images, self.test.labels, self.augment, self.n_classes, device=self.device
+        )
+        self.save_model(model, c)
+        row = {
+            "cycle": c,
+            "strategy": self.cycle.strategy,
+            "labeled": len(labeled_order),
+            "labeled_pct": 100.0 * len(labeled_order) / self.n,
+            "accuracy": accuracy,
+            "per_class_accuracy": {
+                name: (None if np.isnan(v) else float(v)) for name, v in zip(self.pool.classes, per_class)
+            },
+            "selection": info,
+            "seconds": time.perf_counter() - t0,
+        }
+        rows.append(row)
+        atomic_write_json(self.out / "state.json", {"cycles": rows})  # the cycle's commit point
+        (self.out / f"ckpt_{c}.pth").unlink(missing_ok=True)
+        self.write_reports(rows)
+        log.info(
+            "cycle %d/%d: %d labelled (%.1f%%) -> test accuracy %.2f%% (%.0f s)",
+            c, self.n_cycles - 1, row["labeled"], row["labeled_pct"], accuracy, row["seconds"],
+        )
+        return row
+
 
 
 def _checked_pretext(pretext: Pretext, strategy: Strategy, n: int) -> Pretext:

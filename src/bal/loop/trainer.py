@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from bal import distributed
 from bal.data import BatchAugment
 from bal.utils import atomic_torch_save, derive_seed
 
@@ -74,6 +75,28 @@ def batch_indices(indices: np.ndarray, batch_size: int, generator: torch.Generat
     return [indices[i : i + batch_size] for i in range(0, len(indices), batch_size)]
 
 
+def epoch_batches(
+    indices: np.ndarray, batch_size: int, seed: int, stream: tuple, epoch: int
+) -> tuple[list[np.ndarray], torch.Generator]:
+    """This rank's batches of one epoch, and the generator for their augmentation.
+
+    One process: ``indices`` shuffled and cut into batches of ``batch_size``. Under
+    torchrun: the same shuffled order on every rank, padded by wrapping around to a
+    multiple of the world size (as DistributedSampler does), and rank r takes every
+    r-th image, in batches of ``ceil(batch_size / world)`` so that the global batch
+    stays ``batch_size``; every rank gets the same number of batches.
+    """
+    d = distributed.info()
+    gen = torch.Generator().manual_seed(derive_seed(seed, *stream, epoch))
+    if not d.enabled:
+        return batch_indices(indices, batch_size, gen), gen
+    order = indices[torch.randperm(len(indices), generator=gen).numpy()]
+    padded = np.resize(order, -(-len(order) // d.world_size) * d.world_size)
+    share = padded[d.rank :: d.world_size]
+    aug = torch.Generator().manual_seed(derive_seed(seed, *stream, epoch, "rank", d.rank))
+    return batch_indices(share, -(-batch_size // d.world_size), None), aug
+
+
 def gather(images: torch.Tensor, idx: np.ndarray, device: torch.device) -> torch.Tensor:
     batch = images[torch.tensor(idx, dtype=torch.int64)]
     return batch.to(device, non_blocking=True)
@@ -121,6 +144,7 @@ def train_model(
     )
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
     start_epoch = 0
+    dist_info = distributed.info()
     if checkpoint is not None and Path(checkpoint).exists():
         state = torch.load(checkpoint, map_location=device, weights_only=False)
         model.load_state_dict(state["model"])
@@ -129,28 +153,33 @@ def train_model(
         scaler.load_state_dict(state["scaler"])
         start_epoch = state["epoch"] + 1
 
+    net = model
+    if dist_info.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     images = images_on(images, device)
     labels = labels.to(device)
     indices = np.asarray(indices, dtype=np.int64)
-    n_batches = -(-len(indices) // config.batch_size)
+    n_batches = len(epoch_batches(indices, config.batch_size, seed, stream, 0)[0])
     bar = tqdm(
         total=config.epochs * n_batches,
         initial=start_epoch * n_batches,
         desc=desc,
         unit="batch",
-        disable=not progress,
+        disable=not progress or not dist_info.is_main,
         dynamic_ncols=True,
         leave=False,
     )
     for epoch in range(start_epoch, config.epochs):
         model.train()
-        gen = torch.Generator().manual_seed(derive_seed(seed, *stream, epoch))
+        batches, gen = epoch_batches(indices, config.batch_size, seed, stream, epoch)
         total, count = 0.0, 0
-        for idx in batch_indices(indices, config.batch_size, gen):
+        for idx in batches:
             x = prepare(augment, gather(images, idx, device), True, gen)
             y = labels[torch.tensor(idx, dtype=torch.int64, device=labels.device)]
             with autocast(device):
-                loss = loss_fn(model, x, y)
+                loss = loss_fn(net, x, y)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
@@ -160,7 +189,7 @@ def train_model(
             bar.update(1)
         scheduler.step()
         bar.set_postfix(epoch=f"{epoch + 1}/{config.epochs}", loss=f"{total / max(count, 1):.3f}")
-        if checkpoint is not None:
+        if checkpoint is not None and dist_info.is_main:
             atomic_torch_save(
                 checkpoint,
                 {

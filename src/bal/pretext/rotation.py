@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bal import distributed
 from bal.data import BatchAugment, ImageSet
 from bal.loop.state import bind_config
 from bal.loop.trainer import TrainConfig, autocast, batch_indices, gather, images_on, prepare, to_device, train_model
@@ -134,18 +135,24 @@ def train_rotation(
         progress=progress,
         desc="rotation",
     )
+    if out is None:
+        losses, features = rotation_scores(model, images, augment, device=device)
+        return RotationResult(list(pool.paths), losses, features, model)
+    if not distributed.is_main():
+        distributed.barrier()  # rank 0 scores the pool and writes the files
+        return load_rotation(out, pool=pool, device=device)
     losses, features = rotation_scores(model, images, augment, device=device)
-    if out is not None:
-        write_lines(out / "paths.txt", pool.paths)
-        atomic_save_npy(out / "rotation_loss.npy", losses)
-        atomic_save_npy(out / "features.npy", features)
-        atomic_torch_save(
-            out / "rotation.pth",
-            {"net": net, "num_classes": N_ROTATIONS, "image_size": image_size, "model": model.state_dict()},
-        )
-        # Written last: its presence means every file above is complete.
-        atomic_write_json(out / "rotation.json", settings)
-        (out / "rotation_ckpt.pth").unlink(missing_ok=True)
+    write_lines(out / "paths.txt", pool.paths)
+    atomic_save_npy(out / "rotation_loss.npy", losses)
+    atomic_save_npy(out / "features.npy", features)
+    atomic_torch_save(
+        out / "rotation.pth",
+        {"net": net, "num_classes": N_ROTATIONS, "image_size": image_size, "model": model.state_dict()},
+    )
+    # Written last: its presence means every file above is complete.
+    atomic_write_json(out / "rotation.json", settings)
+    (out / "rotation_ckpt.pth").unlink(missing_ok=True)
+    distributed.barrier()
     return RotationResult(list(pool.paths), losses, features, model)
 
 
