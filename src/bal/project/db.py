@@ -1,0 +1,313 @@
+"""A labelling project: one SQLite database holding images, labels, cycles and selections.
+
+The database (``DIR/project.db``) runs in WAL mode with ``synchronous=FULL``: a call
+that returns has committed, so a label confirmed to the user survives a kill of the
+process at any later moment, and readers (the web page) never block the writer.
+The schema carries a version (``PRAGMA user_version``) and is brought up to date by
+:data:`MIGRATIONS` when a project is opened.
+
+Labels are never overwritten: each is a row with its source and time, and "undo"
+retracts a row instead of deleting it. An image's current label is its newest
+unretracted one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+from collections.abc import Iterable, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from bal.errors import BalError
+
+DB_NAME = "project.db"
+
+#: One SQL script per schema version; version N is reached by running scripts 1..N.
+MIGRATIONS: list[str] = [
+    # 1: the first schema
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE classes (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        position INTEGER NOT NULL
+    );
+    CREATE TABLE images (
+        id INTEGER PRIMARY KEY,
+        path TEXT NOT NULL UNIQUE,          -- relative to the images folder, '/'-separated
+        sha256 TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        mtime_ns INTEGER NOT NULL,
+        status TEXT NOT NULL DEFAULT 'ok' CHECK (status IN ('ok', 'changed', 'missing')),
+        added_at TEXT NOT NULL
+    );
+    CREATE TABLE labels (
+        id INTEGER PRIMARY KEY,
+        image_id INTEGER NOT NULL REFERENCES images(id),
+        class_id INTEGER NOT NULL REFERENCES classes(id),
+        source TEXT NOT NULL,               -- folder, import, serve, ...
+        created_at TEXT NOT NULL,
+        retracted_at TEXT
+    );
+    CREATE INDEX labels_image ON labels(image_id);
+    CREATE TABLE cycles (
+        id INTEGER PRIMARY KEY,
+        created_at TEXT NOT NULL,
+        strategy TEXT NOT NULL,
+        budget INTEGER NOT NULL,
+        model_path TEXT,
+        metrics TEXT,                       -- JSON
+        fitted_at TEXT
+    );
+    CREATE TABLE selections (
+        cycle_id INTEGER NOT NULL REFERENCES cycles(id),
+        image_id INTEGER NOT NULL REFERENCES images(id),
+        rank INTEGER NOT NULL,
+        PRIMARY KEY (cycle_id, image_id)
+    );
+    """,
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class ImageRow:
+    id: int
+    path: str  # relative to the project's images folder
+    sha256: str
+    status: str  # ok, changed or missing
+    label: str | None  # current label, if any
+
+
+@dataclass(frozen=True)
+class Label:
+    id: int
+    image_id: int
+    label: str
+    source: str
+    created_at: str
+
+
+class Project:
+    """Open with :meth:`create` or :meth:`open`; every method commits before it returns."""
+
+    def __init__(self, folder: Path, conn: sqlite3.Connection):
+        self.folder = folder
+        self.conn = conn
+
+    # -- opening -----------------------------------------------------------------------
+    @staticmethod
+    def _connect(path: Path) -> sqlite3.Connection:
+        conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA busy_timeout=30000")
+        return conn
+
+    @classmethod
+    def create(cls, folder: str | os.PathLike, images: str | os.PathLike, classes: Sequence[str]) -> "Project":
+        folder, images = Path(folder), Path(images)
+        if (folder / DB_NAME).exists():
+            raise BalError(f"{folder} already holds a project ({DB_NAME}); use `bal project scan {folder}`")
+        if not images.is_dir():
+            raise BalError(f"--images {images} is not a folder")
+        names = [c.strip() for c in classes]
+        if len(names) < 2 or any(not c for c in names) or len(set(names)) != len(names):
+            raise BalError(f"--classes needs at least two distinct, non-empty names, got {','.join(classes)!r}")
+        folder.mkdir(parents=True, exist_ok=True)
+        project = cls(folder, cls._connect(folder / DB_NAME))
+        project._migrate()
+        with project.transaction() as cur:
+            cur.execute("INSERT INTO meta VALUES ('images_root', ?)", (str(images.resolve()),))
+            cur.execute("INSERT INTO meta VALUES ('created_at', ?)", (now(),))
+            cur.executemany("INSERT INTO classes (name, position) VALUES (?, ?)", [(c, i) for i, c in enumerate(names)])
+        return project
+
+    @classmethod
+    def open(cls, folder: str | os.PathLike) -> "Project":
+        folder = Path(folder)
+        if not (folder / DB_NAME).exists():
+            raise BalError(f"{folder} is not a bal project (no {DB_NAME}); create one with `bal project init`")
+        project = cls(folder, cls._connect(folder / DB_NAME))
+        project._migrate()
+        return project
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> "Project":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _migrate(self) -> None:
+        version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise BalError(
+                f"{self.folder / DB_NAME} has schema version {version}, newer than this bal knows "
+                f"({SCHEMA_VERSION}); upgrade bal"
+            )
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            with self.transaction() as cur:
+                for statement in MIGRATIONS[target - 1].split(";"):
+                    if statement.strip():
+                        cur.execute(statement)
+                cur.execute(f"PRAGMA user_version = {target}")
+
+    @contextmanager
+    def transaction(self):
+        """One atomic write: everything inside commits together or not at all."""
+        cur = self.conn.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            yield cur
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+        else:
+            cur.execute("COMMIT")
+
+    # -- reading -----------------------------------------------------------------------
+    @property
+    def images_root(self) -> Path:
+        return Path(self.conn.execute("SELECT value FROM meta WHERE key = 'images_root'").fetchone()[0])
+
+    @property
+    def classes(self) -> list[str]:
+        return [r[0] for r in self.conn.execute("SELECT name FROM classes ORDER BY position")]
+
+    def class_id(self, name: str) -> int:
+        row = self.conn.execute("SELECT id FROM classes WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise BalError(f"unknown class {name!r}; the project's classes are {', '.join(self.classes)}")
+        return row[0]
+
+    _IMAGE_SELECT = """
+        SELECT i.id, i.path, i.sha256, i.status,
+               (SELECT c.name FROM labels l JOIN classes c ON c.id = l.class_id
+                WHERE l.image_id = i.id AND l.retracted_at IS NULL ORDER BY l.id DESC LIMIT 1) AS label
+        FROM images i
+    """
+
+    def images(self, status: str | None = "ok") -> list[ImageRow]:
+        """Every image (with ``status`` only, unless None), in path order."""
+        where = "" if status is None else " WHERE i.status = ?"
+        args = () if status is None else (status,)
+        return [ImageRow(*r) for r in self.conn.execute(self._IMAGE_SELECT + where + " ORDER BY i.path", args)]
+
+    def image(self, image_id: int) -> ImageRow:
+        row = self.conn.execute(self._IMAGE_SELECT + " WHERE i.id = ?", (image_id,)).fetchone()
+        if row is None:
+            raise BalError(f"no image with id {image_id} in this project")
+        return ImageRow(*row)
+
+    def image_by_path(self, path: str) -> ImageRow | None:
+        row = self.conn.execute(self._IMAGE_SELECT + " WHERE i.path = ?", (path,)).fetchone()
+        return None if row is None else ImageRow(*row)
+
+    def absolute_path(self, image: ImageRow) -> Path:
+        return self.images_root / image.path
+
+    def labels_of(self, image_id: int, include_retracted: bool = False) -> list[Label]:
+        sql = """SELECT l.id, l.image_id, c.name, l.source, l.created_at FROM labels l
+                 JOIN classes c ON c.id = l.class_id WHERE l.image_id = ?"""
+        if not include_retracted:
+            sql += " AND l.retracted_at IS NULL"
+        return [Label(*r) for r in self.conn.execute(sql + " ORDER BY l.id", (image_id,))]
+
+    def current_labels(self) -> dict[int, str]:
+        """Image id -> current label, for every labelled image that is still present."""
+        return {r.id: r.label for r in self.images() if r.label is not None}
+
+    # -- writing -----------------------------------------------------------------------
+    def add_images(self, rows: Iterable[tuple[str, str, int, int]]) -> int:
+        """Insert images given as (relative path, sha256, size, mtime_ns); returns how many."""
+        rows = list(rows)
+        with self.transaction() as cur:
+            cur.executemany(
+                "INSERT INTO images (path, sha256, size, mtime_ns, added_at) VALUES (?, ?, ?, ?, ?)",
+                [(p, h, s, m, now()) for p, h, s, m in rows],
+            )
+        return len(rows)
+
+    def set_status(self, image_id: int, status: str) -> None:
+        with self.transaction() as cur:
+            cur.execute("UPDATE images SET status = ? WHERE id = ?", (status, image_id))
+
+    def label(self, image_id: int, class_name: str, source: str) -> int:
+        """Record a label; returns its id. Committed (durable) when this returns."""
+        class_id = self.class_id(class_name)
+        self.image(image_id)
+        with self.transaction() as cur:
+            cur.execute(
+                "INSERT INTO labels (image_id, class_id, source, created_at) VALUES (?, ?, ?, ?)",
+                (image_id, class_id, source, now()),
+            )
+            return cur.lastrowid
+
+    def add_labels(self, rows: Iterable[tuple[int, str]], source: str) -> int:
+        """Several (image id, class) labels in one transaction: all are recorded or none."""
+        rows = [(image_id, self.class_id(name)) for image_id, name in rows]
+        stamp = now()
+        with self.transaction() as cur:
+            cur.executemany(
+                "INSERT INTO labels (image_id, class_id, source, created_at) VALUES (?, ?, ?, ?)",
+                [(i, c, source, stamp) for i, c in rows],
+            )
+        return len(rows)
+
+    def retract(self, label_id: int) -> None:
+        """Undo a label: it stays in the history, marked retracted."""
+        with self.transaction() as cur:
+            cur.execute("UPDATE labels SET retracted_at = ? WHERE id = ? AND retracted_at IS NULL", (now(), label_id))
+            if cur.rowcount != 1:
+                raise BalError(f"label {label_id} does not exist or was already undone")
+
+    # -- cycles --------------------------------------------------------------------------
+    def start_cycle(self, strategy: str, image_ids: Sequence[int]) -> int:
+        """Record a new selection (the images to label next, most useful first)."""
+        with self.transaction() as cur:
+            cur.execute("INSERT INTO cycles (created_at, strategy, budget) VALUES (?, ?, ?)",
+                        (now(), strategy, len(image_ids)))
+            cycle_id = cur.lastrowid
+            cur.executemany("INSERT INTO selections (cycle_id, image_id, rank) VALUES (?, ?, ?)",
+                            [(cycle_id, i, r) for r, i in enumerate(image_ids)])
+        return cycle_id
+
+    def finish_cycle(self, cycle_id: int, model_path: str, metrics: dict) -> None:
+        with self.transaction() as cur:
+            cur.execute("UPDATE cycles SET model_path = ?, metrics = ?, fitted_at = ? WHERE id = ?",
+                        (model_path, json.dumps(metrics, sort_keys=True), now(), cycle_id))
+
+    def cycles(self) -> list[dict]:
+        rows = self.conn.execute("SELECT * FROM cycles ORDER BY id").fetchall()
+        return [{**dict(r), "metrics": json.loads(r["metrics"]) if r["metrics"] else None} for r in rows]
+
+    def current_selection(self) -> tuple[int | None, list[ImageRow]]:
+        """The newest cycle's id and its selected images, in selection order (empty if none)."""
+        row = self.conn.execute("SELECT MAX(id) FROM cycles").fetchone()
+        if row[0] is None:
+            return None, []
+        ids = [r[0] for r in self.conn.execute(
+            "SELECT image_id FROM selections WHERE cycle_id = ? ORDER BY rank", (row[0],))]
+        return row[0], [self.image(i) for i in ids]
