@@ -18,7 +18,7 @@ import numbers
 import numpy as np
 
 from bal.errors import BalError
-from bal.selection.first import _as_generator
+from bal.selection.first import _as_generator, _check_int
 from bal.selection.uncertainty import _check_logits, _log_softmax
 
 __all__ = [
@@ -481,10 +481,3 @@ def _check_k(k: object, available: int, what: str) -> int:
         raise BalError(f"k must satisfy 1 <= k <= {available} ({what}), got {k}")
     return int(k)
 
-
-def _check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise BalError(f"{name} must be an integer, got {value!r}")
-    if value < minimum:
-        raise BalError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
