@@ -246,6 +246,10 @@ def build_parser() -> argparse.ArgumentParser:
     add(p, "--out", default="bal-demo", help="output folder")
     add(p, "--seed", type=int, default=0, help="seed")
     add(p, "--no_progress", action="store_true", help="no progress bars")
+
+    from bal.project.serve import add_serve_command
+
+    COMMANDS.update(add_serve_command(sub))
     return parser
 
 

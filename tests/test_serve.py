@@ -1,0 +1,400 @@
+"""``bal serve``: the labelling page's HTTP API, its security, a real browser, and a kill -9."""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bal.project.db import Project, file_sha256
+from bal.project.serve import add_serve_command, make_server
+
+CLASSES = ["cat", "dog", "frog"]
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+
+
+# -- fixtures ----------------------------------------------------------------------------
+def make_project(root: Path, n_images: int = 6, n_selected: int = 5) -> tuple[Path, list[int], list[int]]:
+    """A project in ``root/proj`` with ``n_images`` small PNGs; the first ``n_selected`` are selected.
+
+    Returns (project folder, selected ids, other ids).
+    """
+    images, folder = root / "images", root / "proj"
+    (images / "sub").mkdir(parents=True)
+    rows = []
+    rng = np.random.default_rng(0)
+    for i in range(n_images):
+        rel = f"sub/img{i}.png"
+        Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(images / rel)
+        st = (images / rel).stat()
+        rows.append((rel, file_sha256(images / rel), st.st_size, st.st_mtime_ns))
+    (root / "secret.txt").write_text("TOP-SECRET-CONTENT\n")
+    with Project.create(folder, images, CLASSES) as project:
+        project.add_images(rows)
+        ids = [project.image_by_path(r[0]).id for r in rows]
+        project.start_cycle("bal", ids[:n_selected])
+    return folder, ids[:n_selected], ids[n_selected:]
+
+
+class Running:
+    def __init__(self, server, url):
+        self.server, self.url = server, url
+        self.port = server.server_address[1]
+        self.token = re.search(r"token=([^&]+)", url).group(1) if "token=" in url else None
+
+    def request(self, method: str, path: str, body=None, headers: dict | None = None, host: str = "127.0.0.1"):
+        """(status, headers, body bytes) of one request, the path sent exactly as given."""
+        conn = http.client.HTTPConnection(host, self.port, timeout=10)
+        headers = dict(headers or {})
+        data = None
+        if body is not None:
+            data = body if isinstance(body, bytes) else json.dumps(body).encode()
+            headers.setdefault("Content-Type", "application/json")
+        try:
+            conn.request(method, path, body=data, headers=headers)
+            r = conn.getresponse()
+            return r.status, dict(r.getheaders()), r.read()
+        finally:
+            conn.close()
+
+    def json(self, method: str, path: str, body=None, **kw):
+        status, _, data = self.request(method, path, body, **kw)
+        return status, json.loads(data)
+
+
+@pytest.fixture
+def served(tmp_path):
+    """Start ``make_server`` in a thread; yields a factory (host, token) -> Running."""
+    started = []
+
+    def start(folder, host="127.0.0.1", token=None):
+        server, url = make_server(folder, host=host, port=0, token=token)
+        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        thread.start()
+        started.append((server, thread))
+        return Running(server, url)
+
+    yield start
+    for server, thread in started:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+@pytest.fixture
+def project(tmp_path):
+    return make_project(tmp_path)
+
+
+# -- 1. the HTTP API, no browser -----------------------------------------------------------
+def test_page_state_label_undo(project, served):
+    folder, selected, others = project
+    s = served(folder)
+    assert s.url.startswith("http://127.0.0.1:") and "token" not in s.url
+
+    status, headers, page = s.request("GET", "/")
+    assert status == 200 and headers["Content-Type"].startswith("text/html")
+    assert "default-src 'self'" in headers["Content-Security-Policy"]
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert b"<script>" in page and b"://" not in page  # inline, nothing fetched elsewhere
+
+    status, state = s.json("GET", "/api/state")
+    assert status == 200
+    assert state["classes"] == CLASSES and state["cycle_id"] == 1
+    assert [it["id"] for it in state["items"]] == selected
+    assert state["items"][0] == {"id": selected[0], "path": "sub/img0.png", "label": None}
+    assert (state["labelled"], state["total"]) == (0, 5)
+
+    status, headers, data = s.request("GET", f"/image/{selected[0]}")
+    assert status == 200 and headers["Content-Type"] == "image/png"
+    with Project.open(folder) as p:
+        assert data == (p.images_root / "sub/img0.png").read_bytes()
+    assert s.request("GET", f"/image/{others[0]}")[0] == 200  # any image of the project
+
+    status, r = s.json("POST", "/api/label", {"image_id": selected[1], "label": "dog"})
+    assert status == 200 and r["label"] == "dog" and (r["labelled"], r["total"]) == (1, 5)
+    first = r["label_id"]
+    status, r = s.json("POST", "/api/label", {"image_id": selected[2], "label": "frog", "cycle_id": 1})
+    assert status == 200
+    with Project.open(folder) as other:  # a second connection sees both: committed
+        assert other.image(selected[1]).label == "dog" and other.image(selected[2]).label == "frog"
+        assert other.labels_of(selected[1])[0].source == "serve"
+
+    status, r = s.json("POST", "/api/undo", {"label_id": first})
+    assert status == 200 and r["image_id"] == selected[1] and r["label"] is None and r["labelled"] == 1
+    with Project.open(folder) as other:
+        assert other.image(selected[1]).label is None
+        assert other.labels_of(selected[1], include_retracted=True)[0].id == first
+    status, r = s.json("POST", "/api/undo", {"label_id": first})  # twice
+    assert status == 400 and "error" in r
+    assert s.json("GET", "/api/state")[1]["labelled"] == 1
+
+
+def test_bad_input(project, served):
+    folder, selected, others = project
+    s = served(folder)
+    status, r = s.json("POST", "/api/label", {"image_id": selected[0], "label": "horse"})
+    assert status == 400 and "unknown class 'horse'" in r["error"] and "cat, dog, frog" in r["error"]
+    status, r = s.json("POST", "/api/label", {"image_id": others[0], "label": "cat"})
+    assert status == 400 and "not in the current selection" in r["error"]
+    assert s.json("POST", "/api/label", {"image_id": 999999, "label": "cat"})[0] == 400
+    assert s.json("POST", "/api/label", {"image_id": "1", "label": "cat"})[0] == 400
+    assert s.json("POST", "/api/label", {"image_id": True, "label": "cat"})[0] == 400
+    assert s.json("POST", "/api/label", {"image_id": selected[0], "label": "cat", "cycle_id": 7})[0] == 409
+    assert s.request("POST", "/api/label", b"{not json")[0] == 400
+    assert s.request("POST", "/api/label", b"[1, 2]")[0] == 400
+    assert s.request("POST", "/api/label", b"x" * 100_000)[0] == 413
+    assert s.json("POST", "/api/undo", {"label_id": 123})[0] == 400
+    # cross-site requests: not JSON, or from another origin
+    plain = {"Content-Type": "text/plain"}
+    assert s.request("POST", "/api/label", {"image_id": selected[0], "label": "cat"}, headers=plain)[0] == 415
+    evil = {"Origin": "http://evil.example"}
+    assert s.request("POST", "/api/label", {"image_id": selected[0], "label": "cat"}, headers=evil)[0] == 403
+    ok = {"Origin": f"http://127.0.0.1:{s.port}"}
+    assert s.request("POST", "/api/label", {"image_id": selected[0], "label": "cat"}, headers=ok)[0] == 200
+    assert s.request("GET", "/api/label")[0] == 405
+    with Project.open(folder) as other:
+        assert other.current_labels() == {selected[0]: "cat"}
+
+
+def test_no_file_but_the_projects_images(project, served):
+    folder, selected, _ = project
+    s = served(folder)
+    db = (folder / "project.db").read_bytes()[:16]
+    for path in ["/image/../../etc/passwd", "/image/%2e%2e/x", "/../project.db", "/image/999999",
+                 "/project.db", "/image/0", "/image/-1", "/image/1/", "/image/01", "/image/%31", "/image/1%00",
+                 "/image/1/../../secret.txt", "/../secret.txt", "/%2e%2e/secret.txt", "/images/sub/img0.png",
+                 "/sub/img0.png", "/etc/passwd", "//etc/passwd", "/api/../project.db", "/api", "/index.html",
+                 "/image/99999999999999999999999999"]:
+        status, _, data = s.request("GET", path)
+        assert status == 404, path
+        assert b"SQLite" not in data and b"TOP-SECRET" not in data and b"root:" not in data and db not in data
+    # an image whose file went away
+    with Project.open(folder) as p:
+        p.set_status(selected[4], "missing")
+    assert s.request("GET", f"/image/{selected[4]}")[0] == 404
+    # other methods
+    assert s.request("PUT", "/api/label", b"{}")[0] in (404, 405, 501)
+    assert s.request("DELETE", "/project.db")[0] in (404, 405, 501)
+
+
+def test_dns_rebinding_refused_without_token(project, served):
+    folder, _, _ = project
+    s = served(folder)
+    assert s.request("GET", "/api/state", headers={"Host": "evil.example:80"})[0] == 403
+    assert s.request("GET", "/api/state", headers={"Host": f"localhost:{s.port}"})[0] == 200
+
+
+def test_token_required_off_loopback(project, served):
+    folder, selected, _ = project
+    s = served(folder, host="0.0.0.0")
+    assert s.token and len(s.token) >= 20 and s.url.endswith(f"/?token={s.token}")
+    for path in ["/", "/api/state", f"/image/{selected[0]}"]:
+        assert s.request("GET", path)[0] == 403
+        assert s.request("GET", path + "?token=wrong")[0] == 403
+        assert s.request("GET", path, headers={"X-Bal-Token": s.token[:-1]})[0] == 403
+        assert s.request("GET", f"{path}?token={s.token}")[0] == 200
+        assert s.request("GET", path, headers={"X-Bal-Token": s.token})[0] == 200
+    assert s.request("POST", "/api/label", {"image_id": selected[0], "label": "cat"})[0] == 403
+    assert s.request("POST", f"/api/label?token={s.token}", {"image_id": selected[0], "label": "cat"})[0] == 200
+    assert s.request("GET", f"/nothing?token={s.token}")[0] == 404
+    # a token given on loopback is required too
+    t = served(folder, token="s3cret")
+    assert t.url.endswith("?token=s3cret")
+    assert t.request("GET", "/api/state")[0] == 403 and t.request("GET", "/api/state?token=s3cret")[0] == 200
+
+
+def test_serve_command_flags():
+    parser = argparse.ArgumentParser(prog="bal")
+    handlers = add_serve_command(parser.add_subparsers(dest="command"))
+    assert set(handlers) == {"serve"} and callable(handlers["serve"])
+    args = parser.parse_args(["serve", "proj"])
+    assert (args.dir, args.host, args.port, args.token) == ("proj", "127.0.0.1", 8765, None)
+    args = parser.parse_args(["serve", "proj", "--host", "0.0.0.0", "--port", "0", "--token", "t"])
+    assert (args.host, args.port, args.token) == ("0.0.0.0", 0, "t")
+    with pytest.raises(SystemExit):
+        parser.parse_args(["serve", "proj", "--port", "70000"])
+
+
+# -- 2. a real browser ---------------------------------------------------------------------
+def _browser_or_skip():
+    """Selenium's webdriver module; skip when the browser is missing, but fail under CI."""
+    missing = [f for f in (CHROMIUM, CHROMEDRIVER) if not os.path.exists(f)]
+    try:
+        from selenium import webdriver
+    except ImportError:
+        webdriver = None
+        missing.append("the selenium package (pip install selenium)")
+    if missing:
+        reason = f"needs {', '.join(missing)}: run .ci/setup-browser and pip install selenium"
+        if os.environ.get("CI", "").lower() not in ("", "0", "false", "no"):
+            pytest.fail(f"CI is set and the end-to-end browser test cannot run: {reason}")
+        pytest.skip(reason)
+    return webdriver
+
+
+def test_missing_browser_skips_but_fails_under_ci(monkeypatch):
+    real_exists = os.path.exists
+    monkeypatch.setattr(os.path, "exists", lambda p: False if p in (CHROMIUM, CHROMEDRIVER) else real_exists(p))
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="chromium"):
+        _browser_or_skip()
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI is set"):
+        _browser_or_skip()
+
+
+def test_label_in_a_real_browser(project, served, tmp_path, monkeypatch):
+    webdriver = _browser_or_skip()
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    monkeypatch.setenv("SE_OFFLINE", "true")  # Selenium Manager must never download anything
+    folder, selected, _ = project
+    s = served(folder)
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--no-first-run", f"--user-data-dir={tmp_path / 'chrome-profile'}", "--window-size=1000,800"]:
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    try:
+        wait = WebDriverWait(driver, 20)
+        driver.get(s.url)
+        wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "1")
+
+        def progress():
+            return driver.find_element(By.ID, "progress-text").text
+
+        def figure(image_id):
+            return driver.find_element(By.ID, f"item-{image_id}")
+
+        def keys(text):
+            ActionChains(driver).send_keys(text).perform()
+
+        def done(image_id):
+            return lambda d: "done" in figure(image_id).get_attribute("class").split()
+
+        assert progress() == "0 / 5 labelled"
+        assert "current" in figure(selected[0]).get_attribute("class").split()
+        buttons = driver.find_elements(By.CSS_SELECTOR, "#classes button")
+        assert [b.get_attribute("data-class") for b in buttons] == CLASSES
+        assert [b.find_element(By.TAG_NAME, "kbd").text for b in buttons] == ["1", "2", "3"]
+        # the images load (same origin, allowed by the CSP)
+        wait.until(lambda d: d.execute_script(
+            "return [...document.images].every(i => i.complete && i.naturalWidth === 8)"))
+
+        # 1. click a class button: the current (first) image
+        driver.find_element(By.CSS_SELECTOR, "#classes button[data-class='dog']").click()
+        wait.until(done(selected[0]))
+        wait.until(lambda d: progress() == "1 / 5 labelled")
+        assert "current" in figure(selected[1]).get_attribute("class").split()  # moved on
+
+        # 2. a number key: the next image
+        keys("3")
+        wait.until(done(selected[1]))
+        wait.until(lambda d: progress() == "2 / 5 labelled")
+
+        # 3. click an image to make it current, then a key
+        figure(selected[3]).click()
+        assert "current" in figure(selected[3]).get_attribute("class").split()
+        keys("1")
+        wait.until(done(selected[3]))
+        wait.until(lambda d: progress() == "3 / 5 labelled")
+
+        # 4. undo (key u): the last label, the one of selected[3]
+        keys("u")
+        wait.until(lambda d: progress() == "2 / 5 labelled")
+        assert "done" not in figure(selected[3]).get_attribute("class").split()
+        assert "current" in figure(selected[3]).get_attribute("class").split()
+        assert driver.find_element(By.ID, "progress").get_attribute("value") == "2"
+
+        with Project.open(folder) as p:
+            assert p.current_labels() == {selected[0]: "dog", selected[1]: "frog"}
+            undone = p.labels_of(selected[3], include_retracted=True)
+            assert [lab.label for lab in undone] == ["cat"] and p.labels_of(selected[3]) == []
+        # no CSP violation or script error in the console (the favicon's 404 aside)
+        errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE" and "favicon" not in e["message"]]
+        assert errors == []
+    finally:
+        driver.quit()
+
+
+# -- 3. kill -9 in the middle: no confirmed label is lost ----------------------------------
+def test_no_confirmed_label_lost_on_kill(tmp_path):
+    folder, selected, _ = make_project(tmp_path, n_images=8, n_selected=8)
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", ""), "PYTHONUNBUFFERED": "1"}
+    code = ("import sys; from bal.project.serve import serve_forever; "
+            "serve_forever(sys.argv[1], '127.0.0.1', 0)")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(folder)], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, env=env, text=True)
+    try:
+        line = proc.stdout.readline()  # the server prints its URL once it listens
+        m = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
+        assert m, f"no URL in {line!r}"
+        port = int(m.group(1))
+
+        confirmed: list[tuple[int, int, str]] = []  # (label id, image id, class) of every 200
+        lock = threading.Lock()
+        stop = threading.Event()
+
+        def sender(offset: int):
+            for n in range(offset, 10_000, 2):
+                if stop.is_set():
+                    return
+                image_id, name = selected[n % len(selected)], CLASSES[n % len(CLASSES)]
+                try:
+                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+                    conn.request("POST", "/api/label", json.dumps({"image_id": image_id, "label": name}),
+                                 {"Content-Type": "application/json"})
+                    r = conn.getresponse()
+                    body = r.read()
+                    conn.close()
+                except OSError:
+                    return  # the server is gone
+                if r.status == 200:
+                    with lock:
+                        confirmed.append((json.loads(body)["label_id"], image_id, name))
+
+        threads = [threading.Thread(target=sender, args=(k,)) for k in (0, 1)]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 60
+        while len(confirmed) < 12 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.005)
+        os.kill(proc.pid, signal.SIGKILL)  # while both senders have requests in flight
+        proc.wait(10)
+        stop.set()
+        for t in threads:
+            t.join(20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stdout.close()
+        proc.wait()
+
+    assert len(confirmed) >= 12
+    with Project.open(folder) as p:
+        assert p.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        for label_id, image_id, name in confirmed:
+            rows = [lab for lab in p.labels_of(image_id) if lab.id == label_id]
+            assert len(rows) == 1 and rows[0].label == name and rows[0].source == "serve", label_id
+        stored = p.conn.execute("SELECT COUNT(*) FROM labels").fetchone()[0]
+        assert len(confirmed) <= stored <= len(confirmed) + 2  # at most the two in flight beyond
