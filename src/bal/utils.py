@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from collections.abc import Callable
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -23,11 +23,13 @@ def _file_mode() -> int:
 _FILE_MODE = _file_mode()
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that a reader sees the old file or the new one, never half.
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> None:
+    """Call ``write(f)`` on a temporary file and rename it over ``path`` once it is complete.
 
-    The bytes go to a temporary file in the same folder, are flushed to disk, and
-    the file is renamed over ``path`` (an atomic step on POSIX and Windows).
+    A reader (or a run resumed after a kill) sees the old file or the new one, never
+    half of one: the temporary file lives in the same folder, is flushed to disk, and
+    ``os.replace`` swaps it in atomically. Writers stream into the file, so saving a
+    large array needs no second copy of it in memory.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -35,13 +37,17 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     try:
         os.fchmod(fd, _FILE_MODE)
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    atomic_write(path, lambda f: f.write(data))
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -53,17 +59,13 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
 
 
 def atomic_save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
-    buf = io.BytesIO()
-    np.save(buf, array, allow_pickle=False)
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write(path, lambda f: np.save(f, array, allow_pickle=False))
 
 
 def atomic_torch_save(path: str | os.PathLike, obj: Any) -> None:
     import torch
 
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def append_line(path: str | os.PathLike, line: str) -> None:
