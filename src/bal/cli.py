@@ -250,6 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
     from bal.project.serve import add_serve_command
 
     COMMANDS.update(add_serve_command(sub))
+    from bal.project.commands import add_project_commands
+
+    COMMANDS.update(add_project_commands(sub))
     return parser
 
 

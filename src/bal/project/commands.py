@@ -1,0 +1,375 @@
+"""The labelling-project commands: ``bal project init|scan``, ``query``, ``export``, ``import``, ``fit``, ``status``.
+
+:func:`add_project_commands` adds them to bal's sub-command parser and returns their
+handlers; each handler takes the parsed arguments, prints, and returns the exit status.
+Bad input raises :class:`~bal.errors.BalError` (bal's ``main`` turns it into exit 2).
+The work itself is in :mod:`bal.project.workflow`; this module imports no torch, so
+``bal import``/``export``/``status`` start quickly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+# -- flag helpers (dash and underscore spellings, as the rest of bal) ---------------------
+def _add(parser, *names: str, **kwargs) -> None:
+    spellings: list[str] = []
+    for name in names:
+        for s in (name, "--" + name[2:].replace("-", "_") if name.startswith("--") else name):
+            if s not in spellings:
+                spellings.append(s)
+    parser.add_argument(*spellings, **kwargs)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}")
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {value}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}")
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction at least 0 and below 1, got {value}")
+    return value
+
+
+def _class_list(text: str) -> list[str]:
+    return [c.strip() for c in text.split(",")]
+
+
+def _run_flags(p) -> None:
+    _add(p, "--device", default="auto", help="auto (CUDA when present), cpu, cuda, ... (default: %(default)s)")
+    _add(p, "--no-progress", action="store_true", help="no progress bars")
+
+
+def add_project_commands(subparsers) -> dict[str, Handler]:
+    """Add the project commands to bal's ``add_subparsers()`` object; returns {command: handler}."""
+    p = subparsers.add_parser(
+        "project", help="a labelling project over a folder of your images: init, scan",
+        description="A labelling project: DIR holds a database of your images, their labels (never "
+                    "overwritten) and the query cycles. Then: bal query, bal export / bal serve, bal import, "
+                    "bal fit, bal status.")
+    actions = p.add_subparsers(dest="project_command", metavar="ACTION", required=True)
+    a = actions.add_parser(
+        "init", help="create a project over an image folder",
+        description="Scan FOLDER (sub-folders included, hidden files ignored) and record every image with "
+                    "its sha256, size and mtime. Images in a folder named after a class (FOLDER/cat/x.jpg) "
+                    "count as labelled with that class.")
+    a.add_argument("dir", metavar="DIR", help="project folder to create (holds project.db)")
+    _add(a, "--images", required=True, metavar="FOLDER", help="the folder of images")
+    _add(a, "--classes", required=True, type=_class_list, metavar="A,B,...", help="the class names, comma-separated")
+    _add(a, "--net", default="cnn", help="task and pretext network: cnn, resnet18, vgg16 (default: %(default)s)")
+    _add(a, "--image-size", type=_positive_int, default=None,
+         help="square side the images are resized to (default: the smaller side of the most common size)")
+    _add(a, "--seed", type=int, default=0, help="fixes every random choice (default: %(default)s)")
+    _add(a, "--no-progress", action="store_true", help="no progress bars")
+    s = actions.add_parser(
+        "scan", help="pick up added, changed and vanished images",
+        description="Add new image files; report images whose content changed (status changed) or whose "
+                    "file vanished (status missing). Both leave the pool and keep their labels; an image "
+                    "whose original content comes back returns to the pool.")
+    s.add_argument("dir", metavar="DIR", help="project folder")
+    _add(s, "--accept-changed", action="store_true",
+         help="take the current content of every changed image as the image, keeping its labels")
+    _add(s, "--no-progress", action="store_true", help="no progress bars")
+
+    q = subparsers.add_parser(
+        "query", help="the next images to label (BAL), recorded as a new cycle",
+        description="BAL's next selection from the pool (every image with status ok): rotation pretext and "
+                    "CDD order computed once per pool (cached in DIR/pretext), a window of width beta*K "
+                    "sliding along it (planned cycles: max(q+1, ceil(N/K))), and in it the images the "
+                    "newest fitted model is least confident about (the first query, with no model: the "
+                    "window's first images).")
+    q.add_argument("dir", metavar="DIR", help="project folder")
+    _add(q, "--budget", type=_positive_int, required=True, metavar="K", help="how many images to select")
+    _add(q, "--beta", type=_positive_float, default=1.2, help="window width factor (default: %(default)s)")
+    _add(q, "--pretext-epochs", type=_positive_int, default=15,
+         help="rotation pretext epochs, when the pool has no pretext yet (default: %(default)s)")
+    _run_flags(q)
+
+    e = subparsers.add_parser(
+        "export", help="the current selection as CSV or Label Studio tasks",
+        description="CSV: columns path,label,absolute_path (label filled only for images already labelled); "
+                    "fill the label column and `bal import` it. Label Studio: a JSON list of tasks whose "
+                    "data.image is /data/local-files/?d=<absolute path>; start Label Studio with "
+                    "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true and LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT "
+                    "set to the images folder or a parent, and add a Local files storage for the images "
+                    "folder. data.bal_path is what `bal import` reads back.")
+    e.add_argument("dir", metavar="DIR", help="project folder")
+    _add(e, "--format", choices=["csv", "labelstudio"], default="csv", help="(default: %(default)s)")
+    _add(e, "--out", default=None, metavar="FILE",
+         help="output file (default: standard output for csv, DIR/export.json for labelstudio)")
+
+    i = subparsers.add_parser(
+        "import", help="labels back from a CSV or a Label Studio export",
+        description="Read labels from FILE (CSV with a header naming path and label, other columns ignored; "
+                    "or a Label Studio JSON export: the last annotation not cancelled, its first choice). "
+                    "Every row is checked (known image, known class, no conflict with the image's current "
+                    "label or with another row); by default nothing is recorded unless all rows are valid. "
+                    "Rows without a label are skipped. One transaction.")
+    i.add_argument("dir", metavar="DIR", help="project folder")
+    i.add_argument("file", metavar="FILE", help=".csv or .json")
+    _add(i, "--format", choices=["csv", "labelstudio"], default=None, help="(default: from the extension)")
+    _add(i, "--partial", action="store_true", help="record the valid rows and list the others")
+
+    f = subparsers.add_parser(
+        "fit", help="train the task model on all labels; accuracy on a held-out split",
+        description="Train a new model (the project's net) on every label. Inside each class with n labels, "
+                    "floor(holdout*n + 0.5) images (at most n-1) are held out, chosen by the seed, never "
+                    "trained on, and used for the accuracy. The model is saved to DIR/models/cycle-<id>.pth "
+                    "and the next `bal query` uses it.")
+    f.add_argument("dir", metavar="DIR", help="project folder")
+    _add(f, "--epochs", type=_positive_int, default=30, help="(default: %(default)s)")
+    _add(f, "--batch-size", type=_positive_int, default=32, help="(default: %(default)s)")
+    _add(f, "--lr", type=_positive_float, default=0.05, help="SGD learning rate (default: %(default)s)")
+    _add(f, "--holdout", type=_fraction, default=0.2, help="held-out fraction per class, 0 for none "
+                                                           "(default: %(default)s)")
+    _run_flags(f)
+
+    st = subparsers.add_parser("status", help="counts, class balance, cycles and what to do next")
+    st.add_argument("dir", metavar="DIR", help="project folder")
+
+    return {"project": cmd_project, "query": cmd_query, "export": cmd_export, "import": cmd_import,
+            "fit": cmd_fit, "status": cmd_status}
+
+
+# -- output helpers ----------------------------------------------------------------------
+def _say(text: str = "", err: bool = False) -> None:
+    print(text, file=sys.stderr if err else sys.stdout, flush=True)
+
+
+def _per_class(counts: dict, classes, nonzero: bool = False) -> str:
+    return ", ".join(f"{c} {counts.get(c, 0)}" for c in classes if counts.get(c, 0) or not nonzero)
+
+
+def _listing(paths, indent: str = "  ") -> str:
+    return "\n".join(f"{indent}{p}" for p in paths)
+
+
+def _device(args):
+    from bal.utils import resolve_device
+
+    return resolve_device(str(args.device))
+
+
+def _open(args):
+    from bal.project.db import Project
+
+    return Project.open(args.dir)
+
+
+# -- handlers ----------------------------------------------------------------------------
+def cmd_project(args) -> int:
+    return {"init": cmd_init, "scan": cmd_scan}[args.project_command](args)
+
+
+def cmd_init(args) -> int:
+    from bal.project import workflow
+
+    project, report = workflow.init_project(
+        args.dir, args.images, args.classes, net=args.net, image_size=args.image_size, seed=args.seed,
+        progress=not args.no_progress,
+    )
+    with project:
+        classes = project.classes
+        n_labelled = sum(report.labelled.values())
+        _say(f"project created in {args.dir}: {report.n_images} images under {project.images_root}")
+        _say(f"settings: net {args.net}, image size {report.image_size or '(from the first images)'}, seed {args.seed}")
+        _say(f"labelled from class folders: {n_labelled} ({_per_class(report.labelled, classes)}); "
+             f"unlabelled: {report.n_images - n_labelled}")
+        if report.unreadable:
+            _say(f"left out {len(report.unreadable)} file(s) that cannot be read (scan again once fixed):", err=True)
+            _say("\n".join(f"  {p}: {why}" for p, why in report.unreadable), err=True)
+        if report.n_images:
+            _say(f"next: bal query {args.dir} --budget K   (K = how many images to label in this round)")
+        else:
+            _say(f"next: put images under {project.images_root}, then bal project scan {args.dir}")
+    return 0
+
+
+def cmd_scan(args) -> int:
+    from bal.project import workflow
+
+    with _open(args) as project:
+        r = workflow.scan_project(project, accept_changed=args.accept_changed, progress=not args.no_progress)
+        d = args.dir
+        _say(f"scanned {project.images_root}")
+        if r.added:
+            n = sum(r.added_labelled.values())
+            by_class = _per_class(r.added_labelled, project.classes, nonzero=True)
+            extra = f" ({n} labelled from class folders: {by_class})" if n else ""
+            _say(f"added {len(r.added)} image(s){extra}:\n{_listing(r.added)}")
+        if r.accepted:
+            _say(f"accepted the new content of {len(r.accepted)} changed image(s), labels kept:\n"
+                 f"{_listing(r.accepted)}")
+        if r.returned:
+            _say(f"back in the pool, original content found again: {len(r.returned)} image(s):\n{_listing(r.returned)}")
+        if r.changed:
+            _say(f"CHANGED: {len(r.changed)} image(s) differ from when they were added (size/mtime and sha256); "
+                 f"they are out of the pool, their labels are kept:\n{_listing(r.changed)}")
+            _say(f"  what you can do: if it is still the same picture (re-saved, metadata edited), keep it with its\n"
+                 f"  labels: bal project scan {d} --accept-changed\n"
+                 f"  if it is a different picture, restore the original file, or give the new one another name\n"
+                 f"  (it is then added as a new image and the old entry is reported missing)")
+        if r.missing:
+            _say(f"MISSING: {len(r.missing)} image(s) whose file is gone; out of the pool, labels kept:\n"
+                 f"{_listing(r.missing)}")
+            _say("  put the files back (same content) and scan again to return them to the pool")
+        if r.unreadable:
+            _say(f"could not read {len(r.unreadable)} new file(s) (not added; scan again once fixed):\n"
+                 + "\n".join(f"  {p}: {why}" for p, why in r.unreadable))
+        if not (r.added or r.accepted or r.returned or r.changed or r.missing or r.unreadable):
+            _say("no changes")
+        if r.labels_kept:
+            _say(f"labels kept on changed or missing images: {r.labels_kept}")
+    return 0
+
+
+def cmd_query(args) -> int:
+    from bal.project import workflow
+
+    with _open(args) as project:
+        r = workflow.query(project, args.budget, beta=args.beta, pretext_epochs=args.pretext_epochs,
+                           device=_device(args), progress=not args.no_progress)
+        d = args.dir
+        if r.unlabelled_before:
+            _say(f"note: {r.unlabelled_before} image(s) of the previous selection are still unlabelled; they may "
+                 f"be selected again", err=True)
+        how = (f"least confident under the model of cycle {r.model_cycle}" if r.model_cycle is not None
+               else "no fitted model yet: the window's first images (high1st)")
+        w = r.info.get("window")
+        _say(f"cycle {r.cycle_id}: {len(r.selected)} image(s) to label from a pool of {r.pool_size} "
+             f"(query {r.q + 1} of {r.n_planned} planned, window [{w[0]}, {w[1]}) of the CDD order, {how})")
+        if r.info.get("n_topped_up"):
+            _say(f"the window held fewer than {args.budget} unlabelled images; {r.info['n_topped_up']} came from "
+                 f"just outside it")
+        _say(" rank  path")
+        for rank, row in enumerate(r.selected, start=1):
+            _say(f"{rank:5d}  {row.path}")
+        _say(f"next: label them on the labelling page: bal serve {d}\n"
+             f"  or: bal export {d} --format csv --out batch.csv, fill the label column, bal import {d} batch.csv\n"
+             f"  or: bal export {d} --format labelstudio, label in Label Studio, export JSON, bal import {d} FILE\n"
+             f"then: bal fit {d}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    import json
+
+    from bal.project import workflow
+
+    with _open(args) as project:
+        cycle_id, rows, left_out = workflow.current_selection(project)
+        if left_out:
+            _say(f"left out {len(left_out)} selected image(s) that are changed or missing "
+                 f"(bal project scan {args.dir}):\n{_listing(r.path for r in left_out)}", err=True)
+        if args.format == "csv":
+            text = workflow.export_csv(project, rows)
+            if args.out is None:
+                sys.stdout.write(text)
+                sys.stdout.flush()
+                _say(f"exported the {len(rows)} image(s) of cycle {cycle_id}; fill the label column and run "
+                     f"bal import {args.dir} FILE", err=True)
+                return 0
+            out = Path(args.out)
+            workflow.write_export(out, text)
+            _say(f"exported the {len(rows)} image(s) of cycle {cycle_id} to {out}; fill the label column "
+                 f"({', '.join(project.classes)}) and run bal import {args.dir} {out}")
+            return 0
+        out = Path(args.out) if args.out else Path(args.dir) / "export.json"
+        tasks = workflow.export_label_studio(project, rows)
+        workflow.write_export(out, json.dumps(tasks, indent=2, ensure_ascii=False) + "\n")
+        _say(f"exported the {len(rows)} image(s) of cycle {cycle_id} as Label Studio tasks to {out}")
+        _say(f"  Label Studio must serve local files: start it with LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true\n"
+             f"  and LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT={project.images_root} (or a parent), add a Local files\n"
+             f"  storage for {project.images_root}, use one <Choices> with {', '.join(project.classes)},\n"
+             f"  import {out.name}; when done, export JSON and run bal import {args.dir} FILE.json")
+    return 0
+
+
+def cmd_import(args) -> int:
+    from bal.project import workflow
+
+    with _open(args) as project:
+        r = workflow.import_labels(project, args.file, fmt=args.format, partial=args.partial)
+        extra = []
+        if r.unchanged:
+            extra.append(f"{r.unchanged} already had that label")
+        if r.no_label:
+            extra.append(f"{r.no_label} {r.unit}(s) without a label skipped")
+        _say(f"imported {r.applied} label(s) from {args.file}" + (f" ({'; '.join(extra)})" if extra else ""))
+        if r.bad:
+            _say(f"not imported (--partial): {len(r.bad)} {r.unit}(s):\n{r.bad_lines()}")
+    return 0
+
+
+def cmd_fit(args) -> int:
+    from bal.project import workflow
+
+    with _open(args) as project:
+        r = workflow.fit(project, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, holdout=args.holdout,
+                         device=_device(args), progress=not args.no_progress)
+        m = r.metrics
+        net = workflow.read_settings(project)["net"]
+        _say(f"fitted {net} on {m['trained_on']} of {m['labelled']} labels, {m['held_out']} held out "
+             f"({_per_class(m['per_class'], project.classes)} labels per class), {m['epochs']} epoch(s)")
+        if m["accuracy"] is None:
+            _say(f"held-out accuracy: none (no class has enough labels; a class with n labels holds out "
+                 f"floor({args.holdout:g}*n + 0.5), at most n-1)")
+        else:
+            per = ", ".join(f"{c} {v:.1f}" for c, v in m["per_class_accuracy"].items() if v is not None)
+            _say(f"held-out accuracy: {m['accuracy']:.1f} % on {m['held_out']} images ({per})")
+        _say(f"model: {Path(args.dir) / r.model_path} (cycle {r.cycle_id})")
+        _say(f"next: bal query {args.dir} --budget K")
+    return 0
+
+
+def cmd_status(args) -> int:
+    from bal.project import workflow
+
+    with _open(args) as project:
+        s = workflow.status(project)
+        c = s.counts
+        _say(f"project {args.dir} (images under {project.images_root})")
+        _say(f"images: {c['ok']} ok, {c['changed']} changed, {c['missing']} missing; "
+             f"{s.labelled} labelled, {s.unlabelled} unlabelled")
+        if s.labels_on_absent:
+            _say(f"labels kept on changed or missing images: {s.labels_on_absent}")
+        _say(f"labels per class: {_per_class(s.per_class, project.classes)}")
+        if s.cycles:
+            _say("cycles:")
+            _say(f"  {'id':>4}  {'created (UTC)':<23}  {'strategy':<8}  {'budget':>6}  {'labelled':>8}  accuracy")
+            for cy in s.cycles:
+                acc = ("-" if not cy["fitted"] else "n/a" if cy["accuracy"] is None
+                       else f"{cy['accuracy']:.1f} % ({cy['held_out']} held out)")
+                _say(f"  {cy['id']:>4}  {cy['created_at'][:23]:<23}  {cy['strategy']:<8}  {cy['budget']:>6}  "
+                     f"{cy['labelled_now']:>8}  {acc}")
+        else:
+            _say("cycles: none yet")
+        for step in s.next_steps:
+            _say(f"next: {step}")
+    return 0
