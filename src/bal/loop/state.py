@@ -43,7 +43,10 @@ def bind_config(path: str | os.PathLike, config: dict, what: str) -> None:
                 + "). Use another output folder, or delete this one to start over."
             )
         return
-    atomic_write_json(path, config)
+    from bal import distributed
+
+    if distributed.is_main():  # under torchrun only rank 0 writes files
+        atomic_write_json(path, config)
 
 
 def read_json(path: str | os.PathLike) -> Any:
