@@ -19,56 +19,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bal.errors import BalError
+from bal.flags import add, flatten, number_list, positive_float, positive_int
 
 log = logging.getLogger("bal")
-
-
-# -- flag helpers ------------------------------------------------------------------------
-def add(parser: argparse.ArgumentParser, *names: str, **kwargs) -> None:
-    """``add_argument`` that also accepts every underscore flag spelled with dashes."""
-    spellings: list[str] = []
-    for name in names:
-        for spelling in (name, name.replace("_", "-")):
-            if spelling not in spellings:
-                spellings.append(spelling)
-    parser.add_argument(*spellings, **kwargs)
-
-
-def number_list(kind):
-    """A flag value like ``10,5,5`` or ``10 5 5`` (with nargs='+') as a list."""
-
-    def parse(text: str):
-        try:
-            return [kind(x) for x in text.replace(",", " ").split()]
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {kind.__name__} values separated by commas, got {text!r}")
-
-    parse.__name__ = f"{kind.__name__} list"
-    return parse
-
-
-def flatten(values: list | None) -> list | None:
-    return None if values is None else [x for chunk in values for x in chunk]
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}")
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}")
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {value}")
-    return value
 
 
 # -- flag groups -------------------------------------------------------------------------

@@ -14,37 +14,9 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from bal.flags import add, positive_float, positive_int
+
 Handler = Callable[[argparse.Namespace], int]
-
-
-# -- flag helpers (dash and underscore spellings, as the rest of bal) ---------------------
-def _add(parser, *names: str, **kwargs) -> None:
-    spellings: list[str] = []
-    for name in names:
-        for s in (name, "--" + name[2:].replace("-", "_") if name.startswith("--") else name):
-            if s not in spellings:
-                spellings.append(s)
-    parser.add_argument(*spellings, **kwargs)
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}")
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}")
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {value}")
-    return value
 
 
 def _fraction(text: str) -> float:
@@ -62,8 +34,8 @@ def _class_list(text: str) -> list[str]:
 
 
 def _run_flags(p) -> None:
-    _add(p, "--device", default="auto", help="auto (CUDA when present), cpu, cuda, ... (default: %(default)s)")
-    _add(p, "--no-progress", action="store_true", help="no progress bars")
+    add(p, "--device", default="auto", help="auto (CUDA when present), cpu, cuda, ... (default: %(default)s)")
+    add(p, "--no-progress", action="store_true", help="no progress bars")
 
 
 def add_project_commands(subparsers) -> dict[str, Handler]:
@@ -80,22 +52,22 @@ def add_project_commands(subparsers) -> dict[str, Handler]:
                     "its sha256, size and mtime. Images in a folder named after a class (FOLDER/cat/x.jpg) "
                     "count as labelled with that class.")
     a.add_argument("dir", metavar="DIR", help="project folder to create (holds project.db)")
-    _add(a, "--images", required=True, metavar="FOLDER", help="the folder of images")
-    _add(a, "--classes", required=True, type=_class_list, metavar="A,B,...", help="the class names, comma-separated")
-    _add(a, "--net", default="cnn", help="task and pretext network: cnn, resnet18, vgg16 (default: %(default)s)")
-    _add(a, "--image-size", type=_positive_int, default=None,
+    add(a, "--images", required=True, metavar="FOLDER", help="the folder of images")
+    add(a, "--classes", required=True, type=_class_list, metavar="A,B,...", help="the class names, comma-separated")
+    add(a, "--net", default="cnn", help="task and pretext network: cnn, resnet18, vgg16 (default: %(default)s)")
+    add(a, "--image-size", type=positive_int, default=None,
          help="square side the images are resized to (default: the smaller side of the most common size)")
-    _add(a, "--seed", type=int, default=0, help="fixes every random choice (default: %(default)s)")
-    _add(a, "--no-progress", action="store_true", help="no progress bars")
+    add(a, "--seed", type=int, default=0, help="fixes every random choice (default: %(default)s)")
+    add(a, "--no-progress", action="store_true", help="no progress bars")
     s = actions.add_parser(
         "scan", help="pick up added, changed and vanished images",
         description="Add new image files; report images whose content changed (status changed) or whose "
                     "file vanished (status missing). Both leave the pool and keep their labels; an image "
                     "whose original content comes back returns to the pool.")
     s.add_argument("dir", metavar="DIR", help="project folder")
-    _add(s, "--accept-changed", action="store_true",
+    add(s, "--accept-changed", action="store_true",
          help="take the current content of every changed image as the image, keeping its labels")
-    _add(s, "--no-progress", action="store_true", help="no progress bars")
+    add(s, "--no-progress", action="store_true", help="no progress bars")
 
     q = subparsers.add_parser(
         "query", help="the next images to label (BAL), recorded as a new cycle",
@@ -105,9 +77,9 @@ def add_project_commands(subparsers) -> dict[str, Handler]:
                     "newest fitted model is least confident about (the first query, with no model: the "
                     "window's first images).")
     q.add_argument("dir", metavar="DIR", help="project folder")
-    _add(q, "--budget", type=_positive_int, required=True, metavar="K", help="how many images to select")
-    _add(q, "--beta", type=_positive_float, default=1.2, help="window width factor (default: %(default)s)")
-    _add(q, "--pretext-epochs", type=_positive_int, default=15,
+    add(q, "--budget", type=positive_int, required=True, metavar="K", help="how many images to select")
+    add(q, "--beta", type=positive_float, default=1.2, help="window width factor (default: %(default)s)")
+    add(q, "--pretext-epochs", type=positive_int, default=15,
          help="rotation pretext epochs, when the pool has no pretext yet (default: %(default)s)")
     _run_flags(q)
 
@@ -120,8 +92,8 @@ def add_project_commands(subparsers) -> dict[str, Handler]:
                     "set to the images folder or a parent, and add a Local files storage for the images "
                     "folder. data.bal_path is what `bal import` reads back.")
     e.add_argument("dir", metavar="DIR", help="project folder")
-    _add(e, "--format", choices=["csv", "labelstudio"], default="csv", help="(default: %(default)s)")
-    _add(e, "--out", default=None, metavar="FILE",
+    add(e, "--format", choices=["csv", "labelstudio"], default="csv", help="(default: %(default)s)")
+    add(e, "--out", default=None, metavar="FILE",
          help="output file (default: standard output for csv, DIR/export.json for labelstudio)")
 
     i = subparsers.add_parser(
@@ -133,8 +105,8 @@ def add_project_commands(subparsers) -> dict[str, Handler]:
                     "Rows without a label are skipped. One transaction.")
     i.add_argument("dir", metavar="DIR", help="project folder")
     i.add_argument("file", metavar="FILE", help=".csv or .json")
-    _add(i, "--format", choices=["csv", "labelstudio"], default=None, help="(default: from the extension)")
-    _add(i, "--partial", action="store_true", help="record the valid rows and list the others")
+    add(i, "--format", choices=["csv", "labelstudio"], default=None, help="(default: from the extension)")
+    add(i, "--partial", action="store_true", help="record the valid rows and list the others")
 
     f = subparsers.add_parser(
         "fit", help="train the task model on all labels; accuracy on a held-out split",
@@ -143,10 +115,10 @@ def add_project_commands(subparsers) -> dict[str, Handler]:
                     "trained on, and used for the accuracy. The model is saved to DIR/models/cycle-<id>.pth "
                     "and the next `bal query` uses it.")
     f.add_argument("dir", metavar="DIR", help="project folder")
-    _add(f, "--epochs", type=_positive_int, default=30, help="(default: %(default)s)")
-    _add(f, "--batch-size", type=_positive_int, default=32, help="(default: %(default)s)")
-    _add(f, "--lr", type=_positive_float, default=0.05, help="SGD learning rate (default: %(default)s)")
-    _add(f, "--holdout", type=_fraction, default=0.2, help="held-out fraction per class, 0 for none "
+    add(f, "--epochs", type=positive_int, default=30, help="(default: %(default)s)")
+    add(f, "--batch-size", type=positive_int, default=32, help="(default: %(default)s)")
+    add(f, "--lr", type=positive_float, default=0.05, help="SGD learning rate (default: %(default)s)")
+    add(f, "--holdout", type=_fraction, default=0.2, help="held-out fraction per class, 0 for none "
                                                            "(default: %(default)s)")
     _run_flags(f)
 

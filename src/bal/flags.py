@@ -1,0 +1,61 @@
+"""Command-line flag helpers shared by every ``bal`` command.
+
+The authors' scripts spell flags with underscores (``--per_samples_list``); shells and
+newer tools prefer dashes. :func:`add` registers both spellings of every flag.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add(parser, *names: str, **kwargs) -> None:
+    """``add_argument`` that accepts every long flag with underscores and with dashes."""
+    spellings: list[str] = []
+    for name in names:
+        variants = [name]
+        if name.startswith("--"):
+            body = name[2:]
+            variants += ["--" + body.replace("_", "-"), "--" + body.replace("-", "_")]
+        for spelling in variants:
+            if spelling not in spellings:
+                spellings.append(spelling)
+    parser.add_argument(*spellings, **kwargs)
+
+
+def number_list(kind):
+    """A flag value like ``10,5,5`` or ``10 5 5`` (with nargs='+') as a list."""
+
+    def parse(text: str):
+        try:
+            return [kind(x) for x in text.replace(",", " ").split()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {kind.__name__} values separated by commas, got {text!r}")
+
+    parse.__name__ = f"{kind.__name__} list"
+    return parse
+
+
+def flatten(values: list | None) -> list | None:
+    """The chunks of an ``nargs='+'`` list flag as one list (None stays None)."""
+    return None if values is None else [x for chunk in values for x in chunk]
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}")
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {value}")
+    return value
