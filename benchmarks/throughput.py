@@ -68,7 +68,9 @@ import torch.nn.functional as F
 from PIL import Image
 
 from bal.data import load_split, scan_split
-from bal.loop.trainer import TrainConfig, autocast, batch_indices, evaluate, predict, prepare, to_device, train_model
+from bal.loop.trainer import (
+    TrainConfig, autocast, batch_indices, evaluate, predict, prepare, scoring_batch_size, to_device, train_model,
+)
 from bal.models import create_model
 from bal.pipeline import augment_for, stratified_subset
 from bal.presets import get_preset
@@ -479,8 +481,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--data", default=None, help="folder holding cifar10/{train,test} (default: extract the shared archive)")
     p.add_argument("--net", default="cnn", help="network of every measurement (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=128, help="training batch size, both sides (default: %(default)s)")
-    p.add_argument("--score-batch-size", type=int, default=512,
-                   help="scoring batch size, both sides (default: %(default)s, as predict and the cycles)")
+    p.add_argument("--score-batch-size", type=int, default=None,
+                   help="scoring batch size, both sides (default: bal's, scoring_batch_size of the device: "
+                        "128 on the CPU, 512 on CUDA)")
     p.add_argument("--repeats", type=int, default=None,
                    help="timed runs after the warm-up, the median is kept (default: 3; 2 with --quick)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda (default: %(default)s)")
@@ -492,6 +495,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     args.repeats = args.repeats or (2 if args.quick else 3)
     device, sizes = resolve_device(args.device), QUICK if args.quick else FULL
+    args.score_batch_size = args.score_batch_size or scoring_batch_size(device)
     started, load_before = time.time(), os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="bal-throughput-") as name:
         sections, source = run_all(args, sizes, device, Path(name))

@@ -60,6 +60,12 @@ def to_device(model: nn.Module, device: torch.device) -> nn.Module:
     return model.to(device=device, memory_format=torch.channels_last)
 
 
+def scoring_batch_size(device: torch.device) -> int:
+    """Images per forward pass when scoring: large on a GPU; on the CPU 128 is faster than 512
+    (measured for `cnn`, channels-last, 2 cores) and needs a quarter of the activation memory."""
+    return 512 if device.type == "cuda" else 128
+
+
 def images_on(images: torch.Tensor, device: torch.device) -> torch.Tensor:
     """The uint8 image tensor where batches will be gathered: on the GPU when it fits easily."""
     if device.type == "cuda" and images.numel() < 4 * 2**30:
@@ -212,7 +218,7 @@ def predict(
     augment: BatchAugment,
     *,
     device: torch.device,
-    batch_size: int = 512,
+    batch_size: int | None = None,
     features: bool = False,
     progress: bool = False,
     desc: str = "score",
@@ -226,7 +232,7 @@ def predict(
     images = images_on(images, device)
     logits, feats = [], []
     for idx in tqdm(
-        batch_indices(np.asarray(indices, dtype=np.int64), batch_size, None),
+        batch_indices(np.asarray(indices, dtype=np.int64), batch_size or scoring_batch_size(device), None),
         desc=desc,
         unit="batch",
         disable=not progress,
@@ -253,7 +259,7 @@ def evaluate(
     n_classes: int,
     *,
     device: torch.device,
-    batch_size: int = 512,
+    batch_size: int | None = None,
 ) -> tuple[float, np.ndarray]:
     """Top-1 accuracy in percent, and per-class accuracy in percent (n_classes,), NaN for absent classes."""
     labels = np.asarray(labels)

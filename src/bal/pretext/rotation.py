@@ -20,7 +20,9 @@ from torch import nn
 from bal import distributed
 from bal.data import BatchAugment, ImageSet
 from bal.loop.state import bind_config
-from bal.loop.trainer import TrainConfig, autocast, batch_indices, gather, images_on, prepare, to_device, train_model
+from bal.loop.trainer import (
+    TrainConfig, autocast, batch_indices, gather, images_on, prepare, scoring_batch_size, to_device, train_model,
+)
 from bal.models import create_model
 from bal.utils import atomic_save_npy, atomic_torch_save, atomic_write_json, derive_seed, write_lines
 
@@ -50,13 +52,17 @@ def rotation_scores(
     augment: BatchAugment,
     *,
     device: torch.device,
-    batch_size: int = 256,
+    batch_size: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Mean rotation loss (N,) float32 and upright features (N, D) float32 of every image."""
+    """Mean rotation loss (N,) float32 and upright features (N, D) float32 of every image.
+
+    Each batch is scored in its four rotations, so it takes a quarter of the usual
+    scoring batch (:func:`bal.loop.trainer.scoring_batch_size`).
+    """
     to_device(model, device).eval()
     images = images_on(images, device)
     losses, feats = [], []
-    for idx in batch_indices(np.arange(len(images)), batch_size, None):
+    for idx in batch_indices(np.arange(len(images)), batch_size or scoring_batch_size(device) // 4, None):
         x = prepare(augment, gather(images, idx, device), False)
         rotated, targets = rotate_batch(x)
         rotated = rotated.contiguous(memory_format=torch.channels_last)
