@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import os
 from collections.abc import Mapping, Sequence
-from itertools import cycle
 from pathlib import Path
 
 from bal.errors import BalError
@@ -63,9 +62,13 @@ def plot_curves(
         fig = Figure(figsize=(6.4, 4.4), dpi=150)
         FigureCanvasAgg(fig)
         ax = fig.add_subplot()
-        for (name, (x, y)), marker in zip(curves.items(), cycle(_MARKERS)):
+        colours = [f"C{i}" for i in range(10)]  # matplotlib's default cycle: 10 colours
+        for i, (name, (x, y)) in enumerate(curves.items()):
+            # the marker moves on by one each time the colours wrap, so no two curves look alike
+            marker = _MARKERS[(i + i // len(colours)) % len(_MARKERS)]
             xs, ys = [float(v) for v in x], [float(v) for v in y]
-            (line,) = ax.plot(xs, ys, marker=marker, markersize=4, linewidth=1.5, label=str(name))
+            (line,) = ax.plot(xs, ys, marker=marker, color=colours[i % len(colours)], markersize=4,
+                              linewidth=1.5, label=str(name))
             if name in bands:
                 std = [float(v) for v in bands[name]]
                 lo = [m - s for m, s in zip(ys, std)]
