@@ -35,10 +35,10 @@ from bal.data import BatchAugment, ImageSet
 from bal.errors import BalError
 from bal.loop.state import bind_config, read_json
 from bal.loop.trainer import TrainConfig, evaluate, predict, train_model
-from bal.models import create_model
+from bal.models import create_model, load_model_file, save_model_file
 from bal.report import format_table, write_csv
 from bal.selection.strategies import STRATEGY_NAMES, Pretext, SelectionContext, Strategy, make_strategy
-from bal.utils import atomic_torch_save, atomic_write_json, atomic_write_text, derive_seed, read_lines, write_lines
+from bal.utils import atomic_write_json, atomic_write_text, derive_seed, read_lines, write_lines
 
 log = logging.getLogger("bal")
 
@@ -177,17 +177,11 @@ class _Run:
         return self.out / f"model_{c}.pth"
 
     def save_model(self, model, c: int) -> None:
-        atomic_torch_save(
-            self.model_path(c),
-            {"net": self.net, "num_classes": self.n_classes, "image_size": int(self.images.shape[1]),
-             "classes": list(self.pool.classes), "model": model.state_dict()},
-        )
+        save_model_file(self.model_path(c), model, net=self.net, image_size=int(self.images.shape[1]),
+                        classes=list(self.pool.classes))
 
     def load_model(self, c: int):
-        state = torch.load(self.model_path(c), map_location="cpu", weights_only=False)
-        model = create_model(self.net, num_classes=self.n_classes, image_size=int(self.images.shape[1]))
-        model.load_state_dict(state["model"])
-        return model
+        return load_model_file(self.model_path(c))[0]
 
     def new_model(self, c: int):
         # Each cycle's initialisation is its own random stream, so --reinit runs are

@@ -99,3 +99,25 @@ def create_model(name: str, num_classes: int, image_size: int = 32) -> BalModel:
 
 
 __all__ = ["BalModel", "create_model", "list_models", "register_model"]
+
+
+def save_model_file(path, model: BalModel, *, net: str, image_size: int, **extra) -> None:
+    """Write ``model`` atomically as ``{net, num_classes, image_size, model, **extra}``.
+
+    The one format of every model file bal writes (``rotation.pth``, ``model_C.pth``,
+    a project's ``models/cycle-N.pth``), so :func:`load_model_file` reads them all.
+    """
+    from bal.utils import atomic_torch_save
+
+    state = {"net": net, "num_classes": model.head.out_features, "image_size": int(image_size), **extra}
+    atomic_torch_save(path, {**state, "model": model.state_dict()})
+
+
+def load_model_file(path) -> tuple[BalModel, dict]:
+    """The model stored by :func:`save_model_file` (on the CPU), and the file's other entries."""
+    import torch
+
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    model = create_model(state["net"], num_classes=int(state["num_classes"]), image_size=int(state["image_size"]))
+    model.load_state_dict(state.pop("model"))
+    return model, state

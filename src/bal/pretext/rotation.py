@@ -23,8 +23,8 @@ from bal.loop.state import bind_config
 from bal.loop.trainer import (
     TrainConfig, autocast, batch_indices, gather, images_on, prepare, scoring_batch_size, to_device, train_model,
 )
-from bal.models import create_model
-from bal.utils import atomic_save_npy, atomic_torch_save, atomic_write_json, derive_seed, write_lines
+from bal.models import create_model, load_model_file, save_model_file
+from bal.utils import atomic_save_npy, atomic_write_json, derive_seed, write_lines
 
 N_ROTATIONS = 4
 
@@ -151,10 +151,7 @@ def train_rotation(
     write_lines(out / "paths.txt", pool.paths)
     atomic_save_npy(out / "rotation_loss.npy", losses)
     atomic_save_npy(out / "features.npy", features)
-    atomic_torch_save(
-        out / "rotation.pth",
-        {"net": net, "num_classes": N_ROTATIONS, "image_size": image_size, "model": model.state_dict()},
-    )
+    save_model_file(out / "rotation.pth", model, net=net, image_size=image_size)
     # Written last: its presence means every file above is complete.
     atomic_write_json(out / "rotation.json", settings)
     (out / "rotation_ckpt.pth").unlink(missing_ok=True)
@@ -178,9 +175,7 @@ def load_rotation(folder: str | os.PathLike, *, pool: ImageSet | None = None, de
     paths = read_lines(folder / "paths.txt")
     if pool is not None and paths != list(pool.paths):
         raise BalError(f"{folder / 'paths.txt'} lists other images than the dataset now holds; run `bal rotation` again")
-    state = torch.load(folder / "rotation.pth", map_location="cpu", weights_only=False)
-    model = create_model(state["net"], num_classes=state["num_classes"], image_size=state["image_size"])
-    model.load_state_dict(state["model"])
+    model, _ = load_model_file(folder / "rotation.pth")
     return RotationResult(
         paths, np.load(folder / "rotation_loss.npy"), np.load(folder / "features.npy"), model.to(device)
     )

@@ -468,17 +468,13 @@ def _model_file(project: Project, model_path: str) -> Path:
 
 def load_task_model(project: Project, cycle: dict):
     """(model, augment) of a fitted cycle, with the normalisation it was trained with."""
-    import torch
-
     from bal.data import BatchAugment
-    from bal.models import create_model
+    from bal.models import load_model_file
 
     path = _model_file(project, cycle["model_path"])
     if not path.is_file():
         raise BalError(f"the model of cycle {cycle['id']}, {path}, is missing; run `bal fit {project.folder}` again")
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    model = create_model(state["net"], num_classes=int(state["num_classes"]), image_size=int(state["image_size"]))
-    model.load_state_dict(state["model"])
+    model, state = load_model_file(path)
     norm = state["normalisation"]
     augment = BatchAugment(norm["mean"], norm["std"], crop_padding=norm["crop_padding"], hflip=norm["hflip"])
     return model, augment
@@ -847,8 +843,7 @@ def fit(
     import torch
 
     from bal.loop.trainer import TrainConfig, evaluate, train_model
-    from bal.models import create_model
-    from bal.utils import atomic_torch_save
+    from bal.models import create_model, save_model_file
 
     for name, value, ok in (("--epochs", epochs, epochs >= 1), ("--batch-size", batch_size, batch_size >= 1),
                             ("--lr", lr, lr > 0)):
@@ -911,12 +906,11 @@ def fit(
         accuracy = float(acc)
         per_class_acc = {c: (None if np.isnan(v) else float(v)) for c, v in zip(classes, per_class)}
     rel = f"models/cycle-{cycle_id}.pth"
-    atomic_torch_save(project.folder / rel, {
-        "net": settings["net"], "num_classes": len(classes), "image_size": size, "classes": list(classes),
-        "model": model.cpu().state_dict(),
-        "normalisation": {"mean": list(augment.mean), "std": list(augment.std),
-                          "crop_padding": augment.crop_padding, "hflip": augment.hflip},
-    })
+    save_model_file(
+        project.folder / rel, model.cpu(), net=settings["net"], image_size=size, classes=list(classes),
+        normalisation={"mean": list(augment.mean), "std": list(augment.std),
+                       "crop_padding": augment.crop_padding, "hflip": augment.hflip},
+    )
     counts = Counter(r.label for _, r in labelled)
     metrics = {
         "labelled": len(labelled), "trained_on": len(train_idx), "held_out": len(held_idx), "holdout": holdout,
