@@ -19,11 +19,9 @@ from bal.errors import BalError
 from bal.loop.cycles import CycleConfig, run_cycles
 from bal.loop.state import bind_config
 from bal.loop.trainer import TrainConfig
-from bal.pipeline import open_dataset, stratified_subset
+from bal.pipeline import build_pretext, open_dataset, stratified_subset
 from bal.presets import REGIMES, budgets_from_percentages, regime_percentages
-from bal.pretext.rotation import train_rotation
 from bal.report import summarise, summary_table, write_results
-from bal.selection import cluster_distance_difference, sort_by_cdd
 from bal.selection.strategies import STRATEGY_NAMES, Pretext, make_strategy
 from bal.utils import resolve_device
 
@@ -148,11 +146,8 @@ def run_bench(config: BenchConfig, *, progress: bool = True) -> list[dict]:
         t0 = time.perf_counter()
         rotation = TrainConfig(epochs=config.rotation_epochs, batch_size=config.rotation_batch_size,
                                lr=config.rotation_lr, milestones=tuple(config.rotation_milestones))
-        result = train_rotation(pool, augment, net=config.net, config=rotation, seed=config.pretext_seed,
-                                device=device, save=out / "pretext", progress=progress)
-        k = config.clusters if config.clusters is not None else len(pool.classes)
-        order = sort_by_cdd(cluster_distance_difference(result.features, k, seed=config.pretext_seed))
-        pretext = Pretext(features=result.features, losses=result.losses, order=order)
+        pretext = build_pretext(pool, augment, net=config.net, config=rotation, seed=config.pretext_seed,
+                                device=device, save=out / "pretext", n_clusters=config.clusters, progress=progress)
         log.info("bench: pretext and CDD ready (%.0f s)", time.perf_counter() - t0)
 
     train = TrainConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,

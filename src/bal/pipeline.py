@@ -212,6 +212,31 @@ def stratified_subset(images: ImageSet, size: int | None, seed: int = 0, what: s
     return subset(images, idx)
 
 
+def build_pretext(
+    pool: ImageSet,
+    augment: BatchAugment,
+    *,
+    net: str,
+    config: TrainConfig,
+    seed: int,
+    device: torch.device,
+    save: str | os.PathLike | None,
+    n_clusters: int | None = None,
+    progress: bool = False,
+) -> Pretext:
+    """Steps 1 and 2 in memory: rotation features and losses, and the CDD order of the pool.
+
+    With ``save`` the rotation run is written there and reused (or resumed) next time;
+    the k-means (K = ``n_clusters``, default the number of classes) takes seconds and is
+    recomputed.
+    """
+    result = train_rotation(pool, augment, net=net, config=config, seed=seed, device=device, save=save,
+                            progress=progress)
+    k = n_clusters if n_clusters is not None else len(pool.classes)
+    order = sort_by_cdd(cluster_distance_difference(result.features, k, seed=seed))
+    return Pretext(features=result.features, losses=result.losses, order=order)
+
+
 # -- everything, in memory -------------------------------------------------------------
 def active_learning(
     pool: ImageSet,
@@ -246,13 +271,9 @@ def active_learning(
     device = torch.device(device)
     pretext = Pretext()
     if make_strategy(strategy).needs:
-        pretext_dir = None if out_dir is None else Path(out_dir) / "pretext"
-        result = train_rotation(
-            pool, augment, net=net, config=rotation, seed=seed, device=device, save=pretext_dir, progress=progress
-        )
-        k = n_clusters if n_clusters is not None else len(pool.classes)
-        order = sort_by_cdd(cluster_distance_difference(result.features, k, seed=seed))
-        pretext = Pretext(features=result.features, losses=result.losses, order=order)
+        pretext = build_pretext(pool, augment, net=net, config=rotation, seed=seed, device=device,
+                                save=None if out_dir is None else Path(out_dir) / "pretext",
+                                n_clusters=n_clusters, progress=progress)
     cycle = CycleConfig(
         budgets=budgets_from_percentages(list(percentages), len(pool)),
         strategy=strategy, addendum=addendum, beta=beta, window=window, first=first,
