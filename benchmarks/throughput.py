@@ -67,18 +67,15 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from bal.data import load_split, scan_split
-from bal.loop.trainer import (
-    TrainConfig, autocast, batch_indices, evaluate, predict, prepare, scoring_batch_size, to_device, train_model,
-)
+from bal.data import augment_for, get_preset, load_split, scan_split, stratified_subset
+from bal.engine.runtime import autocast, resolve_device, scoring_batch_size, to_device
+from bal.engine.trainer import TrainConfig, batch_indices, evaluate, predict, prepare, train_model
+from bal.files import atomic_write_json
 from bal.models import create_model
-from bal.pipeline import augment_for, stratified_subset
-from bal.presets import get_preset
 from bal.report import format_table
 from bal.selection import build_subpool, cluster_distance_difference, kmeans_distances, select_uncertain
 from bal.selection import subpool_window, uncertainty_scores
 from bal.selection.cdd import _euclidean_distances  # private: times the distance step alone
-from bal.utils import atomic_write_json, resolve_device
 
 ARCHIVE = REPO.parent / "shared" / "data" / "cifar10.tar.gz"
 PRESET = get_preset("cifar10").resolve(np.zeros((1, 32, 32, 3), np.uint8))
@@ -240,12 +237,12 @@ def measure_cycle(train_set, test_set, sizes: Sizes, args, device, tmp: Path) ->
     n, k, augment = len(pool), sizes.cycle_k, augment_for(PRESET)
     images, labels = torch.from_numpy(pool.images), torch.from_numpy(pool.labels)
     order = np.random.default_rng(0).permutation(n)  # stands in for the CDD order
-    labeled = np.zeros(n, dtype=bool)
-    labeled[order[:k]] = True  # what cycle 0 labelled: the first A images of its window
+    labelled = np.zeros(n, dtype=bool)
+    labelled[order[:k]] = True  # what cycle 0 labelled: the first A images of its window
     model, picked, ckpt = new_model(args.net, device), {}, tmp / "cycle-ckpt.pth"
 
     def select():
-        sub = build_subpool(order, subpool_window(1, sizes.cycles, n, k, sizes.beta), labeled, k)
+        sub = build_subpool(order, subpool_window(1, sizes.cycles, n, k, sizes.beta), labelled, k)
         logits, _ = predict(model, images, sub.candidates, augment, device=device, features=True)
         picked["idx"] = sub.candidates[select_uncertain(logits, k, "confidence", np.random.default_rng(1))]
         picked["candidates"] = len(sub.candidates)
@@ -261,7 +258,7 @@ def measure_cycle(train_set, test_set, sizes: Sizes, args, device, tmp: Path) ->
 
     phases = dict(zip(("select", "train", "evaluate"), timed([select, train, evaluate_test], args.repeats, device)))
     total = sum(phases.values())
-    out = {"pool": n, "labeled_before": k, "selected": k, "candidates": picked["candidates"],
+    out = {"pool": n, "labelled_before": k, "selected": k, "candidates": picked["candidates"],
            "trained_on": 2 * k, "epochs": 1, "test_images": len(test_set), "cycle_seconds": total,
            **{f"{p}_seconds": s for p, s in phases.items()}, "select_share_pct": 100.0 * phases["select"] / total}
     for epochs in (30, 100):
@@ -435,7 +432,7 @@ def describe(s: dict) -> str:
     if "skipped" not in s["cycle"]:
         c = s["cycle"]
         text += (f"\ncache: {s['cache']['images']:,} training images; cycle: pool {c['pool']:,}, "
-                 f"{c['labeled_before']:,} labelled, {c['selected']:,} selected from {c['candidates']:,} "
+                 f"{c['labelled_before']:,} labelled, {c['selected']:,} selected from {c['candidates']:,} "
                  f"window candidates, 1 epoch on {c['trained_on']:,}, {c['test_images']:,} test images; "
                  f"authors: {s['authors']['images']:,} images; memory: {s['memory']['pool_and_test_images']:,} "
                  f"images (pool + test)")

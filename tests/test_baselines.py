@@ -28,17 +28,17 @@ def test_kcenter_1d_hand_order():
     # Labelled 0; candidates 1, 2, 10, 11. Distances to {0}: 1, 2, 10, 11 -> 11.
     # Then to {0, 11}: 1, 2, 1 -> 2. Then to {0, 11, 2}: 1, 1 -> tie, earlier position: 1.
     x = _column([0, 1, 2, 10, 11])
-    labeled = np.array([True, False, False, False, False])
-    out = kcenter_greedy(x, labeled, np.array([1, 2, 3, 4]), 4)
+    labelled = np.array([True, False, False, False, False])
+    out = kcenter_greedy(x, labelled, np.array([1, 2, 3, 4]), 4)
     assert out.dtype == np.int64
     np.testing.assert_array_equal(out, [4, 2, 1, 3])
 
 
 def test_kcenter_tie_goes_to_earliest_candidate_position_not_smallest_index():
     x = _column([0, 1, 2, 10, 11])
-    labeled = np.array([True, False, False, False, False])
+    labelled = np.array([True, False, False, False, False])
     # Same geometry, candidates listed as [10, 1, 2, 11]: the 1-vs-10 tie now goes to 10.
-    out = kcenter_greedy(x, labeled, np.array([3, 1, 2, 4]), 4)
+    out = kcenter_greedy(x, labelled, np.array([3, 1, 2, 4]), 4)
     np.testing.assert_array_equal(out, [4, 2, 3, 1])
 
 
@@ -47,10 +47,10 @@ def test_kcenter_2d_hand_order():
     # After A: B min(1, 9.2)=1, C min(6, 8)=6, D min(5, 5)=5 -> C.
     # After C: B min(1, 6.1)=1, D min(5, 5)=5 -> D, then B.
     x = np.array([[0, 0], [6, 8], [0, 1], [6, 0], [3, 4]], dtype=np.float32)
-    labeled = np.array([True, False, False, False, False])
-    out = kcenter_greedy(x, labeled, np.array([1, 2, 3, 4]), 4)
+    labelled = np.array([True, False, False, False, False])
+    out = kcenter_greedy(x, labelled, np.array([1, 2, 3, 4]), 4)
     np.testing.assert_array_equal(out, [1, 3, 4, 2])
-    np.testing.assert_array_equal(kcenter_greedy(x, labeled, np.array([1, 2, 3, 4]), 2), [1, 3])
+    np.testing.assert_array_equal(kcenter_greedy(x, labelled, np.array([1, 2, 3, 4]), 2), [1, 3])
 
 
 def test_kcenter_no_labelled_starts_farthest_from_mean_of_whole_pool():
@@ -58,14 +58,14 @@ def test_kcenter_no_labelled_starts_farthest_from_mean_of_whole_pool():
     # is 3 (a mean over the candidates alone, 1.5, would tie 0 and 3 and start at 0).
     # Then 0 (distance 3), then 1 and 2 tie at distance 1 -> earlier position, 1.
     x = _column([0, 1, 2, 3, -100])
-    labeled = np.zeros(5, dtype=bool)
-    out = kcenter_greedy(x, labeled, np.array([0, 1, 2, 3]), 4)
+    labelled = np.zeros(5, dtype=bool)
+    out = kcenter_greedy(x, labelled, np.array([0, 1, 2, 3]), 4)
     np.testing.assert_array_equal(out, [3, 0, 1, 2])
 
 
-def _kcenter_brute(x, labeled, candidates, k):
-    centres = list(np.flatnonzero(labeled))
-    avail = [int(c) for c in candidates if not labeled[c]]
+def _kcenter_brute(x, labelled, candidates, k):
+    centres = list(np.flatnonzero(labelled))
+    avail = [int(c) for c in candidates if not labelled[c]]
     if not centres:
         mean = x.mean(axis=0)
         first = max(avail, key=lambda c: (np.linalg.norm(x[c] - mean), -avail.index(c)))
@@ -82,37 +82,37 @@ def _kcenter_brute(x, labeled, candidates, k):
     return picks
 
 
-@pytest.mark.parametrize("n_labeled", [0, 7])
-def test_kcenter_matches_brute_force_and_skips_labelled_and_non_candidates(n_labeled):
+@pytest.mark.parametrize("n_labelled", [0, 7])
+def test_kcenter_matches_brute_force_and_skips_labelled_and_non_candidates(n_labelled):
     rng = np.random.default_rng(3)
     x = rng.normal(size=(60, 4))
-    labeled = np.zeros(60, dtype=bool)
-    labeled[rng.choice(60, n_labeled, replace=False)] = True
+    labelled = np.zeros(60, dtype=bool)
+    labelled[rng.choice(60, n_labelled, replace=False)] = True
     # Candidates: 40 of 60 in shuffled order, labelled ones included on purpose.
     candidates = rng.permutation(60)[:40]
-    available = set(candidates[~labeled[candidates]].tolist())
-    out = kcenter_greedy(x, labeled, candidates, 15)
-    assert out.tolist() == _kcenter_brute(x, labeled, candidates, 15)
+    available = set(candidates[~labelled[candidates]].tolist())
+    out = kcenter_greedy(x, labelled, candidates, 15)
+    assert out.tolist() == _kcenter_brute(x, labelled, candidates, 15)
     assert set(out.tolist()) <= available
-    everything = kcenter_greedy(x, labeled, candidates, len(available))
+    everything = kcenter_greedy(x, labelled, candidates, len(available))
     assert sorted(everything.tolist()) == sorted(available)
 
 
 def test_kcenter_duplicates_of_centres_are_picked_last_and_once():
     # Candidates 1 and 2 duplicate the labelled point: distance 0 once 3 is taken.
     x = _column([5, 5, 5, 9])
-    labeled = np.array([True, False, False, False])
-    out = kcenter_greedy(x, labeled, np.array([1, 2, 3]), 3)
+    labelled = np.array([True, False, False, False])
+    out = kcenter_greedy(x, labelled, np.array([1, 2, 3]), 3)
     np.testing.assert_array_equal(out, [3, 1, 2])
 
 
 @pytest.mark.parametrize(
-    ("features", "labeled", "candidates", "k", "match"),
+    ("features", "labelled", "candidates", "k", "match"),
     [
         (np.zeros(4), np.zeros(4, bool), [0], 1, "features must be a 2-D"),
         (np.array([[0.0], [np.nan]]), np.zeros(2, bool), [0], 1, "features contains NaN"),
-        (np.zeros((3, 1)), np.zeros(3, int), [0], 1, "labeled must be a boolean"),
-        (np.zeros((3, 1)), np.zeros(2, bool), [0], 1, r"labeled must have shape \(3,\)"),
+        (np.zeros((3, 1)), np.zeros(3, int), [0], 1, "labelled must be a boolean"),
+        (np.zeros((3, 1)), np.zeros(2, bool), [0], 1, r"labelled must have shape \(3,\)"),
         (np.zeros((3, 1)), np.zeros(3, bool), [0, 3], 1, r"candidates must hold .* in \[0, 3\)"),
         (np.zeros((3, 1)), np.zeros(3, bool), [0, 0], 1, "candidates must not repeat"),
         (np.zeros((3, 1)), np.zeros(3, bool), [0.0], 1, "candidates must be an integer"),
@@ -121,9 +121,9 @@ def test_kcenter_duplicates_of_centres_are_picked_last_and_once():
         (np.zeros((3, 1)), np.zeros(3, bool), [0, 1], 1.0, "k must be an integer"),
     ],
 )
-def test_kcenter_rejects(features, labeled, candidates, k, match):
+def test_kcenter_rejects(features, labelled, candidates, k, match):
     with pytest.raises(BalError, match=match):
-        kcenter_greedy(features, labeled, np.asarray(candidates), k)
+        kcenter_greedy(features, labelled, np.asarray(candidates), k)
 
 
 # --------------------------------------------------------------------------------------
@@ -301,40 +301,40 @@ def test_typiclust_picks_each_blob_centre_largest_blob_first(blobs):
 
 def test_typiclust_prefers_clusters_with_fewest_labelled(blobs):
     x, blob, centre = blobs
-    labeled = np.zeros(len(x), bool)
-    labeled[centre[0]] = True  # blob A is covered
-    out = typiclust_select(x, labeled, 2, 0)
+    labelled = np.zeros(len(x), bool)
+    labelled[centre[0]] = True  # blob A is covered
+    out = typiclust_select(x, labelled, 2, 0)
     np.testing.assert_array_equal(out, centre[1:])
     # 3 clusters, k=4: B, C (0 labelled), then all hold 1 -> largest, A; then B (10 > 9).
-    out = typiclust_select(x, labeled, 4, 0, max_clusters=3)
+    out = typiclust_select(x, labelled, 4, 0, max_clusters=3)
     np.testing.assert_array_equal(blob[out], [1, 2, 0, 1])
     np.testing.assert_array_equal(out[:2], centre[1:])
-    assert not labeled[out].any() and len(set(out.tolist())) == 4
+    assert not labelled[out].any() and len(set(out.tolist())) == 4
 
 
 def test_typiclust_min_cluster_size_skips_tiny_outlier_cluster(blobs):
     x, blob, _ = blobs
     x = np.concatenate([x, [[500.0, 500.0], [500.5, 500.0]]])
     outliers = {len(x) - 2, len(x) - 1}
-    labeled = np.zeros(len(x), bool)
+    labelled = np.zeros(len(x), bool)
     # k=4 -> 4 clusters: the 3 blobs and the outlier pair.
-    kept = typiclust_select(x, labeled, 4, 0, min_cluster_size=5)
+    kept = typiclust_select(x, labelled, 4, 0, min_cluster_size=5)
     assert not outliers & set(kept.tolist())
     assert sorted(blob[kept[:3]].tolist()) == [0, 1, 2] and blob[kept[3]] == 0
-    unfiltered = typiclust_select(x, labeled, 4, 0, min_cluster_size=1)
+    unfiltered = typiclust_select(x, labelled, 4, 0, min_cluster_size=1)
     assert len(outliers & set(unfiltered.tolist())) == 1
     # No cluster reaches 100 points: all clusters are used, as with no filter.
-    everything_small = typiclust_select(x, labeled, 4, 0, min_cluster_size=100)
+    everything_small = typiclust_select(x, labelled, 4, 0, min_cluster_size=100)
     np.testing.assert_array_equal(everything_small, unfiltered)
 
 
 def test_typiclust_exhausts_pool_and_skips_fully_labelled_clusters():
     rng = np.random.default_rng(9)
     x = rng.normal(size=(20, 3))
-    labeled = np.zeros(20, bool)
-    labeled[[1, 4, 9, 13, 17]] = True
-    out = typiclust_select(x, labeled, 15, 1, min_cluster_size=1)
-    assert sorted(out.tolist()) == np.flatnonzero(~labeled).tolist()
+    labelled = np.zeros(20, bool)
+    labelled[[1, 4, 9, 13, 17]] = True
+    out = typiclust_select(x, labelled, 15, 1, min_cluster_size=1)
+    assert sorted(out.tolist()) == np.flatnonzero(~labelled).tolist()
     # A fully labelled far pair has the fewest labelled points (2) but nothing to pick.
     y = np.concatenate([_ring_blob((0, 0), 8), [[90.0, 90.0], [90.0, 91.0]]])
     lab = np.zeros(len(y), bool)
@@ -346,13 +346,13 @@ def test_typiclust_exhausts_pool_and_skips_fully_labelled_clusters():
 def test_typiclust_deterministic_and_minibatch_path():
     rng = np.random.default_rng(10)
     x = rng.normal(size=(300, 4)).astype(np.float32)
-    labeled = np.zeros(300, bool)
-    labeled[:5] = True
-    a = typiclust_select(x, labeled, 60, 3)  # K = 65 > 50: MiniBatchKMeans
-    np.testing.assert_array_equal(a, typiclust_select(x, labeled, 60, np.random.default_rng(3)))
-    assert len(set(a.tolist())) == 60 and not labeled[a].any()
-    b = typiclust_select(x, labeled, 10, 3)
-    np.testing.assert_array_equal(b, typiclust_select(x, labeled, 10, 3))
+    labelled = np.zeros(300, bool)
+    labelled[:5] = True
+    a = typiclust_select(x, labelled, 60, 3)  # K = 65 > 50: MiniBatchKMeans
+    np.testing.assert_array_equal(a, typiclust_select(x, labelled, 60, np.random.default_rng(3)))
+    assert len(set(a.tolist())) == 60 and not labelled[a].any()
+    b = typiclust_select(x, labelled, 10, 3)
+    np.testing.assert_array_equal(b, typiclust_select(x, labelled, 10, 3))
 
 
 def test_typicality_matches_brute_force_and_handles_duplicates():
@@ -378,12 +378,12 @@ def test_typicality_matches_brute_force_and_handles_duplicates():
         ({"max_clusters": 0}, "max_clusters must be >= 1, got 0"),
         ({"min_cluster_size": 0}, "min_cluster_size must be >= 1, got 0"),
         ({"knn": 0}, "knn must be >= 1, got 0"),
-        ({"labeled": np.zeros(4, int)}, "labeled must be a boolean"),
+        ({"labelled": np.zeros(4, int)}, "labelled must be a boolean"),
         ({"features": np.array([[0.0], [1.0], [np.nan], [2.0]])}, "features contains NaN"),
     ],
 )
 def test_typiclust_rejects(kwargs, match):
-    args = {"features": np.arange(4.0)[:, None], "labeled": np.array([True, False, False, False]),
+    args = {"features": np.arange(4.0)[:, None], "labelled": np.array([True, False, False, False]),
             "k": 1, "rng": 0}
     args.update(kwargs)
     with pytest.raises(BalError, match=match):

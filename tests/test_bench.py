@@ -36,7 +36,7 @@ def test_tiny_bench_writes_results_table_and_plot(toy, capsys):
     assert "AUBC" in table and "random" in table and "bal" in table and "±" in table
     rows = list(csv.DictReader(open(out / "results.csv")))
     assert {(r["strategy"], r["cycle"]) for r in rows} == {("random", "0"), ("random", "1"), ("bal", "0"), ("bal", "1")}
-    assert [r["labeled"] for r in rows if r["strategy"] == "bal"] == ["10", "20"]
+    assert [r["labelled"] for r in rows if r["strategy"] == "bal"] == ["10", "20"]
     results = json.loads((out / "results.json").read_text())
     assert {s["strategy"] for s in results["summary"]} == {"random", "bal"}
     assert (out / "accuracy.png").read_bytes()[:4] == b"\x89PNG" and (out / "accuracy.svg").exists()

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from bal.cli import main
-from bal.utils import read_lines
+from bal.files import read_lines
 
 pytestmark = [pytest.mark.slow, pytest.mark.cifar]
 
@@ -60,7 +60,7 @@ def test_three_steps_on_shared_cifar10(cifar):
     assert sorted(read_lines(ckpt / "unlabeled_pool.txt")) == sorted(paths)
     assert np.load(ckpt / "cdd.npy").shape == (300,)
     rows = [json.loads(x) for x in read_lines(run / "metrics.jsonl")]
-    assert [r["labeled"] for r in rows] == [30, 60]
+    assert [r["labelled"] for r in rows] == [30, 60]
     assert set(rows[0]["per_class_accuracy"]) == set(CLASSES)
     assert len(read_lines(run / "labeled_1.txt")) == 60
     # The cifar10 preset: beta 1.2 in the base regime; A = the per-cycle size, 30 images.

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from bal.utils import read_lines
+from bal.files import read_lines
 from conftest import make_image_folder
 
 pytestmark = pytest.mark.slow

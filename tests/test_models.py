@@ -140,7 +140,7 @@ def test_register_model_decorator_and_duplicates() -> None:
     finally:
         from bal.models import registry
 
-        registry._REGISTRY.pop(name)
+        registry._MODELS.remove(name)
 
 
 # Reference copies of kuangliu/pytorch-cifar's VGG and ResNet (the nets PT4AL/BAL train),

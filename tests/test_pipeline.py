@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from bal.cli import main
-from bal.utils import read_lines
+from bal.files import read_lines
 from conftest import make_image_folder
 
 pytestmark = pytest.mark.slow
@@ -75,11 +75,11 @@ def test_train_writes_each_cycle(three_steps, capsys):
     assert [r["cycle"] for r in rows] == [0, 1, 2]
     previous: list[str] = []
     for c, row in enumerate(rows):
-        labeled = read_lines(run / f"labeled_{c}.txt")
-        assert labeled[: len(previous)] == previous and len(labeled) == 6 * (c + 1) == row["labeled"]
-        assert len(set(labeled)) == len(labeled)
+        labelled = read_lines(run / f"labeled_{c}.txt")
+        assert labelled[: len(previous)] == previous and len(labelled) == 6 * (c + 1) == row["labelled"]
+        assert len(set(labelled)) == len(labelled)
         window = json.loads((run / f"window_{c}.json").read_text())
-        new = labeled[len(previous):]
+        new = labelled[len(previous):]
         start, stop = window["window"]
         positions = [pool_order.index(p) for p in new]
         if window["n_topped_up"] == 0:
@@ -87,12 +87,12 @@ def test_train_writes_each_cycle(three_steps, capsys):
         assert (run / f"model_{c}.pth").exists()
         assert 0 <= row["accuracy"] <= 100 and set(row["per_class_accuracy"]) == set(CLASSES)
         assert row["seconds"] > 0
-        previous = labeled
+        previous = labelled
     assert rows[0]["selection"]["rule"] == "high1st" and rows[1]["selection"]["rule"] == "confidence"
     # cycle 0 with high1st takes the first k images of the window [0, beta*A) = [0, 30)
     assert read_lines(run / "labeled_0.txt") == pool_order[:6]
     csv_lines = read_lines(run / "metrics.csv")
-    assert csv_lines[0].startswith("cycle,labeled") and len(csv_lines) == 4
+    assert csv_lines[0].startswith("cycle,labelled") and len(csv_lines) == 4
     assert not list(run.glob("ckpt_*.pth"))
     assert (run / "accuracy.png").read_bytes()[:4] == b"\x89PNG"
 
@@ -134,7 +134,7 @@ def test_bal_run_reuses_finished_steps_and_random_baseline(toy, capsys):
 
 def test_python_api_on_arrays():
     import bal
-    from bal.loop.trainer import TrainConfig
+    from bal.engine.trainer import TrainConfig
 
     rng = np.random.default_rng(0)
     labels = np.repeat(np.arange(3), 20)
@@ -143,7 +143,7 @@ def test_python_api_on_arrays():
     test = bal.images_from_arrays(images[1::2], labels[1::2], ["a", "b", "c"])
     quick = TrainConfig(epochs=1, batch_size=8, milestones=())
     rows = bal.active_learning(pool, test, percentages=[20, 20], net="cnn", train=quick, rotation=quick, beta=1.0)
-    assert [r["labeled"] for r in rows] == [6, 12]
+    assert [r["labelled"] for r in rows] == [6, 12]
     again = bal.active_learning(pool, test, percentages=[20, 20], net="cnn", train=quick, rotation=quick, beta=1.0)
     assert [r["accuracy"] for r in rows] == [r["accuracy"] for r in again]
 
@@ -155,7 +155,7 @@ def test_baselines_through_bal_train_read_the_pretext_folder(three_steps, toy, s
     assert main(["train", *data_flags(toy), *TINY, *train_flags(save, ckpt / "unlabeled_pool.txt"),
                  "--strategy", strategy]) == 0
     rows = [json.loads(line) for line in read_lines(save / "metrics.jsonl")]
-    assert [r["labeled"] for r in rows] == [6, 12, 18] and {r["strategy"] for r in rows} == {strategy}
+    assert [r["labelled"] for r in rows] == [6, 12, 18] and {r["strategy"] for r in rows} == {strategy}
     if strategy == "pt4al":
         # cycle 0: evenly spaced over the first of 3 batches of the pool sorted by rotation loss, descending
         paths = read_lines(ckpt / "paths.txt")

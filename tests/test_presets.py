@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from bal.errors import BalError
-from bal.presets import REGIMES, budgets_from_percentages, get_preset
+from bal.data.presets import REGIMES, budgets_from_percentages, get_preset
 
 
 def test_beta_table_matches_the_method():

@@ -30,9 +30,9 @@ from PIL import Image
 
 from bal.errors import BalError
 from bal.project import DB_NAME, Project
-from bal.project.commands import add_project_commands
+from bal.cli.project import add_project_commands
 from bal.project.db import file_sha256
-from bal.project.workflow import holdout_split, read_settings
+from bal.project.labelling import holdout_split
 from conftest import class_image, make_image_folder
 
 CLASSES = ["cat", "dog", "frog"]
@@ -65,7 +65,7 @@ def run_bal(*argv) -> tuple[int, str, str]:
 RUNNER = textwrap.dedent("""
     import argparse, sys
     from bal.errors import BalError
-    from bal.project.commands import add_project_commands
+    from bal.cli.project import add_project_commands
     parser = argparse.ArgumentParser(prog="bal")
     handlers = add_project_commands(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(sys.argv[1:])
@@ -138,7 +138,7 @@ def test_init_records_every_image_and_class_folder_labels(tmp_path, images):
         assert {r.path: r.label for r in rows.values() if r.label} == {p_: c for p_, c in truth.items() if "/" in p_
                                                                       and p_.split("/")[0] in CLASSES}
         assert {lab.source for r in rows.values() for lab in p.labels_of(r.id)} == {"folder"}
-        assert read_settings(p) == {"net": "cnn", "image_size": 16, "seed": 0}
+        assert p.settings() == {"net": "cnn", "image_size": 16, "seed": 0}
         assert json.loads(p.conn.execute("SELECT value FROM meta WHERE key = 'settings'").fetchone()[0])["net"] == "cnn"
 
 
@@ -448,7 +448,7 @@ def test_holdout_split_rule():
     held_grown = {grown[i][0] for i in holdout_split(grown, 0.2, seed=0)[1]}
     assert {items[i][0] for i in held if items[i][1] != 0} == {x for x in held_grown if not x.startswith("c0/")}
     assert sum(x.startswith("c0/") for x in held_grown) == 3
-    with pytest.raises(BalError, match="--holdout"):
+    with pytest.raises(BalError, match="holdout"):
         holdout_split(items, 1.0, seed=0)
 
 

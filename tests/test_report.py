@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from bal.errors import BalError
-from bal.report import format_table, plot_curves, write_csv
+from bal.files import write_csv
+from bal.report import format_table, plot_curves
 
 COLUMNS = [("method", "method", ""), ("cycle", "cycle", "d"), ("acc", "accuracy", ".2f")]
 

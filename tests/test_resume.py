@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bal.utils import read_lines
+from bal.files import read_lines
 from conftest import make_image_folder
 
 pytestmark = pytest.mark.slow
@@ -49,7 +49,7 @@ def outputs(save: Path) -> dict:
     return {
         "features": np.load(save / "pretext" / "features.npy"),
         "order": read_lines(save / "pretext" / "unlabeled_pool.txt"),
-        "labeled": [read_lines(save / f"labeled_{c}.txt") for c in range(3)],
+        "labelled": [read_lines(save / f"labeled_{c}.txt") for c in range(3)],
         "accuracy": [r["accuracy"] for r in rows],
         "per_class": [r["per_class_accuracy"] for r in rows],
     }
@@ -72,7 +72,7 @@ def test_sigkill_during_pretext_and_during_a_cycle_then_resume(tmp_path):
     want, got = outputs(reference), outputs(save)
     np.testing.assert_array_equal(got["features"], want["features"])
     assert got["order"] == want["order"]
-    assert got["labeled"] == want["labeled"]
+    assert got["labelled"] == want["labelled"]
     assert got["accuracy"] == want["accuracy"]
     assert got["per_class"] == want["per_class"]
     assert not list(save.glob("**/*.tmp")) and not list(save.glob("**/ckpt_*.pth"))

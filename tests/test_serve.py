@@ -19,7 +19,8 @@ import pytest
 from PIL import Image
 
 from bal.project.db import Project, file_sha256
-from bal.project.serve import add_serve_command, make_server
+from bal.cli.serve import add_serve_command
+from bal.project.serve import make_server
 
 CLASSES = ["cat", "dog", "frog"]
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
@@ -108,7 +109,9 @@ def test_page_state_label_undo(project, served):
     assert status == 200 and headers["Content-Type"].startswith("text/html")
     assert "default-src 'self'" in headers["Content-Security-Policy"]
     assert headers["X-Content-Type-Options"] == "nosniff"
-    assert b"<script>" in page and b"://" not in page  # inline, nothing fetched elsewhere
+    assert b'<script src="/static/app.js">' in page and b"://" not in page  # own files, nothing fetched elsewhere
+    status, headers, script = s.request("GET", "/static/app.js")
+    assert status == 200 and headers["Content-Type"].startswith("text/javascript") and b"/api/label" in script
 
     status, state = s.json("GET", "/api/state")
     assert status == 200

@@ -7,18 +7,18 @@ import pytest
 
 from bal.errors import BalError
 from bal.selection.strategies import (
-    STRATEGY_NAMES, Pretext, SelectionContext, default_addendum, make_strategy,
+    Pretext, SelectionContext, create_strategy, default_addendum, list_strategies,
 )
 
 N = 40
 
 
-def context(cycle, budgets, labeled=None, pretext=None, logits=None, features=None, seed=0):
-    labeled = np.zeros(N, bool) if labeled is None else labeled
+def context(cycle, budgets, labelled=None, pretext=None, logits=None, features=None, seed=0):
+    labelled = np.zeros(N, bool) if labelled is None else labelled
     outputs = None
     if logits is not None:
         outputs = lambda idx: (logits[idx], features[idx] if features is not None else np.zeros((len(idx), 2)))  # noqa: E731
-    return SelectionContext(cycle=cycle, budgets=budgets, labeled=labeled, rng=np.random.default_rng(seed),
+    return SelectionContext(cycle=cycle, budgets=budgets, labelled=labelled, rng=np.random.default_rng(seed),
                             pretext=pretext or Pretext(), outputs=outputs)
 
 
@@ -35,7 +35,7 @@ def test_default_addendum_is_the_per_cycle_size():
 
 
 def test_every_model_based_strategy_starts_from_the_same_random_set():
-    firsts = {name: make_strategy(name).select(context(0, [5, 5]))[0]
+    firsts = {name: create_strategy(name).select(context(0, [5, 5]))[0]
               for name in ("random", "confidence", "margin", "entropy", "coreset", "badge")}
     reference = firsts["random"]
     assert len(reference) == 5
@@ -43,73 +43,73 @@ def test_every_model_based_strategy_starts_from_the_same_random_set():
 
 
 def test_uncertainty_strategies_take_the_least_confident_unlabelled_images():
-    labeled = np.zeros(N, bool)
-    labeled[[3, 4]] = True
+    labelled = np.zeros(N, bool)
+    labelled[[3, 4]] = True
     logits = confident_logits([3, 7, 21, 30])  # row 3 is uncertain but already labelled
-    picked, info = make_strategy("confidence").select(context(1, [2, 3], labeled, logits=logits))
+    picked, info = create_strategy("confidence").select(context(1, [2, 3], labelled, logits=logits))
     assert sorted(picked) == [7, 21, 30] and info["rule"] == "confidence"
 
 
 def test_bal_selects_inside_its_sliding_window_along_the_cdd_order():
     order = np.arange(N)[::-1].copy()  # pool index 39 has the smallest CDD
     pretext = Pretext(order=order)
-    bal = make_strategy("bal", beta=1.0)
+    bal = create_strategy("bal", beta=1.0)
     picked, info = bal.select(context(0, [4, 4, 4], pretext=pretext))
     assert info["window"] == [0, 4] and list(picked) == [39, 38, 37, 36]
-    labeled = np.zeros(N, bool)
-    labeled[picked] = True
+    labelled = np.zeros(N, bool)
+    labelled[picked] = True
     logits = confident_logits([35, 33, 10, 11])  # 10 and 11 lie outside the window [4, 8)
-    picked, info = bal.select(context(1, [4, 4, 4], labeled, pretext=pretext, logits=logits))
+    picked, info = bal.select(context(1, [4, 4, 4], labelled, pretext=pretext, logits=logits))
     assert info["window"] == [4, 8] and set(picked) == {35, 33, 34, 32}
     assert list(picked[:2]) == [35, 33]  # most uncertain first
 
 
 def test_bal_variants_differ_only_in_their_windows():
     pretext = Pretext(order=np.arange(N))
-    labeled = np.zeros(N, bool)
-    labeled[:4] = True
+    labelled = np.zeros(N, bool)
+    labelled[:4] = True
     logits = confident_logits([])
-    released = make_strategy("bal-released", beta=1.0).select(context(1, [4] * 5, labeled, pretext, logits))[1]
-    centred = make_strategy("bal", beta=1.0).select(context(1, [4] * 5, labeled, pretext, logits))[1]
-    fixed = make_strategy("bal-fix", beta=2.0).select(context(1, [4] * 5, labeled, pretext, logits))[1]
+    released = create_strategy("bal-released", beta=1.0).select(context(1, [4] * 5, labelled, pretext, logits))[1]
+    centred = create_strategy("bal", beta=1.0).select(context(1, [4] * 5, labelled, pretext, logits))[1]
+    fixed = create_strategy("bal-fix", beta=2.0, ignore_unknown=True).select(context(1, [4] * 5, labelled, pretext, logits))[1]
     assert released["window"] == [8, 12] and centred["window"] == [4, 8] and fixed["window"] == [4, 8]
 
 
 def test_pt4al_splits_the_loss_order_into_equal_batches_and_starts_evenly_spaced():
     losses = np.arange(N, dtype=float)  # pool index 39 has the largest rotation loss
-    pt4al = make_strategy("pt4al")
+    pt4al = create_strategy("pt4al")
     picked, info = pt4al.select(context(0, [2, 2, 2, 2], pretext=Pretext(losses=losses)))
     # 4 cycles over 40 images: batches of 10; uni over batch 0 (indices 39..30): positions 0 and 5
     assert info["window"] == [0, 10] and list(picked) == [39, 34] and info["rule"] == "uni"
-    labeled = np.zeros(N, bool)
-    labeled[picked] = True
+    labelled = np.zeros(N, bool)
+    labelled[picked] = True
     logits = confident_logits([25, 29, 5])  # 5 lies in another batch
-    picked, info = pt4al.select(context(1, [2, 2, 2, 2], labeled, Pretext(losses=losses), logits))
+    picked, info = pt4al.select(context(1, [2, 2, 2, 2], labelled, Pretext(losses=losses), logits))
     assert info["window"] == [10, 20] and set(picked) == {25, 29}
 
 
 def test_typiclust_needs_pretext_features_and_works_in_cycle_0():
     rng = np.random.default_rng(0)
     blobs = np.concatenate([rng.normal(c, 0.1, (10, 2)) for c in (0.0, 10.0, 20.0, 30.0)])
-    picked, info = make_strategy("typiclust").select(context(0, [4, 4], pretext=Pretext(features=blobs)))
+    picked, info = create_strategy("typiclust").select(context(0, [4, 4], pretext=Pretext(features=blobs)))
     assert sorted(i // 10 for i in picked) == [0, 1, 2, 3]  # one per blob
-    assert make_strategy("typiclust").needs == {"features"}
+    assert create_strategy("typiclust").needs == {"features"}
 
 
 def test_coreset_and_badge_use_the_model_outputs():
     features = np.zeros((N, 2))
     features[:, 0] = np.arange(N)
-    labeled = np.zeros(N, bool)
-    labeled[0] = True
-    picked, _ = make_strategy("coreset").select(context(1, [1, 2], labeled, logits=confident_logits([]),
+    labelled = np.zeros(N, bool)
+    labelled[0] = True
+    picked, _ = create_strategy("coreset").select(context(1, [1, 2], labelled, logits=confident_logits([]),
                                                         features=features))
     assert list(picked) == [39, 19]  # farthest from 0; then 19 and 20 tie at 19 from {0, 39}: the smaller
-    picked, _ = make_strategy("badge").select(context(1, [1, 3], labeled, logits=confident_logits([5, 6, 7]),
+    picked, _ = create_strategy("badge").select(context(1, [1, 3], labelled, logits=confident_logits([5, 6, 7]),
                                                       features=features + 1))
-    assert len(set(picked)) == 3 and not labeled[picked].any()
+    assert len(set(picked)) == 3 and not labelled[picked].any()
 
 
 def test_unknown_strategy_lists_the_known_ones():
     with pytest.raises(BalError, match="bal-released"):
-        make_strategy("greedy")
-    assert len(STRATEGY_NAMES) == 11
+        create_strategy("greedy")
+    assert len(list_strategies()) == 11

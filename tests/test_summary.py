@@ -27,7 +27,7 @@ BUDGETS = (2.0, 4.0, 6.0)
 def _pair(strategy: str, seed: int, accuracy: Sequence[float], budgets: Sequence[float] = BUDGETS) -> list[dict]:
     """The rows one (strategy, seed) pair of ``bal bench`` yields, one per cycle."""
     return [
-        {"strategy": strategy, "seed": seed, "cycle": c, "labeled": int(b * 10), "labeled_pct": b,
+        {"strategy": strategy, "seed": seed, "cycle": c, "labelled": int(b * 10), "labelled_pct": b,
          "accuracy": a, "seconds": 1.5}
         for c, (b, a) in enumerate(zip(budgets, accuracy))
     ]
@@ -154,14 +154,14 @@ def test_summarise_different_budgets_names_strategy_and_seeds() -> None:
     rows = _bench()
     for r in rows:
         if r["strategy"] == "b" and r["seed"] == 2 and r["cycle"] == 1:
-            r["labeled_pct"] = 5.0
+            r["labelled_pct"] = 5.0
     with pytest.raises(BalError, match=r"strategy 'b': seeds 2 and 0 have different budgets.*\[2, 5, 6\]"):
         summarise(rows)
 
 
 @pytest.mark.parametrize("rows,word", [
     ([], "no result rows"),
-    ([{"strategy": "a", "seed": 0, "cycle": 0, "accuracy": 50.0}], "labeled_pct"),
+    ([{"strategy": "a", "seed": 0, "cycle": 0, "accuracy": 50.0}], "labelled_pct"),
     (_pair("a", 0, [1, 2, 3]) + _pair("a", 0, [1, 2, 3])[:1], "cycle 0 appears twice"),
     (_pair("a", 0, [1, 2, 3], budgets=[2, 6, 4]), "'a' seed 0: aubc: budgets must be strictly increasing"),
 ])
@@ -247,8 +247,8 @@ def test_write_results_creates_every_file(tmp_path: Path) -> None:
     with open(paths["results.csv"], newline="", encoding="utf-8") as f:
         got = list(csv.DictReader(f))
     assert len(got) == len(rows) == 18
-    assert list(got[0]) == ["strategy", "seed", "cycle", "labeled", "labeled_pct", "accuracy", "seconds"]
-    assert got[1] == {"strategy": "b", "seed": "0", "cycle": "1", "labeled": "40", "labeled_pct": "4.0",
+    assert list(got[0]) == ["strategy", "seed", "cycle", "labelled", "labelled_pct", "accuracy", "seconds"]
+    assert got[1] == {"strategy": "b", "seed": "0", "cycle": "1", "labelled": "40", "labelled_pct": "4.0",
                       "accuracy": "30", "seconds": "1.5"}
 
     with open(paths["summary.csv"], newline="", encoding="utf-8") as f:

@@ -8,7 +8,8 @@ import stat
 import numpy as np
 import pytest
 
-from bal.utils import atomic_save_npy, atomic_write_text, derive_seed
+from bal.engine.runtime import derive_seed
+from bal.files import atomic_save_npy, atomic_write_text
 
 
 def test_atomic_write_replaces_whole_file_with_ordinary_permissions(tmp_path):

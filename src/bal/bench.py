@@ -15,15 +15,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bal.data import REGIMES, budgets_from_percentages, open_dataset, regime_percentages, stratified_subset
+from bal.engine.runfolder import bind_config
+from bal.engine.runtime import resolve_device
+from bal.engine.trainer import TrainConfig
 from bal.errors import BalError
-from bal.loop.cycles import CycleConfig, run_cycles
-from bal.loop.state import bind_config
-from bal.loop.trainer import TrainConfig
-from bal.pipeline import build_pretext, open_dataset, stratified_subset
-from bal.presets import REGIMES, budgets_from_percentages, regime_percentages
+from bal.loop.cycles import run_cycles
+from bal.pretext import build_pretext
 from bal.report import summarise, summary_table, write_results
-from bal.selection.strategies import STRATEGY_NAMES, Pretext, make_strategy
-from bal.utils import resolve_device
+from bal.selection import Pretext, create_strategy, list_strategies
 
 log = logging.getLogger("bal")
 
@@ -39,7 +39,7 @@ class BenchConfig:
     subset_seed: int = 0
     regime: str = "small"
     percentages: list[float] | None = None  # overrides the regime's per-cycle percentages
-    strategies: list[str] = field(default_factory=lambda: list(STRATEGY_NAMES))
+    strategies: list[str] = field(default_factory=list_strategies)
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     net: str = "cnn"
     epochs: int = 30
@@ -50,9 +50,9 @@ class BenchConfig:
     milestones: list[int] = field(default_factory=lambda: [20])
     warm_start: bool = True
     beta: float | None = None  # None: the dataset preset's value for the regime
-    window: str = "centred"
-    first: str = "high1st"
-    sampling: str = "confidence"
+    window: str | None = None  # None: each strategy's default (strategy_options)
+    first: str | None = None
+    sampling: str | None = None
     rotation_epochs: int = 15
     rotation_batch_size: int = 128
     rotation_lr: float = 0.1
@@ -94,9 +94,10 @@ class BenchConfig:
         return cls.from_mapping(values, source=str(path))
 
     def validate(self, source: str = "configuration") -> None:
-        unknown = [s for s in self.strategies if s not in STRATEGY_NAMES]
+        known = list_strategies()
+        unknown = [s for s in self.strategies if s not in known]
         if unknown or not self.strategies:
-            raise BalError(f"{source}: strategies must be among {', '.join(STRATEGY_NAMES)}; got {unknown or 'none'}")
+            raise BalError(f"{source}: strategies must be among {', '.join(known)}; got {unknown or 'none'}")
         if len(set(self.strategies)) != len(self.strategies):
             raise BalError(f"{source}: a strategy is listed twice in {self.strategies}")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
@@ -115,8 +116,8 @@ class BenchConfig:
 def run_bench(config: BenchConfig, *, progress: bool = True) -> list[dict]:
     """Run every (strategy, seed) pair; write results, table and plot into ``config.out``.
 
-    Returns every cycle of every pair as rows (strategy, seed, cycle, labeled,
-    labeled_pct, accuracy, seconds).
+    Returns every cycle of every pair as rows (strategy, seed, cycle, labelled,
+    labelled_pct, accuracy, seconds).
     """
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -130,7 +131,7 @@ def run_bench(config: BenchConfig, *, progress: bool = True) -> list[dict]:
     augment = data.augment
     percentages = config.percentages_used
     budgets = budgets_from_percentages(percentages, len(pool))
-    beta = config.beta if config.beta is not None else preset.beta.get(config.regime, 1.0)
+    beta = config.beta if config.beta is not None else preset.beta_for(config.regime)
     # The results of one folder must come from one configuration; only `out` and `device` may change.
     bind_config(out / "bench_config.json",
                 {k: v for k, v in dataclasses.asdict(config).items() if k not in ("out", "device", "cache_dir")},
@@ -139,8 +140,9 @@ def run_bench(config: BenchConfig, *, progress: bool = True) -> list[dict]:
              config.dataset, len(pool), len(test), config.net, ",".join(map(str, budgets)),
              len(config.strategies), len(config.seeds), out)
 
-    strategies = {name: make_strategy(name, beta=beta, window=config.window, first=config.first,
-                                      sampling=config.sampling) for name in config.strategies}
+    options = {"beta": beta, "window": config.window, "first": config.first, "sampling": config.sampling}
+    options = {k: v for k, v in options.items() if v is not None}
+    strategies = {name: create_strategy(name, ignore_unknown=True, **options) for name in config.strategies}
     pretext = Pretext()
     if any(s.needs for s in strategies.values()):
         t0 = time.perf_counter()
@@ -157,14 +159,13 @@ def run_bench(config: BenchConfig, *, progress: bool = True) -> list[dict]:
     pairs = [(s, seed) for s in config.strategies for seed in config.seeds]
     for i, (name, seed) in enumerate(pairs, start=1):
         t0 = time.perf_counter()
-        cycle = CycleConfig(budgets=budgets, strategy=name, beta=beta, window=config.window, first=config.first,
-                            sampling=config.sampling, warm_start=config.warm_start, seed=seed)
-        result_rows = run_cycles(pool, test, pretext=pretext, cycle=cycle, train=train, augment=augment,
-                                 net=config.net, out_dir=out / "runs" / name / f"seed-{seed}", device=device,
+        result_rows = run_cycles(pool, test, strategy=strategies[name], budgets=budgets, pretext=pretext,
+                                 train=train, augment=augment, net=config.net, warm_start=config.warm_start,
+                                 seed=seed, out_dir=out / "runs" / name / f"seed-{seed}", device=device,
                                  progress=progress)
         for r in result_rows:
-            rows.append({"strategy": name, "seed": seed, "cycle": r["cycle"], "labeled": r["labeled"],
-                         "labeled_pct": r["labeled_pct"], "accuracy": r["accuracy"], "seconds": r["seconds"]})
+            rows.append({"strategy": name, "seed": seed, "cycle": r["cycle"], "labelled": r["labelled"],
+                         "labelled_pct": r["labelled_pct"], "accuracy": r["accuracy"], "seconds": r["seconds"]})
         accs = " ".join(f"{r['accuracy']:.1f}" for r in result_rows)
         log.info("bench [%d/%d] %s seed %d: %s (%.0f s)", i, len(pairs), name, seed, accs, time.perf_counter() - t0)
 

@@ -15,9 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from bal.loop.trainer import TrainConfig
-from bal.pipeline import active_learning, images_from_arrays
-from bal.report import format_table, plot_curves, write_csv
+from bal.api import active_learning
+from bal.data import images_from_arrays
+from bal.engine.trainer import TrainConfig
+from bal.files import write_csv
+from bal.report import format_table, plot_curves
 
 #: Demo settings, fixed in advance (not tuned on the test split).
 PERCENTAGES = [4.0] * 6  # 52 new labels per cycle: 4, 8, ..., 24 % of the pool
@@ -59,12 +61,12 @@ def run_demo(out: Path, *, seed: int = 0, progress: bool = True) -> list[dict]:
     rows = []
     for b, r in zip(results["bal"], results["random"]):
         rows.append({
-            "cycle": b["cycle"], "labeled": b["labeled"], "labeled_pct": b["labeled_pct"],
+            "cycle": b["cycle"], "labelled": b["labelled"], "labelled_pct": b["labelled_pct"],
             "bal": b["accuracy"], "random": r["accuracy"], "difference": b["accuracy"] - r["accuracy"],
         })
     print()
     print(format_table(rows, [
-        ("cycle", "cycle", "d"), ("labeled", "labelled", "d"), ("labeled_pct", "% pool", ".0f"),
+        ("cycle", "cycle", "d"), ("labelled", "labelled", "d"), ("labelled_pct", "% pool", ".0f"),
         ("bal", "BAL acc %", ".1f"), ("random", "random acc %", ".1f"), ("difference", "BAL - random", "+.1f"),
     ]))
     mean_b = np.mean([r["bal"] for r in rows])
@@ -73,7 +75,7 @@ def run_demo(out: Path, *, seed: int = 0, progress: bool = True) -> list[dict]:
     print(f"time: BAL {seconds['bal']:.0f} s (pretext included), random {seconds['random']:.0f} s")
     write_csv(out / "results.csv", rows, list(rows[0]))
     plot_curves(
-        {name: ([r["labeled_pct"] for r in rows], [r[name] for r in rows]) for name in ("bal", "random")},
+        {name: ([r["labelled_pct"] for r in rows], [r[name] for r in rows]) for name in ("bal", "random")},
         out / "demo.png", title=f"digits: BAL vs random (cnn, seed {seed})",
     )
     print(f"table: {out / 'results.csv'}   plot: {out / 'demo.png'}")

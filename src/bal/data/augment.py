@@ -67,6 +67,16 @@ class BatchAugment:
             f"crop_padding={self.crop_padding}, hflip={self.hflip})"
         )
 
+    def state(self) -> dict:
+        """The settings as plain values (stored in model files, so normalisation travels with the model)."""
+        return {"mean": list(self.mean), "std": list(self.std), "crop_padding": self.crop_padding,
+                "hflip": self.hflip}
+
+    @classmethod
+    def from_state(cls, state: dict) -> "BatchAugment":
+        """The transform :meth:`state` describes."""
+        return cls(state["mean"], state["std"], crop_padding=state["crop_padding"], hflip=state["hflip"])
+
     def _stats(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         if device not in self._on_device:
             self._on_device[device] = (self._mean.to(device), self._std.to(device))

@@ -1,17 +1,4 @@
-"""Decoding image folders once into a uint8 array, cached on disk.
-
-Every image becomes RGB of one square size:
-
-* grayscale (``1``, ``L``, ``LA``) is repeated into three channels;
-* 16/32-bit grayscale (``I;16*``, ``I``) is scaled from 0..65535 down to 0..255
-  (PIL's own conversion would clip everything above 255 to white);
-* palette images (``P``, ``PA``) take their palette colours;
-* CMYK, YCbCr and the rest go through ``Image.convert("RGB")``;
-* an alpha channel is dropped, keeping the colour stored under transparent pixels.
-  This is what torchvision's ``ImageFolder`` loader (``convert("RGB")``) does, so the
-  pixels match the reference implementation's;
-* an image that is not ``size x size`` is resized with PIL bilinear filtering,
-  ignoring its aspect ratio. EXIF orientation is not applied (as in ``ImageFolder``).
+"""Decoding image folders once into a uint8 array, cached on disk (decoding rules: :mod:`.decode`).
 
 The cache is one ``{key}.npy`` (images) plus one ``{key}.json`` (paths, labels,
 skipped files) per split, where the key hashes the file list with sizes and
@@ -21,176 +8,36 @@ modification times, so any change in the folder gives a new key.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import warnings
-from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
-from PIL import Image, ImageFile, UnidentifiedImageError
 from tqdm import tqdm
 
+from bal.data.decode import ImageDecodeError, decode_image, infer_image_size, short_reason
 from bal.data.folders import FolderSplit, scan_dataset
+from bal.data.imageset import ImageSet
 from bal.errors import DataError
-from bal.utils import atomic_save_npy, atomic_write_json
+from bal.files import atomic_save_npy, atomic_write_json
 
-__all__ = [
-    "ImageSet",
-    "ImageDecodeError",
-    "default_cache_dir",
-    "infer_image_size",
-    "decode_image",
-    "load_split",
-    "load_dataset",
-]
+__all__ = ["default_cache_dir", "load_dataset", "load_split"]
 
 # Bump when decoding changes in a way that changes pixels, so old caches are not reused.
 CACHE_FORMAT_VERSION = 1
-
-# A truncated JPEG must be reported, not silently padded with grey.
-ImageFile.LOAD_TRUNCATED_IMAGES = False
-
-_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 
 # Decoding a small image costs ~50 us, a good part of it in C code that releases the
 # GIL, so a few threads help; chunks amortise the executor's per-task overhead.
 _CHUNK = 256
 
 
-@dataclass
-class ImageSet:
-    """A decoded split held in memory.
-
-    Attributes
-    ----------
-    images : ndarray of uint8, shape (N, S, S, 3)
-        RGB pixels, all resized to the square size S.
-    labels : ndarray of int64, shape (N,)
-        Index into ``classes``.
-    paths : list of str, length N
-        Source file of each image (as scanned, not resolved).
-    classes : list of str
-        Sorted class folder names.
-    skipped : list of (str, str)
-        ``(path, reason)`` for files left out because ``skip_bad=True``.
-    """
-
-    images: np.ndarray
-    labels: np.ndarray
-    paths: list[str]
-    classes: list[str]
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-
-class ImageDecodeError(DataError):
-    """One file that could not be decoded; ``reason`` is short, e.g. ``'empty file'``."""
-
-    def __init__(self, path: str, reason: str):
-        super().__init__(f"{path}: {reason}")
-        self.path = path
-        self.reason = reason
-
-
 def default_cache_dir() -> Path:
     """``$BAL_CACHE_DIR`` if set (and not empty), else ``~/.cache/bal``."""
     env = os.environ.get("BAL_CACHE_DIR")
     return Path(env) if env else Path.home() / ".cache" / "bal"
-
-
-def _short(e: BaseException) -> str:
-    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    return msg if len(msg) <= 200 else msg[:197] + "..."
-
-
-def _read_bytes(path: str) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise ImageDecodeError(path, f"cannot read: {e.strerror or _short(e)}") from None
-    if not data:
-        raise ImageDecodeError(path, "empty file")
-    return data
-
-
-def _to_rgb(img: Image.Image) -> Image.Image:
-    mode = img.mode
-    if mode == "RGB":
-        return img
-    if mode in _SIXTEEN_BIT_MODES:
-        a = np.asarray(img).astype(np.int64)
-        a = (np.clip(a, 0, 65535) * 255 + 32767) // 65535
-        return Image.fromarray(a.astype(np.uint8)).convert("RGB")
-    if mode in ("P", "PA") and (mode == "PA" or "transparency" in img.info):
-        # Going through RGBA gives the same colours as convert("RGB") but without
-        # PIL's warning about palette transparency.
-        return img.convert("RGBA").convert("RGB")
-    return img.convert("RGB")
-
-
-def decode_image(path: str, size: int) -> np.ndarray:
-    """Decode one file fully into RGB pixels of shape (size, size, 3), dtype uint8.
-
-    Raises
-    ------
-    ImageDecodeError
-        (a :class:`~bal.errors.DataError`) whose ``reason`` is short, e.g.
-        ``"empty file"``, ``"cannot identify image file"`` or
-        ``"truncated/corrupt: <PIL's message>"``.
-    """
-    data = _read_bytes(path)
-    # Another library may have switched this on; a truncated file must fail here.
-    ImageFile.LOAD_TRUNCATED_IMAGES = False
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.load()  # Image.open only reads the header; force the full decode
-            rgb = _to_rgb(img)
-            if rgb.size != (size, size):
-                rgb = rgb.resize((size, size), Image.BILINEAR)
-            arr = np.asarray(rgb, dtype=np.uint8)
-    except UnidentifiedImageError:
-        raise ImageDecodeError(path, "cannot identify image file") from None
-    except Image.DecompressionBombError as e:
-        raise ImageDecodeError(path, f"too large: {_short(e)}") from None
-    except Exception as e:  # PIL raises OSError, ValueError, SyntaxError, struct.error...
-        raise ImageDecodeError(path, f"truncated/corrupt: {_short(e)}") from None
-    if arr.shape != (size, size, 3):  # defensive: a plugin returning an odd layout
-        raise ImageDecodeError(path, f"truncated/corrupt: decoded to shape {arr.shape}")
-    return arr
-
-
-def _header_size(path: str) -> tuple[int, int] | None:
-    try:
-        with Image.open(path) as img:
-            return img.size
-    except Exception:
-        return None
-
-
-def infer_image_size(paths: list[str]) -> int:
-    """The square size for a dataset: ``min(w, h)`` of the most common ``(w, h)``.
-
-    Only headers are read; unreadable files are ignored here (decoding reports them).
-    Ties go to the size seen first in ``paths``.
-
-    Raises
-    ------
-    DataError
-        If none of the files has a readable image header.
-    """
-    counts = Counter(s for s in map(_header_size, paths) if s is not None)
-    if not counts:
-        raise DataError(f"cannot infer the image size: none of the {len(paths)} files is a readable image")
-    (w, h), _ = counts.most_common(1)[0]
-    return int(min(w, h))
 
 
 def _stat(path: str) -> tuple[int, int]:
@@ -273,7 +120,7 @@ def _decode_chunk(paths: list[str], size: int, out: np.ndarray, start: int) -> l
         except MemoryError:
             raise
         except Exception as e:  # a replaced decode_image may raise anything
-            failures.append((start + i, f"truncated/corrupt: {_short(e)}"))
+            failures.append((start + i, f"truncated/corrupt: {short_reason(e)}"))
     return failures
 
 
@@ -399,8 +246,8 @@ def load_split(
         raise _bad_files_error(split.root, bad, none_left=True)
 
     present = set(labels.tolist())
-    lost = [c for i, c in enumerate(split.classes) if i not in present]
-    if lost:
+    lost = [c for i, c in enumerate(split.classes) if i not in present and i in set(split.labels.tolist())]
+    if failures and lost:
         warnings.warn(
             f"after skipping bad files, no images are left for class(es) {', '.join(lost)} under {split.root!r}",
             stacklevel=2,

@@ -15,7 +15,7 @@ import numpy as np
 
 from bal.errors import DataError
 
-__all__ = ["IMAGE_EXTENSIONS", "FolderSplit", "scan_split", "scan_dataset"]
+__all__ = ["IMAGE_EXTENSIONS", "FolderSplit", "scan_dataset", "scan_split", "walk_images"]
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -65,28 +65,36 @@ def _not_image_reason(name: str) -> str:
     return f"not an image file (extension {ext})" if ext else "not an image file (no extension)"
 
 
-def _walk_class(class_dir: str) -> tuple[list[tuple[str, ...]], list[tuple[str, ...]]]:
-    """Relative paths (as tuples of parts) of the image and non-image files under ``class_dir``."""
+def walk_images(
+    root: str | os.PathLike, skip: str | os.PathLike | None = None
+) -> tuple[list[tuple[str, ...]], list[tuple[str, ...]]]:
+    """Relative paths (as tuples of parts) of the image and the non-image files under ``root``.
+
+    The one walk of an image tree in bal (dataset splits and labelling projects). Hidden
+    files and folders (names starting with ``"."``) are ignored; ``skip`` (a folder, e.g.
+    a project folder inside its own images folder) is not entered. Both lists are sorted
+    by path parts, which gives the same order on every OS, whatever the separator.
+    """
     images: list[tuple[str, ...]] = []
     others: list[tuple[str, ...]] = []
+    root = os.fspath(root)
+    skip_real = os.path.realpath(skip) if skip is not None else None
     # Symlinked subfolders are followed (datasets are often assembled from links);
     # remembering real paths keeps a link loop from recursing forever.
     seen: set[str] = set()
-    for dirpath, dirnames, filenames in os.walk(class_dir, followlinks=True):
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         real = os.path.realpath(dirpath)
-        if real in seen:
+        if real in seen or real == skip_real:
             dirnames[:] = []
             continue
         seen.add(real)
         dirnames[:] = sorted(d for d in dirnames if not _is_hidden(d))
-        rel = os.path.relpath(dirpath, class_dir)
+        rel = os.path.relpath(dirpath, root)
         prefix: tuple[str, ...] = () if rel == os.curdir else tuple(rel.split(os.sep))
         for name in filenames:
             if _is_hidden(name):
                 continue
             (images if _is_image_name(name) else others).append(prefix + (name,))
-    # Sorting by path parts rather than by the joined string gives the same order on
-    # every OS, whatever the separator.
     images.sort()
     others.sort()
     return images, others
@@ -134,7 +142,7 @@ def scan_split(split_dir: str | os.PathLike) -> FolderSplit:
     empty: list[str] = []
     for index, name in enumerate(classes):
         class_dir = os.path.join(root, name)
-        images, others = _walk_class(class_dir)
+        images, others = walk_images(class_dir)
         if not images:
             empty.append(class_dir)
         paths.extend(os.path.join(class_dir, *parts) for parts in images)

@@ -1,6 +1,6 @@
-"""Training and the active-learning cycles."""
+"""Step 3: the labelled pool (:mod:`.pool`) and the active-learning cycles (:mod:`.cycles`)."""
 
-from bal.loop.cycles import CycleConfig, metrics_table, run_cycles
-from bal.loop.trainer import TrainConfig, evaluate, predict, train_model
+from bal.loop.cycles import METRIC_COLUMNS, run_cycles, select_cycle
+from bal.loop.pool import LabelledPool
 
-__all__ = ["CycleConfig", "TrainConfig", "evaluate", "metrics_table", "predict", "run_cycles", "train_model"]
+__all__ = ["METRIC_COLUMNS", "LabelledPool", "run_cycles", "select_cycle"]

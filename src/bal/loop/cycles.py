@@ -1,6 +1,8 @@
 """Step 3: the active-learning cycles (METHOD.md, step 3).
 
-Each cycle selects ``k_c`` new images, trains the task model on every labelled image,
+:func:`select_cycle` is one cycle's selection, the same for a run folder, a benchmark,
+the API and a labelling project. :func:`run_cycles` runs every cycle of a simulation:
+it selects ``k_c`` new images, trains the task model on every labelled image,
 evaluates it on the test split after the last epoch, and records the result. The run
 folder holds, per cycle ``c``:
 
@@ -24,82 +26,107 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from bal import distributed
 from bal.data import BatchAugment, ImageSet
+from bal.engine import runtime
+from bal.engine.runfolder import bind_config
+from bal.engine.runtime import derive_seed
+from bal.engine.trainer import TrainConfig, evaluate, predict, train_model
 from bal.errors import BalError
-from bal.loop.state import bind_config, read_json
-from bal.loop.trainer import TrainConfig, evaluate, predict, train_model
+from bal.files import atomic_write_json, atomic_write_text, read_json, read_lines, write_csv, write_lines
+from bal.loop.pool import LabelledPool
 from bal.models import create_model, load_model_file, save_model_file
-from bal.report import format_table, write_csv
-from bal.selection.strategies import STRATEGY_NAMES, Pretext, SelectionContext, Strategy, make_strategy
-from bal.utils import atomic_write_json, atomic_write_text, derive_seed, read_lines, write_lines
+from bal.selection.strategies import Pretext, SelectionContext, Strategy
+
+__all__ = ["METRIC_COLUMNS", "Outputs", "run_cycles", "select_cycle"]
 
 log = logging.getLogger("bal")
 
-STRATEGIES = STRATEGY_NAMES
+#: outputs(indices) -> (logits (M, C), features (M, D)) of the previous cycle's model
+Outputs = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
+#: Per-cycle metrics columns: (key, header, format) for tables; the keys for CSV files.
 METRIC_COLUMNS = [
     ("cycle", "cycle", "d"),
-    ("labeled", "labelled", "d"),
-    ("labeled_pct", "% pool", ".1f"),
+    ("labelled", "labelled", "d"),
+    ("labelled_pct", "% pool", ".1f"),
     ("accuracy", "test acc %", ".2f"),
     ("seconds", "seconds", ".1f"),
 ]
 
+_PRETEXT_NEEDS = {"order": "the CDD order of the pool (`bal kmeans`)",
+                  "losses": "the rotation losses of the pool (`bal rotation`)",
+                  "features": "the rotation features of the pool (`bal rotation`)"}
 
-@dataclass(frozen=True)
-class CycleConfig:
-    """How the cycles select images.
 
-    budgets : new labels per cycle, ``k_c`` (see :func:`bal.presets.budgets_from_percentages`).
-    strategy : a name of :data:`bal.selection.strategies.STRATEGY_NAMES`: ``"bal"``
-        (sliding sub-pools over the CDD order), ``"random"``, ``"pt4al"``, the baselines...
-    addendum : the sub-pool unit A in images; ``None`` means the per-cycle size (the most
-        common one when cycles differ), as the authors' reference does.
-    beta : sub-pool width factor β (window width β·A).
-    window : ``"centred"`` (intended) or ``"released"`` (the authors' code).
-    first, sampling : the cycle-0 rule and the uncertainty rule of later cycles.
-    warm_start : start each cycle from the previous cycle's weights (fresh optimizer),
-        or from a new random initialisation.
+def check_pretext(pretext: Pretext, strategy: Strategy, n: int) -> Pretext:
+    """Refuse a pretext that lacks what ``strategy`` reads, or that is not of this pool of ``n``."""
+    for name in sorted(strategy.needs):
+        value = getattr(pretext, name)
+        if value is None:
+            raise BalError(f"strategy {strategy.name!r} needs {_PRETEXT_NEEDS[name]}")
+        if len(value) != n:
+            raise BalError(f"the pretext {name} has {len(value)} rows, but the pool holds {n} images")
+    if "order" in strategy.needs:
+        order = np.asarray(pretext.order, dtype=np.int64)
+        if order.shape != (n,) or not np.array_equal(np.sort(order), np.arange(n)):
+            raise BalError(f"the sorted pool order must list each of the {n} pool images exactly once")
+    return pretext
+
+
+def select_cycle(
+    strategy: Strategy,
+    pool: LabelledPool,
+    cycle: int,
+    budgets: Sequence[int],
+    *,
+    pretext: Pretext,
+    outputs: Outputs | None,
+    seed: int,
+) -> tuple[np.ndarray, dict]:
+    """One cycle's selection: ``budgets[cycle]`` unlabelled pool indices, and how they were chosen.
+
+    The strategy draws from the stream ``derive_seed(seed, "select", cycle)``, shared by
+    every strategy, so for one seed every strategy that starts at random starts from
+    the same images. ``outputs`` is the previous cycle's model (None before any model).
+    The selection is checked (size, no repeats, nothing labelled twice) before it is
+    returned: a wrong one is a bug, never recorded.
     """
-
-    budgets: Sequence[int]
-    strategy: str = "bal"
-    addendum: int | None = None
-    beta: float = 1.0
-    window: str = "centred"
-    first: str = "high1st"
-    sampling: str = "confidence"
-    warm_start: bool = True
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.strategy not in STRATEGIES:
-            raise BalError(f"--strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
-        if not self.budgets:
-            raise BalError("no cycles to run: the budget list is empty")
-
-    def make_strategy(self) -> Strategy:
-        return make_strategy(self.strategy, beta=self.beta, window=self.window, first=self.first,
-                             sampling=self.sampling, addendum=self.addendum)
+    ctx = SelectionContext(
+        cycle=cycle, budgets=list(budgets), labelled=pool.labelled.copy(),
+        rng=np.random.default_rng(derive_seed(seed, "select", cycle)), pretext=pretext, outputs=outputs,
+    )
+    picked, info = strategy.select(ctx)
+    picked = np.asarray(picked, dtype=np.int64)
+    if len(picked) != ctx.k or ctx.labelled[picked].any() or len(np.unique(picked)) != len(picked):
+        # a strategy bug, never bad input: refuse to write a wrong selection
+        raise AssertionError(f"cycle {cycle}: {strategy.name} returned an invalid selection")
+    if info.get("n_topped_up"):
+        log.warning(
+            "cycle %d: the window [%d, %d) holds %d unlabelled images, fewer than the %d asked for; "
+            "topped up with the %d nearest unlabelled images of the sorted list",
+            cycle, *info["window"], info["n_in_window"], ctx.k, info["n_topped_up"],
+        )
+    return picked, {"cycle": cycle, "strategy": strategy.name, "k": ctx.k, **info}
 
 
 def run_cycles(
     pool: ImageSet,
     test: ImageSet,
     *,
-    order: np.ndarray | None = None,
+    strategy: Strategy,
+    budgets: Sequence[int],
     pretext: Pretext | None = None,
-    cycle: CycleConfig,
     train: TrainConfig,
     augment: BatchAugment,
     net: str = "vgg16",
+    warm_start: bool = True,
+    seed: int = 0,
     out_dir: str | os.PathLike | None = None,
     device: torch.device | str = "cpu",
     progress: bool = True,
@@ -110,53 +137,56 @@ def run_cycles(
     Parameters
     ----------
     pool, test : the unlabelled pool (its labels play the oracle) and the test split.
-    order : int64 (N,), pool indices sorted by CDD ascending (``bal kmeans``): a shorthand
-        for ``pretext=Pretext(order=order)``.
+    strategy : from :func:`bal.selection.create_strategy`.
+    budgets : new labels per cycle, ``k_c`` (see :func:`bal.data.budgets_from_percentages`).
     pretext : the step-1/2 artifacts the strategy reads (BAL: ``order``; PT4AL:
         ``losses``; TypiClust: ``features``).
+    warm_start : start each cycle from the previous cycle's weights (fresh optimizer),
+        or from a new random initialisation.
     out_dir : run folder (see the module docstring); ``None`` keeps everything in a
         temporary folder that is removed afterwards (no resume).
     on_cycle : called with each cycle's metrics as soon as it is finished.
     """
-    if out_dir is None:
-        if distributed.info().enabled:
-            raise BalError("under torchrun the cycles need an output folder (--save) that every rank sees")
-        with tempfile.TemporaryDirectory(prefix="bal-") as tmp:
-            return run_cycles(
-                pool, test, order=order, pretext=pretext, cycle=cycle, train=train, augment=augment, net=net,
-                out_dir=tmp, device=device, progress=progress, on_cycle=on_cycle,
-            )
-    if pretext is None:
-        pretext = Pretext(order=order)
-    return _Run(pool, test, pretext, cycle, train, augment, net, Path(out_dir), torch.device(device),
-                progress, on_cycle).run()
+    if not len(budgets):
+        raise BalError("no cycles to run: the budget list is empty")
+    run = _Run(pool, test, strategy, list(budgets), pretext or Pretext(), train, augment, net, warm_start, seed,
+               torch.device(device), progress, on_cycle)
+    if out_dir is not None:
+        return run.run(Path(out_dir))
+    if runtime.info().enabled:
+        raise BalError("under torchrun the cycles need an output folder (--save) that every rank sees")
+    with tempfile.TemporaryDirectory(prefix="bal-") as tmp:
+        return run.run(Path(tmp))
 
 
 class _Run:
-    def __init__(self, pool, test, pretext, cycle, train, augment, net, out, device, progress, on_cycle):
-        self.pool, self.test, self.cycle, self.train = pool, test, cycle, train
-        self.augment, self.net, self.out, self.device = augment, net, out, device
-        self.progress, self.on_cycle = progress, on_cycle
+    def __init__(self, pool, test, strategy, budgets, pretext, train, augment, net, warm_start, seed, device,
+                 progress, on_cycle):
+        self.pool, self.test, self.strategy, self.budgets = pool, test, strategy, budgets
+        self.train, self.augment, self.net, self.warm_start, self.seed = train, augment, net, warm_start, seed
+        self.device, self.progress, self.on_cycle = device, progress, on_cycle
         n = len(pool)
         self.n = n
-        self.n_cycles = len(cycle.budgets)
-        if sum(cycle.budgets) > n:
-            raise BalError(f"the cycles ask for {sum(cycle.budgets)} labels, more than the pool of {n} images")
+        self.n_cycles = len(budgets)
+        if sum(budgets) > n:
+            raise BalError(f"the cycles ask for {sum(budgets)} labels, more than the pool of {n} images")
         if list(test.classes) != list(pool.classes):
             raise BalError(f"the test split's classes {test.classes} differ from the pool's {pool.classes}")
-        self.strategy = cycle.make_strategy()
-        self.pretext = _checked_pretext(pretext, self.strategy, n)
+        self.pretext = check_pretext(pretext, strategy, n)
         self.index_of = {p: i for i, p in enumerate(pool.paths)}
         self.images = torch.from_numpy(pool.images)
         self.labels = torch.from_numpy(np.asarray(pool.labels, dtype=np.int64))
         self.test_images = torch.from_numpy(test.images)
         self.n_classes = len(pool.classes)
+        self.out = Path()
 
     # -- files -----------------------------------------------------------------------
     def settings(self) -> dict:
         return {
             "net": self.net,
-            "cycle": {**asdict(self.cycle), "budgets": list(self.cycle.budgets)},
+            "budgets": list(self.budgets),
+            "warm_start": self.warm_start,
+            "seed": self.seed,
             "strategy": self.strategy.settings(),
             "train": asdict(self.train),
             "pool_size": self.n,
@@ -165,7 +195,7 @@ class _Run:
             "pretext": {name: _digest(getattr(self.pretext, name)) for name in sorted(self.strategy.needs)},
         }
 
-    def labeled_from_file(self, c: int) -> list[int]:
+    def labelled_from_file(self, c: int) -> list[int]:
         path = self.out / f"labeled_{c}.txt"
         paths = read_lines(path)
         try:
@@ -173,12 +203,22 @@ class _Run:
         except KeyError as e:
             raise BalError(f"{path} names {e.args[0]!r}, which is not in the pool") from None
 
+    def pool_after(self, c: int) -> LabelledPool:
+        """The labelled pool after cycle ``c``'s selection, from the run folder's files."""
+        labelled = LabelledPool(self.n)
+        previous = 0
+        for cycle in range(c + 1):
+            order = self.labelled_from_file(cycle)
+            labelled.label(order[previous:], cycle)
+            previous = len(order)
+        return labelled
+
     def model_path(self, c: int) -> Path:
         return self.out / f"model_{c}.pth"
 
     def save_model(self, model, c: int) -> None:
         save_model_file(self.model_path(c), model, net=self.net, image_size=int(self.images.shape[1]),
-                        classes=list(self.pool.classes))
+                        normalisation=self.augment.state(), classes=list(self.pool.classes))
 
     def load_model(self, c: int):
         return load_model_file(self.model_path(c))[0]
@@ -186,7 +226,7 @@ class _Run:
     def new_model(self, c: int):
         # Each cycle's initialisation is its own random stream, so --reinit runs are
         # reproducible cycle by cycle and resumable.
-        torch.manual_seed(derive_seed(self.cycle.seed, "init", c if not self.cycle.warm_start else 0))
+        torch.manual_seed(derive_seed(self.seed, "init", c if not self.warm_start else 0))
         return create_model(self.net, num_classes=self.n_classes, image_size=int(self.images.shape[1]))
 
     def write_reports(self, rows: list[dict]) -> None:
@@ -194,7 +234,7 @@ class _Run:
         write_csv(self.out / "metrics.csv", rows, [k for k, _, _ in METRIC_COLUMNS] + ["strategy"])
 
     # -- one cycle ---------------------------------------------------------------------
-    def select(self, c: int, labeled: np.ndarray) -> tuple[np.ndarray, dict]:
+    def select(self, c: int, labelled: LabelledPool) -> tuple[np.ndarray, dict]:
         outputs = None
         if c > 0:
             model = self.load_model(c - 1)
@@ -203,65 +243,49 @@ class _Run:
                 return predict(model, self.images, indices, self.augment, device=self.device, features=True,
                                progress=self.progress, desc=f"cycle {c} score")
 
-        ctx = SelectionContext(
-            cycle=c, budgets=list(self.cycle.budgets), labeled=labeled,
-            rng=np.random.default_rng(derive_seed(self.cycle.seed, "select", c)),
-            pretext=self.pretext, outputs=outputs,
-        )
-        picked, info = self.strategy.select(ctx)
-        picked = np.asarray(picked, dtype=np.int64)
-        if len(picked) != ctx.k or labeled[picked].any() or len(np.unique(picked)) != len(picked):
-            # a strategy bug, never bad input: refuse to write a wrong selection
-            raise AssertionError(f"cycle {c}: {self.strategy.name} returned an invalid selection")
-        if info.get("n_topped_up"):
-            log.warning(
-                "cycle %d: the window [%d, %d) holds %d unlabelled images, fewer than the %d asked for; "
-                "topped up with the %d nearest unlabelled images of the sorted list",
-                c, *info["window"], info["n_in_window"], ctx.k, info["n_topped_up"],
-            )
-        return picked, {"cycle": c, "strategy": self.strategy.name, "k": ctx.k, **info}
+        return select_cycle(self.strategy, labelled, c, self.budgets, pretext=self.pretext, outputs=outputs,
+                            seed=self.seed)
 
-    def run(self) -> list[dict]:
-        self.out.mkdir(parents=True, exist_ok=True)
-        bind_config(self.out / "config.json", self.settings(), "active-learning run")
-        state_path = self.out / "state.json"
+    def commit_selection(self, c: int, labelled: LabelledPool) -> tuple[LabelledPool, dict]:
+        """Cycle ``c``'s selection: the committed one if there is one, else a new one, committed (rank 0)."""
+        if (self.out / f"labeled_{c}.txt").exists():
+            return self.pool_after(c), read_json(self.out / f"window_{c}.json")
+        picked, info = self.select(c, labelled)
+        labelled.label(picked, c)
+        atomic_write_json(self.out / f"window_{c}.json", info)
+        write_lines(self.out / f"labeled_{c}.txt", [self.pool.paths[i] for i in labelled.order])
+        return labelled, info
+
+    def run(self, out: Path) -> list[dict]:
+        self.out = out
+        out.mkdir(parents=True, exist_ok=True)
+        bind_config(out / "config.json", self.settings(), "active-learning run")
+        state_path = out / "state.json"
         rows: list[dict] = read_json(state_path)["cycles"] if state_path.exists() else []
-        labeled_order: list[int] = self.labeled_from_file(len(rows) - 1) if rows else []
+        labelled = self.pool_after(len(rows) - 1) if rows else LabelledPool(self.n)
         if rows:
-            log.info("resuming %s after cycle %d of %d", self.out, len(rows) - 1, self.n_cycles)
-        main = distributed.is_main()
+            log.info("resuming %s after cycle %d of %d", out, len(rows) - 1, self.n_cycles)
         for c in range(len(rows), self.n_cycles):
             t0 = time.perf_counter()
-            if main:  # rank 0 selects (or re-reads a committed selection); the others are told
-                labeled_file = self.out / f"labeled_{c}.txt"
-                if labeled_file.exists():
-                    labeled_order = self.labeled_from_file(c)
-                    info = read_json(self.out / f"window_{c}.json")
-                else:
-                    mask = np.zeros(self.n, dtype=bool)
-                    mask[labeled_order] = True
-                    picked, info = self.select(c, mask)
-                    labeled_order = labeled_order + [int(i) for i in picked]
-                    atomic_write_json(self.out / f"window_{c}.json", info)
-                    write_lines(labeled_file, [self.pool.paths[i] for i in labeled_order])
-            labeled_order, info = distributed.broadcast((labeled_order, info) if main else None)
-            model = self.load_model(c - 1) if c > 0 and self.cycle.warm_start else self.new_model(c)
+            # rank 0 selects (or re-reads a committed selection); the others are told
+            labelled, info = runtime.on_main(self.commit_selection, c, labelled)
+            model = self.load_model(c - 1) if c > 0 and self.warm_start else self.new_model(c)
             train_model(
-                model, self.images, self.labels, np.asarray(labeled_order), self.train, self.augment,
-                device=self.device, seed=self.cycle.seed, stream=("cycle", c),
-                checkpoint=self.out / f"ckpt_{c}.pth", progress=self.progress, desc=f"cycle {c} train",
+                model, self.images, self.labels, labelled.order, self.train, self.augment,
+                device=self.device, seed=self.seed, stream=("cycle", c),
+                checkpoint=out / f"ckpt_{c}.pth", progress=self.progress, desc=f"cycle {c} train",
             )
-            row = self.finish_cycle(c, model, labeled_order, info, t0, rows) if main else None
-            row = distributed.broadcast(row)  # also: model_{c}.pth is on disk before any rank reads it
-            if not main:
+            # also: model_{c}.pth is on disk before any rank reads it
+            row = runtime.on_main(self.finish_cycle, c, model, labelled, info, t0, rows)
+            if not runtime.is_main():
                 rows.append(row)
             elif self.on_cycle is not None:
                 self.on_cycle(row)
-        if main:
+        if runtime.is_main():
             self.write_reports(rows)
         return rows
 
-    def finish_cycle(self, c: int, model, labeled_order: list[int], info: dict, t0: float, rows: list[dict]) -> dict:
+    def finish_cycle(self, c: int, model, labelled: LabelledPool, info: dict, t0: float, rows: list[dict]) -> dict:
         """Evaluate, save the model, and commit the cycle (rank 0 only)."""
         accuracy, per_class = evaluate(
             model, self.test_images, self.test.labels, self.augment, self.n_classes, device=self.device
@@ -269,9 +293,9 @@ class _Run:
         self.save_model(model, c)
         row = {
             "cycle": c,
-            "strategy": self.cycle.strategy,
-            "labeled": len(labeled_order),
-            "labeled_pct": 100.0 * len(labeled_order) / self.n,
+            "strategy": self.strategy.name,
+            "labelled": labelled.n_labelled,
+            "labelled_pct": 100.0 * labelled.n_labelled / self.n,
             "accuracy": accuracy,
             "per_class_accuracy": {
                 name: (None if np.isnan(v) else float(v)) for name, v in zip(self.pool.classes, per_class)
@@ -285,35 +309,12 @@ class _Run:
         self.write_reports(rows)
         log.info(
             "cycle %d/%d: %d labelled (%.1f%%) -> test accuracy %.2f%% (%.0f s)",
-            c, self.n_cycles - 1, row["labeled"], row["labeled_pct"], accuracy, row["seconds"],
+            c, self.n_cycles - 1, row["labelled"], row["labelled_pct"], accuracy, row["seconds"],
         )
         return row
-
-
-
-def _checked_pretext(pretext: Pretext, strategy: Strategy, n: int) -> Pretext:
-    what = {"order": "the CDD order of the pool (`bal kmeans`)",
-            "losses": "the rotation losses of the pool (`bal rotation`)",
-            "features": "the rotation features of the pool (`bal rotation`)"}
-    for name in sorted(strategy.needs):
-        value = getattr(pretext, name)
-        if value is None:
-            raise BalError(f"strategy {strategy.name!r} needs {what[name]}")
-        if len(value) != n:
-            raise BalError(f"the pretext {name} has {len(value)} rows, but the pool holds {n} images")
-    if "order" in strategy.needs:
-        order = np.asarray(pretext.order, dtype=np.int64)
-        if order.shape != (n,) or not np.array_equal(np.sort(order), np.arange(n)):
-            raise BalError(f"the sorted pool order must list each of the {n} pool images exactly once")
-    return pretext
 
 
 def _digest(array: np.ndarray | None) -> str | None:
     if array is None:
         return None
     return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()[:16]
-
-
-def metrics_table(rows: list[dict]) -> str:
-    """The per-cycle table printed at the end of ``bal train``."""
-    return format_table(rows, METRIC_COLUMNS)

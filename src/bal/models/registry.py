@@ -11,13 +11,16 @@ from collections.abc import Callable
 
 from torch import Tensor, nn
 
-from bal.errors import BalError
+from bal.registry import Registry
+from bal.validation import check_int
 
 ModelFactory = Callable[[int, int], nn.Module]
 
-_REGISTRY: dict[str, ModelFactory] = {}
+_MODELS: Registry[ModelFactory] = Registry("model")
 
 MIN_IMAGE_SIZE = 8
+
+__all__ = ["BalModel", "create_model", "list_models", "load_model_file", "register_model", "save_model_file"]
 
 
 class BalModel(nn.Module):
@@ -57,19 +60,12 @@ def register_model(name: str) -> Callable[[ModelFactory], ModelFactory]:
     Raises:
         ValueError: ``name`` is already taken (a programming error, not bad user input).
     """
-
-    def decorator(factory: ModelFactory) -> ModelFactory:
-        if name in _REGISTRY:
-            raise ValueError(f"model name {name!r} is registered twice")
-        _REGISTRY[name] = factory
-        return factory
-
-    return decorator
+    return _MODELS.register(name)
 
 
 def list_models() -> list[str]:
     """Names of all registered models, sorted."""
-    return sorted(_REGISTRY)
+    return sorted(_MODELS.names())
 
 
 def create_model(name: str, num_classes: int, image_size: int = 32) -> BalModel:
@@ -84,32 +80,30 @@ def create_model(name: str, num_classes: int, image_size: int = 32) -> BalModel:
         image_size: side ``S`` of the square ``(B, 3, S, S)`` inputs, at least 8.
 
     Raises:
-        BalError: unknown ``name``, ``num_classes < 2`` or ``image_size < 8``.
+        ParameterError: unknown ``name``, ``num_classes < 2`` or ``image_size < 8``.
     """
-    if name not in _REGISTRY:
-        raise BalError(f"unknown model {name!r}; available models: {', '.join(list_models())}")
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-        raise BalError(f"num_classes must be an integer >= 2, got {num_classes!r}")
-    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < MIN_IMAGE_SIZE:
-        raise BalError(f"image_size must be an integer >= {MIN_IMAGE_SIZE}, got {image_size!r}")
-    model = _REGISTRY[name](num_classes, image_size)
+    factory = _MODELS.get(name)
+    num_classes = check_int("num_classes", num_classes, 2)
+    image_size = check_int("image_size", image_size, MIN_IMAGE_SIZE)
+    model = factory(num_classes, image_size)
     if not isinstance(model, BalModel):
         raise TypeError(f"factory of model {name!r} returned {type(model).__name__}, not a BalModel")
     return model
 
 
-__all__ = ["BalModel", "create_model", "list_models", "register_model"]
-
-
-def save_model_file(path, model: BalModel, *, net: str, image_size: int, **extra) -> None:
-    """Write ``model`` atomically as ``{net, num_classes, image_size, model, **extra}``.
+def save_model_file(path, model: BalModel, *, net: str, image_size: int, normalisation: dict, **extra) -> None:
+    """Write ``model`` atomically as ``{net, num_classes, image_size, normalisation, model, **extra}``.
 
     The one format of every model file bal writes (``rotation.pth``, ``model_C.pth``,
     a project's ``models/cycle-N.pth``), so :func:`load_model_file` reads them all.
+    ``normalisation`` is the input transform the model was trained with
+    (:meth:`bal.data.BatchAugment.state`): it travels with the model, so whoever loads
+    the file feeds it what it saw in training.
     """
-    from bal.utils import atomic_torch_save
+    from bal.files import atomic_torch_save
 
-    state = {"net": net, "num_classes": model.head.out_features, "image_size": int(image_size), **extra}
+    state = {"net": net, "num_classes": model.head.out_features, "image_size": int(image_size),
+             "normalisation": dict(normalisation), **extra}
     atomic_torch_save(path, {**state, "model": model.state_dict()})
 
 

@@ -9,7 +9,7 @@ and the penultimate-layer features of its upright version (BAL clusters them).
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -17,14 +17,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bal import distributed
 from bal.data import BatchAugment, ImageSet
-from bal.loop.state import bind_config
-from bal.loop.trainer import (
-    TrainConfig, autocast, batch_indices, gather, images_on, prepare, scoring_batch_size, to_device, train_model,
-)
-from bal.models import create_model, load_model_file, save_model_file
-from bal.utils import atomic_save_npy, atomic_write_json, derive_seed, write_lines
+from bal.engine import runtime
+from bal.engine.runfolder import bind_config
+from bal.engine.runtime import autocast, derive_seed, images_on, scoring_batch_size, to_device
+from bal.engine.trainer import TrainConfig, batch_indices, gather, prepare, train_model
+from bal.models import create_model
+from bal.pretext.store import RotationResult, is_finished, read_rotation, write_rotation
 
 N_ROTATIONS = 4
 
@@ -57,7 +56,7 @@ def rotation_scores(
     """Mean rotation loss (N,) float32 and upright features (N, D) float32 of every image.
 
     Each batch is scored in its four rotations, so it takes a quarter of the usual
-    scoring batch (:func:`bal.loop.trainer.scoring_batch_size`).
+    scoring batch (:func:`bal.engine.runtime.scoring_batch_size`).
     """
     to_device(model, device).eval()
     images = images_on(images, device)
@@ -75,16 +74,6 @@ def rotation_scores(
     return torch.cat(losses).numpy(), torch.cat(feats).numpy()
 
 
-@dataclass
-class RotationResult:
-    """What step 1 leaves behind, in pool order (the order of ``paths``)."""
-
-    paths: list[str]
-    losses: np.ndarray  # float32 (N,), mean cross-entropy over the four rotations
-    features: np.ndarray  # float32 (N, D), upright image, penultimate layer
-    model: nn.Module
-
-
 def train_rotation(
     pool: ImageSet,
     augment: BatchAugment,
@@ -98,10 +87,8 @@ def train_rotation(
 ) -> RotationResult:
     """Run step 1 on ``pool`` and, with ``save``, write the authors' files into that folder.
 
-    Files in ``save``: ``rotation.pth`` (weights), ``paths.txt`` (one pool image per
-    line), ``rotation_loss.npy`` and ``features.npy`` (same order), ``rotation.json``
-    (the settings; marks the step finished). An unfinished run in ``save`` resumes from
-    its last finished epoch; a finished one is loaded instead of trained again.
+    The files are those of :mod:`bal.pretext.store`. An unfinished run in ``save``
+    resumes from its last finished epoch; a finished one is loaded instead of trained again.
     """
     device = torch.device(device)
     image_size = int(pool.images.shape[1])
@@ -119,8 +106,8 @@ def train_rotation(
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         bind_config(out / "rotation_config.json", settings, "rotation run")
-        if (out / "rotation.json").exists():
-            return load_rotation(out, pool=pool, device=device)
+        if is_finished(out):
+            return read_rotation(out, pool_paths=pool.paths, device=device)
 
     torch.manual_seed(derive_seed(seed, "rotation", "init"))
     model = create_model(net, num_classes=N_ROTATIONS, image_size=image_size)
@@ -144,41 +131,15 @@ def train_rotation(
     if out is None:
         losses, features = rotation_scores(model, images, augment, device=device)
         return RotationResult(list(pool.paths), losses, features, model)
-    if not distributed.is_main():
-        distributed.barrier()  # rank 0 scores the pool and writes the files
-        return load_rotation(out, pool=pool, device=device)
-    losses, features = rotation_scores(model, images, augment, device=device)
-    write_lines(out / "paths.txt", pool.paths)
-    atomic_save_npy(out / "rotation_loss.npy", losses)
-    atomic_save_npy(out / "features.npy", features)
-    save_model_file(out / "rotation.pth", model, net=net, image_size=image_size)
-    # Written last: its presence means every file above is complete.
-    atomic_write_json(out / "rotation.json", settings)
-    (out / "rotation_ckpt.pth").unlink(missing_ok=True)
-    distributed.barrier()
-    return RotationResult(list(pool.paths), losses, features, model)
-
-
-def load_rotation(folder: str | os.PathLike, *, pool: ImageSet | None = None, device="cpu") -> RotationResult:
-    """Read a finished step 1 from ``folder`` (see :func:`train_rotation` for the files)."""
-    from bal.errors import BalError
-    from bal.utils import read_lines
-
-    folder = Path(folder)
-    missing = [n for n in ("rotation.json", "paths.txt", "features.npy", "rotation_loss.npy", "rotation.pth")
-               if not (folder / n).exists()]
-    if missing:
-        raise BalError(
-            f"{folder} holds no finished rotation run (missing {', '.join(missing)}); "
-            f"run `bal rotation --save {folder}` first"
-        )
-    paths = read_lines(folder / "paths.txt")
-    if pool is not None and paths != list(pool.paths):
-        raise BalError(f"{folder / 'paths.txt'} lists other images than the dataset now holds; run `bal rotation` again")
-    model, _ = load_model_file(folder / "rotation.pth")
-    return RotationResult(
-        paths, np.load(folder / "rotation_loss.npy"), np.load(folder / "features.npy"), model.to(device)
-    )
+    with runtime.main_first():  # rank 0 scores the pool and writes the files; the others read them
+        if runtime.is_main():
+            losses, features = rotation_scores(model, images, augment, device=device)
+            result = RotationResult(list(pool.paths), losses, features, model)
+            write_rotation(out, result, settings=settings, net=net, image_size=image_size,
+                           normalisation=augment.state())
+            (out / "rotation_ckpt.pth").unlink(missing_ok=True)
+            return result
+    return read_rotation(out, pool_paths=pool.paths, device=device)
 
 
 def _digest(paths: list[str]) -> str:

@@ -9,6 +9,10 @@ The schema carries a version (``PRAGMA user_version``) and is brought up to date
 Labels are never overwritten: each is a row with its source and time, and "undo"
 retracts a row instead of deleting it. An image's current label is its newest
 unretracted one.
+
+Every SQL statement of bal lives in this module. A method that writes commits before
+it returns, unless it runs inside :meth:`Project.transaction`, which it then joins:
+several reads and writes can so be made one atomic step (an import).
 """
 
 from __future__ import annotations
@@ -26,6 +30,9 @@ from pathlib import Path
 from bal.errors import BalError
 
 DB_NAME = "project.db"
+SETTINGS_KEY = "settings"
+#: The settings of a project that stored none (every project made by ``bal project init`` stores them).
+DEFAULT_SETTINGS = {"net": "cnn", "image_size": None, "seed": 0}
 
 #: One SQL script per schema version; version N is reached by running scripts 1..N.
 MIGRATIONS: list[str] = [
@@ -111,6 +118,7 @@ class Project:
     def __init__(self, folder: Path, conn: sqlite3.Connection):
         self.folder = folder
         self.conn = conn
+        self._tx: sqlite3.Cursor | None = None  # the open transaction, which nested writes join
 
     # -- opening -----------------------------------------------------------------------
     @staticmethod
@@ -176,9 +184,17 @@ class Project:
 
     @contextmanager
     def transaction(self):
-        """One atomic write: everything inside commits together or not at all."""
+        """One atomic write: everything inside commits together or not at all.
+
+        ``BEGIN IMMEDIATE`` takes the write lock at once, so nobody else can write between
+        the reads and the writes inside. Inside an open transaction, this joins it.
+        """
+        if self._tx is not None:
+            yield self._tx
+            return
         cur = self.conn.cursor()
         cur.execute("BEGIN IMMEDIATE")
+        self._tx = cur
         try:
             yield cur
         except BaseException:
@@ -186,8 +202,15 @@ class Project:
             raise
         else:
             cur.execute("COMMIT")
+        finally:
+            self._tx = None
 
     # -- reading -----------------------------------------------------------------------
+    def settings(self) -> dict:
+        """The project's settings (net, image size, seed, ...), over :data:`DEFAULT_SETTINGS`."""
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (SETTINGS_KEY,)).fetchone()
+        return {**DEFAULT_SETTINGS, **(json.loads(row[0]) if row else {})}
+
     @property
     def images_root(self) -> Path:
         return Path(self.conn.execute("SELECT value FROM meta WHERE key = 'images_root'").fetchone()[0])
@@ -235,20 +258,49 @@ class Project:
             sql += " AND l.retracted_at IS NULL"
         return [Label(*r) for r in self.conn.execute(sql + " ORDER BY l.id", (image_id,))]
 
+    def image_files(self, status: str | None = None) -> list[sqlite3.Row]:
+        """``id, path, sha256, size, mtime_ns, status`` of every image (with ``status`` only, unless None)."""
+        sql = "SELECT id, path, sha256, size, mtime_ns, status FROM images"
+        if status is None:
+            return self.conn.execute(sql + " ORDER BY path").fetchall()
+        return self.conn.execute(sql + " WHERE status = ? ORDER BY path", (status,)).fetchall()
+
+    def status_counts(self) -> dict[str, int]:
+        """Number of images per status (ok, changed, missing), only the statuses present."""
+        return dict(self.conn.execute("SELECT status, COUNT(*) FROM images GROUP BY status").fetchall())
+
+    def selected_and_labelled(self) -> dict[int, int]:
+        """Cycle id -> how many of its selected images carry a current label now."""
+        return dict(self.conn.execute(
+            """SELECT s.cycle_id, COUNT(*) FROM selections s WHERE EXISTS
+               (SELECT 1 FROM labels l WHERE l.image_id = s.image_id AND l.retracted_at IS NULL)
+               GROUP BY s.cycle_id""").fetchall())
+
     def current_labels(self) -> dict[int, str]:
         """Image id -> current label, for every labelled image that is still present."""
         return {r.id: r.label for r in self.images() if r.label is not None}
 
     # -- writing -----------------------------------------------------------------------
-    def add_images(self, rows: Iterable[tuple[str, str, int, int]]) -> int:
-        """Insert images given as (relative path, sha256, size, mtime_ns); returns how many."""
-        rows = list(rows)
+    def write_settings(self, settings: dict) -> None:
         with self.transaction() as cur:
-            cur.executemany(
-                "INSERT INTO images (path, sha256, size, mtime_ns, added_at) VALUES (?, ?, ?, ?, ?)",
-                [(p, h, s, m, now()) for p, h, s, m in rows],
-            )
-        return len(rows)
+            cur.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                        (SETTINGS_KEY, json.dumps(settings, sort_keys=True)))
+
+    def add_images(self, rows: Iterable[tuple[str, str, int, int]]) -> list[int]:
+        """Insert images given as (relative path, sha256, size, mtime_ns); returns their ids, in order."""
+        stamp = now()
+        ids = []
+        with self.transaction() as cur:
+            for p, h, s, m in rows:
+                cur.execute("INSERT INTO images (path, sha256, size, mtime_ns, added_at) VALUES (?, ?, ?, ?, ?)",
+                            (p, h, s, m, stamp))
+                ids.append(cur.lastrowid)
+        return ids
+
+    def update_images(self, rows: Iterable[tuple[str, str, int, int, int]]) -> None:
+        """Set ``(status, sha256, size, mtime_ns)`` of images, given as (status, sha256, size, mtime_ns, id)."""
+        with self.transaction() as cur:
+            cur.executemany("UPDATE images SET status = ?, sha256 = ?, size = ?, mtime_ns = ? WHERE id = ?", list(rows))
 
     def set_status(self, image_id: int, status: str) -> None:
         with self.transaction() as cur:
@@ -256,25 +308,21 @@ class Project:
 
     def label(self, image_id: int, class_name: str, source: str) -> int:
         """Record a label; returns its id. Committed (durable) when this returns."""
-        class_id = self.class_id(class_name)
         self.image(image_id)
-        with self.transaction() as cur:
-            cur.execute(
-                "INSERT INTO labels (image_id, class_id, source, created_at) VALUES (?, ?, ?, ?)",
-                (image_id, class_id, source, now()),
-            )
-            return cur.lastrowid
+        with self.transaction():
+            return self.add_labels([(image_id, class_name)], source)[0]
 
-    def add_labels(self, rows: Iterable[tuple[int, str]], source: str) -> int:
-        """Several (image id, class) labels in one transaction: all are recorded or none."""
+    def add_labels(self, rows: Iterable[tuple[int, str]], source: str) -> list[int]:
+        """Several (image id, class) labels in one transaction: all are recorded or none; returns their ids."""
         rows = [(image_id, self.class_id(name)) for image_id, name in rows]
         stamp = now()
+        ids = []
         with self.transaction() as cur:
-            cur.executemany(
-                "INSERT INTO labels (image_id, class_id, source, created_at) VALUES (?, ?, ?, ?)",
-                [(i, c, source, stamp) for i, c in rows],
-            )
-        return len(rows)
+            for image_id, class_id in rows:
+                cur.execute("INSERT INTO labels (image_id, class_id, source, created_at) VALUES (?, ?, ?, ?)",
+                            (image_id, class_id, source, stamp))
+                ids.append(cur.lastrowid)
+        return ids
 
     def retract(self, label_id: int) -> None:
         """Undo a label: it stays in the history, marked retracted."""

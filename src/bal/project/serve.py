@@ -1,4 +1,4 @@
-"""``bal serve DIR``: a small local web page for labelling the current selection.
+"""A small local web page for labelling the current selection (``bal serve DIR``).
 
 The page shows the selected images in a grid; one click or one number key (1..9)
 labels the highlighted image and moves on to the next unlabelled one; ``u`` or
@@ -9,7 +9,8 @@ done only once that answer arrived.
 
 Routes (anything else is 404)::
 
-    GET  /                 the page (inline HTML, CSS and JS; nothing fetched elsewhere)
+    GET  /                 the page (static/index.html; nothing fetched from elsewhere)
+    GET  /static/NAME      its script and style sheet (app.js, style.css), package data
     GET  /api/state        {classes, cycle_id, items: [{id, path, label}], labelled, total}
     GET  /image/ID         the file of image ID (any image of the project; ids, never paths)
     POST /api/label        {image_id, label[, cycle_id]} -> {label_id, image_id, label, labelled, total}
@@ -17,19 +18,18 @@ Routes (anything else is 404)::
 
 Security: binds to 127.0.0.1 by default. Bound to any other address it requires a
 token (``--token``, or a random one printed in the URL), checked in constant time on
-every request from the ``token`` query parameter or the ``X-Bal-Token`` header. Without
+every request but those for the page's static files (the same for everyone, no project
+data in them) from the ``token`` query parameter or the ``X-Bal-Token`` header. Without
 a token, requests must name a loopback host (no DNS rebinding). POSTs must be JSON
 from the page's own origin (no cross-site requests). Responses carry a
-Content-Security-Policy (``default-src 'self'``, the inline script and style allowed
-by hash only), ``nosniff``, no framing and no referrer.
+Content-Security-Policy (``default-src 'self'``, no inline script or style),
+``nosniff``, no framing and no referrer.
 """
 
 from __future__ import annotations
 
-import argparse
-import base64
-import hashlib
 import hmac
+import importlib.resources
 import ipaddress
 import json
 import mimetypes
@@ -66,250 +66,19 @@ def is_loopback(host: str) -> bool:
 
 
 # -- the page ----------------------------------------------------------------------------
-_CSS = """
-:root { --accent: #2563eb; --done: #15803d; --bad: #b91c1c; }
-* { box-sizing: border-box; }
-body { font: 15px/1.4 system-ui, sans-serif; margin: 0; color: #111; background: #f6f6f6; }
-header { position: sticky; top: 0; z-index: 1; background: #fff; border-bottom: 1px solid #ddd;
-         padding: .6em 1em; display: flex; flex-wrap: wrap; gap: .5em 1em; align-items: center; }
-h1 { font-size: 1.1em; margin: 0; }
-#classes { display: flex; flex-wrap: wrap; gap: .4em; }
-button { font: inherit; padding: .3em .7em; border: 1px solid #999; border-radius: 4px; background: #fff;
-         cursor: pointer; }
-button:hover { border-color: var(--accent); }
-button:disabled { opacity: .5; cursor: default; }
-kbd { font: .85em ui-monospace, monospace; border: 1px solid #bbb; border-radius: 3px; padding: 0 .3em;
-      margin-right: .3em; background: #f3f3f3; }
-#progress-box { display: flex; align-items: center; gap: .5em; }
-progress { width: 12em; height: 1em; }
-#status { min-height: 1.4em; padding: 0 1em; color: var(--bad); }
-#grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(150px, 1fr)); gap: .8em; padding: 1em; }
-figure { margin: 0; background: #fff; border: 3px solid transparent; border-radius: 6px; padding: .3em;
-         cursor: pointer; }
-figure.current { border-color: var(--accent); }
-figure img { display: block; width: 100%; height: 140px; object-fit: contain; image-rendering: pixelated;
-             background: #eee; }
-figcaption { font-size: .8em; overflow-wrap: anywhere; }
-.label { display: block; font-weight: 600; min-height: 1.3em; }
-figure.done .label { color: var(--done); }
-figure.pending .label { color: #888; }
-#empty { padding: 2em; }
-"""
-
-_JS = r"""
-"use strict";
-const token = new URLSearchParams(location.search).get("token");
-const authHeaders = token ? {"X-Bal-Token": token} : {};
-const $ = (id) => document.getElementById(id);
-let state = null;          // the last /api/state, items updated as labels are confirmed
-let current = 0;           // index of the highlighted item
-const pending = new Set(); // image ids with a request in flight
-const undoStack = [];      // {label_id, image_id} of labels given on this page, newest last
-let chain = Promise.resolve();  // requests go out one after another, in order
-
-function say(text) { $("status").textContent = text || ""; }
-
-async function api(method, path, body) {
-  const init = {method, headers: {...authHeaders}};
-  if (body !== undefined) {
-    init.headers["Content-Type"] = "application/json";
-    init.body = JSON.stringify(body);
-  }
-  const response = await fetch(path, init);
-  let data = null;
-  try { data = await response.json(); } catch (e) { data = null; }
-  if (!response.ok) throw new Error((data && data.error) || ("HTTP " + response.status));
-  return data;
-}
-
-function imageUrl(id) {
-  return "/image/" + id + (token ? "?token=" + encodeURIComponent(token) : "");
-}
-
-function build() {
-  const classes = $("classes");
-  classes.replaceChildren();
-  state.classes.forEach((name, i) => {
-    const b = document.createElement("button");
-    b.type = "button";
-    b.className = "class";
-    b.dataset.class = name;
-    if (i < 9) {
-      const k = document.createElement("kbd");
-      k.textContent = String(i + 1);
-      b.append(k);
-    }
-    b.append(document.createTextNode(name));
-    b.addEventListener("click", () => labelCurrent(name));
-    classes.append(b);
-  });
-  const grid = $("grid");
-  grid.replaceChildren();
-  state.items.forEach((item, i) => {
-    const fig = document.createElement("figure");
-    fig.id = "item-" + item.id;
-    fig.dataset.id = item.id;
-    const img = document.createElement("img");
-    img.src = imageUrl(item.id);
-    img.alt = item.path;
-    img.loading = "lazy";
-    const cap = document.createElement("figcaption");
-    const lab = document.createElement("span");
-    lab.className = "label";
-    const path = document.createElement("span");
-    path.textContent = item.path;
-    cap.append(lab, path);
-    fig.append(img, cap);
-    fig.addEventListener("click", () => { current = i; render(); });
-    grid.append(fig);
-  });
-  $("empty").hidden = state.items.length > 0;
-  render();
-}
-
-function render() {
-  state.items.forEach((item, i) => {
-    const fig = $("item-" + item.id);
-    fig.classList.toggle("current", i === current);
-    fig.classList.toggle("done", item.label !== null && !pending.has(item.id));
-    fig.classList.toggle("pending", pending.has(item.id));
-    fig.querySelector(".label").textContent = pending.has(item.id) ? "saving\u2026" : (item.label || "");
-  });
-  const fig = state.items.length ? $("item-" + state.items[current].id) : null;
-  if (fig) fig.scrollIntoView({block: "nearest"});
-  $("progress").max = Math.max(state.total, 1);
-  $("progress").value = state.labelled;
-  $("progress-text").textContent = state.labelled + " / " + state.total + " labelled";
-  $("undo").disabled = undoStack.length === 0;
-  $("cycle").textContent = state.cycle_id === null ? "" : "cycle " + state.cycle_id;
-}
-
-function nextUnlabelled(from) {
-  const n = state.items.length;
-  for (let step = 1; step <= n; step++) {
-    const i = (from + step) % n;
-    const item = state.items[i];
-    if (item.label === null && !pending.has(item.id)) return i;
-  }
-  return from;
-}
-
-function apply(result) {
-  const item = state.items.find((it) => it.id === result.image_id);
-  if (item) item.label = result.label;
-  state.labelled = result.labelled;
-  state.total = result.total;
-}
-
-function labelCurrent(name) {
-  if (!state || state.items.length === 0) return;
-  const item = state.items[current];
-  pending.add(item.id);
-  current = nextUnlabelled(current);
-  render();
-  chain = chain.then(async () => {
-    try {
-      const result = await api("POST", "/api/label", {image_id: item.id, label: name, cycle_id: state.cycle_id});
-      undoStack.push({label_id: result.label_id, image_id: item.id});
-      apply(result);
-      say("");
-    } catch (e) {
-      say("Not saved: " + e.message);
-    } finally {
-      pending.delete(item.id);
-      render();
-    }
-  });
-}
-
-function undo() {
-  chain = chain.then(async () => {
-    const last = undoStack.pop();
-    if (!last) return;
-    pending.add(last.image_id);
-    render();
-    try {
-      apply(await api("POST", "/api/undo", {label_id: last.label_id}));
-      current = state.items.findIndex((it) => it.id === last.image_id);
-      if (current < 0) current = 0;
-      say("");
-    } catch (e) {
-      say("Undo failed: " + e.message);
-    } finally {
-      pending.delete(last.image_id);
-      render();
-    }
-  });
-}
-
-document.addEventListener("keydown", (e) => {
-  if (!state) return;
-  if ((e.ctrlKey || e.metaKey) && !e.altKey && !e.shiftKey && e.key.toLowerCase() === "z") {
-    e.preventDefault(); undo(); return;
-  }
-  if (e.ctrlKey || e.metaKey || e.altKey || e.repeat) return;
-  if (e.key === "u" || e.key === "U") { e.preventDefault(); undo(); return; }
-  if (/^[1-9]$/.test(e.key)) {
-    const name = state.classes[Number(e.key) - 1];
-    if (name !== undefined) { e.preventDefault(); labelCurrent(name); }
-    return;
-  }
-  const n = state.items.length;
-  if (n && (e.key === "ArrowRight" || e.key === "ArrowDown")) { current = (current + 1) % n; render(); }
-  else if (n && (e.key === "ArrowLeft" || e.key === "ArrowUp")) { current = (current - 1 + n) % n; render(); }
-});
-
-async function load() {
-  try {
-    state = await api("GET", "/api/state");
-  } catch (e) {
-    say("Could not load the selection: " + e.message);
-    return;
-  }
-  const first = state.items.findIndex((it) => it.label === null);
-  current = first < 0 ? 0 : first;
-  build();
-  document.body.dataset.ready = "1";
-}
-
-$("undo").addEventListener("click", undo);
-load();
-"""
+#: The page's files, shipped as package data (bal/project/static): name -> content type.
+STATIC_FILES = {"index.html": "text/html; charset=utf-8", "app.js": "text/javascript; charset=utf-8",
+                "style.css": "text/css; charset=utf-8"}
 
 
-def _sha(text: str) -> str:
-    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
+def _static(name: str) -> bytes:
+    return importlib.resources.files("bal.project").joinpath("static", name).read_bytes()
 
-
-PAGE = f"""<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>bal: label the selection</title>
-<style>{_CSS}</style>
-</head>
-<body>
-<header>
-  <h1>bal <span id="cycle"></span></h1>
-  <div id="classes" aria-label="classes"></div>
-  <button type="button" id="undo" disabled title="undo the last label given on this page (u, Ctrl+Z)">
-    <kbd>u</kbd>Undo</button>
-  <div id="progress-box"><progress id="progress" value="0" max="1"></progress>
-    <span id="progress-text"></span></div>
-</header>
-<div id="status" role="status" aria-live="polite"></div>
-<p id="empty" hidden>Nothing is selected for labelling: start a cycle first.</p>
-<main id="grid"></main>
-<script>{_JS}</script>
-</body>
-</html>
-""".encode()
 
 CSP = "; ".join([
     "default-src 'self'",
-    f"script-src {_sha(_JS)}",
-    f"style-src {_sha(_CSS)}",
+    "script-src 'self'",
+    "style-src 'self'",
     "img-src 'self'",
     "connect-src 'self'",
     "object-src 'none'",
@@ -467,11 +236,14 @@ class Handler(BaseHTTPRequestHandler):
         try:
             parts = urlsplit(self.path)
             query = parse_qs(parts.query, keep_blank_values=True)
+            path = parts.path
+            static = path.removeprefix("/static/")
+            if method == "GET" and static in STATIC_FILES and static != "index.html":
+                return self._send(200, _static(static), STATIC_FILES[static], cache="no-cache")
             if not self._authorised(query):
                 raise HttpError(403, "forbidden: this server needs its token (the ?token=... of the URL it printed)")
-            path = parts.path
             if method == "GET" and path == "/":
-                return self._send(200, PAGE, "text/html; charset=utf-8")
+                return self._send(200, _static("index.html"), STATIC_FILES["index.html"])
             if method == "GET" and path == "/api/state":
                 with self.app.lock:
                     data = self.app.state()
@@ -605,38 +377,3 @@ def serve_forever(project_dir, host: str = DEFAULT_HOST, port: int = DEFAULT_POR
         pass
     finally:
         server.server_close()
-
-
-# -- the command -------------------------------------------------------------------------
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}")
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"expected a port number from 0 to 65535, got {value}")
-    return value
-
-
-def cmd_serve(args) -> int:
-    serve_forever(args.dir, args.host, args.port, args.token, quiet=not args.verbose)
-    return 0
-
-
-def add_serve_command(subparsers) -> dict:
-    """Add ``bal serve`` to the ``bal`` sub-command parsers; returns {name: handler}."""
-    p = subparsers.add_parser(
-        "serve", help="a local web page for labelling the current selection",
-        description="Serve a web page for labelling the project's current selection: one click or one "
-                    "number key per image, undo with u or Ctrl+Z. Each label is saved in the project "
-                    "database as it is given. Binds to 127.0.0.1; on any other address a token is "
-                    "required (generated and printed in the URL unless --token is given).")
-    p.add_argument("dir", metavar="DIR", help="the project folder (holding project.db)")
-    p.add_argument("--host", default=DEFAULT_HOST,
-                   help="address to listen on; not loopback means a token is required (default: %(default)s)")
-    p.add_argument("--port", type=_port, default=DEFAULT_PORT, help="port, 0 for any free one (default: %(default)s)")
-    p.add_argument("--token", default=None,
-                   help="require this token (?token=... or the X-Bal-Token header) on every request "
-                        "(default: a random one when --host is not loopback, none otherwise)")
-    p.add_argument("--verbose", action="store_true", help="log every request on stderr")
-    return {"serve": cmd_serve}

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from bal.errors import BalError
-from bal.utils import atomic_write_bytes
+from bal.files import atomic_write_bytes
 
 FORMATS = ("png", "svg")
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "*", "h", "p")

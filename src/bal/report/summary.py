@@ -1,7 +1,7 @@
 """Aggregate a benchmark: per-strategy mean ± std learning curves, AUBC, ranks and result files.
 
 A benchmark runs every (strategy, seed) pair on the same data; each pair yields one
-row per cycle with ``strategy``, ``seed``, ``cycle``, ``labeled``, ``labeled_pct``
+row per cycle with ``strategy``, ``seed``, ``cycle``, ``labelled``, ``labelled_pct``
 (0-100), ``accuracy`` (test accuracy in %, 0-100) and ``seconds``. This module turns
 those rows into one :class:`StrategySummary` per strategy and writes the tables and
 the plot.
@@ -19,11 +19,11 @@ from typing import Any
 
 from bal.errors import BalError
 from bal.report.plot import plot_curves
-from bal.report.table import format_table, write_csv
-from bal.utils import atomic_write_json, atomic_write_text
+from bal.files import atomic_write_json, atomic_write_text, write_csv
+from bal.report.table import format_table
 
-ROW_COLUMNS = ("strategy", "seed", "cycle", "labeled", "labeled_pct", "accuracy", "seconds")
-_REQUIRED = ("strategy", "seed", "cycle", "labeled_pct", "accuracy")
+ROW_COLUMNS = ("strategy", "seed", "cycle", "labelled", "labelled_pct", "accuracy", "seconds")
+_REQUIRED = ("strategy", "seed", "cycle", "labelled_pct", "accuracy")
 
 # Budgets are computed as 100 * labelled / pool size, so every seed gets the same float;
 # the tolerance only forgives a different order of operations, never a different budget.
@@ -33,11 +33,11 @@ _BUDGET_TOL = 1e-9
 _TIE_TOL = 1e-9
 
 
-def aubc(labeled_pct: Sequence[float], accuracy: Sequence[float]) -> float:
+def aubc(labelled_pct: Sequence[float], accuracy: Sequence[float]) -> float:
     """Area under the budget-accuracy curve, normalised to the accuracy scale (0-100).
 
     Args:
-        labeled_pct: budgets in % of the pool labelled, strictly increasing.
+        labelled_pct: budgets in % of the pool labelled, strictly increasing.
         accuracy: test accuracy in % at each budget.
 
     Returns:
@@ -49,7 +49,7 @@ def aubc(labeled_pct: Sequence[float], accuracy: Sequence[float]) -> float:
         BalError: empty or unequal-length inputs, non-finite values, or budgets that
             are not strictly increasing.
     """
-    xs, ys = [float(v) for v in labeled_pct], [float(v) for v in accuracy]
+    xs, ys = [float(v) for v in labelled_pct], [float(v) for v in accuracy]
     if len(xs) != len(ys):
         raise BalError(f"aubc: {len(xs)} budgets but {len(ys)} accuracies")
     if not xs:
@@ -163,7 +163,7 @@ def summarise(
 
     partial: dict[str, dict[str, Any]] = {}
     for strategy, seeds in groups.items():
-        budgets = _check_budgets(strategy, {seed: [float(r["labeled_pct"]) for r in rs] for seed, rs in seeds.items()})
+        budgets = _check_budgets(strategy, {seed: [float(r["labelled_pct"]) for r in rs] for seed, rs in seeds.items()})
         curves = {seed: [float(r["accuracy"]) for r in rs] for seed, rs in seeds.items()}
         per_seed = []
         for seed, acc in curves.items():

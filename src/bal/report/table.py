@@ -1,16 +1,12 @@
-"""Plain-text and CSV tables of results."""
+"""Plain-text tables of results, aligned for a terminal (CSV files: :func:`bal.files.write_csv`)."""
 
 from __future__ import annotations
 
-import csv
-import io
-import os
 from collections.abc import Mapping, Sequence
 from numbers import Number
 from typing import Any
 
 from bal.errors import BalError
-from bal.utils import atomic_write_text
 
 MISSING = "-"
 _GAP = "  "
@@ -58,18 +54,3 @@ def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[tuple[str,
     out = [line([header for _, header, _ in columns]), _GAP.join("-" * w for w in widths)]
     out += [line(r) for r in cells]
     return "\n".join(out)
-
-
-def write_csv(path: str | os.PathLike, rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> None:
-    """Write ``rows`` as CSV with a header of ``columns``, atomically.
-
-    Values are written with ``str`` (floats keep full precision); a missing key or
-    ``None`` becomes an empty field. Keys not in ``columns`` are ignored. Lines end
-    in ``\\n``.
-    """
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(columns)
-    for row in rows:
-        writer.writerow(["" if row.get(c) is None else row.get(c) for c in columns])
-    atomic_write_text(path, buf.getvalue())

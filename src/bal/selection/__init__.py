@@ -1,12 +1,15 @@
-"""Which images to label: CDD ordering, sliding sub-pools, and per-cycle selection rules.
+"""Which images to label: CDD ordering, sliding sub-pools, per-cycle rules and the strategies built on them.
 
 Pipeline (METHOD.md steps 2-3)::
 
     order = sort_by_cdd(cluster_distance_difference(features, n_clusters))
     window = subpool_window(cycle, n_cycles, N, addendum, beta, mode)
-    sub = build_subpool(order, window, labeled, k)
+    sub = build_subpool(order, window, labelled, k)
     picked = sub.candidates[select_first(len(sub.candidates), k, rule, rng)]      # cycle 0
     picked = sub.candidates[select_uncertain(logits_of(sub.candidates), k, rule)] # cycle > 0
+
+Every rule is a pure NumPy function with documented tie-breaking; :mod:`.strategies`
+wraps them into named strategies (``create_strategy("bal", beta=1.2)``).
 """
 
 from bal.selection.baselines import (
@@ -28,31 +31,35 @@ from bal.selection.subpool import WINDOW_MODES, SubPool, build_subpool, subpool_
 from bal.selection.uncertainty import SAMPLING_RULES, select_uncertain, uncertainty_scores
 
 # strategies import the rules above, so they come last
-from bal.selection.strategies import STRATEGY_NAMES, Pretext, SelectionContext, Strategy, make_strategy  # noqa: E402
+from bal.selection.strategies import (  # noqa: E402
+    Pretext, SelectionContext, Strategy, create_strategy, list_strategies, register_strategy, strategy_options,
+)
 
 __all__ = [
     "FIRST_RULES",
     "KMEANS_ALGORITHMS",
     "SAMPLING_RULES",
     "WINDOW_MODES",
-    "STRATEGY_NAMES",
     "Pretext",
     "SelectionContext",
     "Strategy",
     "SubPool",
     "badge_select",
-    "gradient_embedding",
-    "kcenter_greedy",
-    "kmeanspp_seeding",
-    "make_strategy",
-    "typiclust_select",
     "build_subpool",
     "cdd_from_distances",
     "cluster_distance_difference",
+    "create_strategy",
+    "gradient_embedding",
+    "kcenter_greedy",
     "kmeans_distances",
+    "kmeanspp_seeding",
+    "list_strategies",
+    "register_strategy",
     "select_first",
     "select_uncertain",
     "sort_by_cdd",
+    "strategy_options",
     "subpool_window",
+    "typiclust_select",
     "uncertainty_scores",
 ]

@@ -13,13 +13,13 @@ function returns pool (or row) indices in the order they were picked.
 
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 
-from bal.errors import BalError
-from bal.selection.first import _as_generator, _check_int
-from bal.selection.uncertainty import _check_logits, _log_softmax
+from bal.errors import ParameterError
+from bal.selection.uncertainty import log_softmax
+from bal.validation import (
+    as_generator, check_indices, check_int, check_k, check_labelled_mask, check_logits, check_matrix,
+)
 
 __all__ = [
     "badge_select",
@@ -51,7 +51,7 @@ _MINIBATCH_ABOVE = 50
 
 def kcenter_greedy(
     features: np.ndarray,
-    labeled: np.ndarray,
+    labelled: np.ndarray,
     candidates: np.ndarray,
     k: int,
 ) -> np.ndarray:
@@ -61,7 +61,7 @@ def kcenter_greedy(
     ----------
     features : ndarray of shape (N, D), real, finite
         Features of the whole pool (the task model's penultimate layer).
-    labeled : ndarray of shape (N,), bool
+    labelled : ndarray of shape (N,), bool
         ``True`` for labelled images; they are the initial centres.
     candidates : ndarray of shape (n,), integer
         Distinct pool indices in ``[0, N)`` that may be picked (usually the unlabelled
@@ -78,12 +78,12 @@ def kcenter_greedy(
         is the candidate farthest from the mean of all N features (deterministic, where
         the original paper starts from a random point).
     """
-    x = _check_matrix("features", features, "(N, D)")
+    x = check_matrix("features", features, "(N, D)")
     n = x.shape[0]
-    mask = _check_mask(labeled, n)
-    cand = _check_indices("candidates", candidates, n)
+    mask = check_labelled_mask("labelled", labelled, n)
+    cand = check_indices("candidates", candidates, n)
     avail = cand[~mask[cand]]
-    k = _check_k(k, avail.size, "unlabelled entries in candidates")
+    k = check_k(k, avail.size, "unlabelled entries in candidates")
 
     # Only candidates need a distance: centres are never picked again. Holding the
     # candidates' rows in float64 keeps the incremental updates exact (ties stay ties).
@@ -134,15 +134,13 @@ def gradient_embedding(logits: np.ndarray, features: np.ndarray) -> np.ndarray:
         for class 1, ... Equal top logits take the smallest class as ``y_hat``. Memory is
         ``4 * M * C * D`` bytes (1 GiB for M = 50,000, C * D = 5,120).
     """
-    z = _check_logits(logits)
-    f = _check_matrix("features", features, "(M, D)")
+    z = check_logits("logits", logits)
+    f = check_matrix("features", features, "(M, D)")
     m, c = z.shape
     if f.shape[0] != m:
-        raise BalError(
-            f"features must have one row per row of logits ({m}), got shape {f.shape}"
-        )
+        raise ParameterError("features", f"{{name}} must have one row per row of logits ({m}), got shape {f.shape}")
     d = f.shape[1]
-    coef = np.exp(_log_softmax(z))
+    coef = np.exp(log_softmax(z))
     coef[np.arange(m), np.argmax(z, axis=1)] -= 1.0
     out = np.empty((m, c, d), dtype=np.float32)
     # Row blocks: the float64 product of all rows at once would be twice the output.
@@ -179,10 +177,10 @@ def kmeanspp_seeding(
         remaining ``D`` is 0 (duplicates of picked rows), the pick is uniform over the
         unpicked rows. Only an (M,) vector of distances is kept, updated per pick.
     """
-    x = _check_matrix("embeddings", embeddings, "(M, W)")
+    x = check_matrix("embeddings", embeddings, "(M, W)")
     m = x.shape[0]
-    k = _check_k(k, m, "rows of embeddings")
-    generator = _as_generator(rng, "kmeanspp_seeding")
+    k = check_k(k, m, "rows of embeddings")
+    generator = as_generator(rng, "kmeanspp_seeding")
 
     norms2 = _row_sq_norms(x)
     first = int(np.argmax(norms2))
@@ -234,7 +232,7 @@ def badge_select(
 
 def typiclust_select(
     features: np.ndarray,
-    labeled: np.ndarray,
+    labelled: np.ndarray,
     k: int,
     rng: np.random.Generator | int | None,
     max_clusters: int = 500,
@@ -243,7 +241,7 @@ def typiclust_select(
 ) -> np.ndarray:
     """TypiClust (TPC-RP): the most typical point of the least-covered cluster, k times.
 
-    The pool is clustered into ``K = min(labeled.sum() + k, max_clusters, N)`` clusters
+    The pool is clustered into ``K = min(labelled.sum() + k, max_clusters, N)`` clusters
     by scikit-learn ``KMeans(n_init=1)``, or ``MiniBatchKMeans(n_init=1,
     batch_size=min(4096, N))`` when K > 50, seeded with ``int(rng.integers(2**31))``.
     Then, k times: among the clusters that still hold an unlabelled point and have at
@@ -260,7 +258,7 @@ def typiclust_select(
     ----------
     features : ndarray of shape (N, D), real, finite
         Self-supervised features of the whole pool.
-    labeled : ndarray of shape (N,), bool
+    labelled : ndarray of shape (N,), bool
     k : int
         ``1 <= k <=`` number of unlabelled images.
     rng : numpy.random.Generator or int
@@ -283,22 +281,22 @@ def typiclust_select(
     labelled counts are re-read before every pick; when every cluster starts with the
     same count (e.g. nothing labelled), both visit the clusters largest first.
     """
-    x = _check_matrix("features", features, "(N, D)")
+    x = check_matrix("features", features, "(N, D)")
     n = x.shape[0]
-    mask = _check_mask(labeled, n)
-    n_labeled = int(mask.sum())
-    k = _check_k(k, n - n_labeled, "unlabelled rows of features")
-    max_clusters = _check_int("max_clusters", max_clusters, 1)
-    min_cluster_size = _check_int("min_cluster_size", min_cluster_size, 1)
-    knn = _check_int("knn", knn, 1)
-    generator = _as_generator(rng, "typiclust_select")
+    mask = check_labelled_mask("labelled", labelled, n)
+    n_labelled = int(mask.sum())
+    k = check_k(k, n - n_labelled, "unlabelled rows of features")
+    max_clusters = check_int("max_clusters", max_clusters, 1)
+    min_cluster_size = check_int("min_cluster_size", min_cluster_size, 1)
+    knn = check_int("knn", knn, 1)
+    generator = as_generator(rng, "typiclust_select")
 
-    n_clusters = min(n_labeled + k, max_clusters, n)
+    n_clusters = min(n_labelled + k, max_clusters, n)
     labels = _cluster(x, n_clusters, int(generator.integers(2**31)))
     sizes = np.bincount(labels, minlength=n_clusters)
     counts = np.bincount(labels[mask], minlength=n_clusters)
-    unlabeled = ~mask
-    remaining = np.bincount(labels[unlabeled], minlength=n_clusters)
+    unlabelled = ~mask
+    remaining = np.bincount(labels[unlabelled], minlength=n_clusters)
     typicality: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     picks: list[int] = []
@@ -313,10 +311,10 @@ def typiclust_select(
             members = np.flatnonzero(labels == cluster)
             typicality[cluster] = (members, _typicality(x[members], knn))
         members, typ = typicality[cluster]
-        j = int(np.argmax(np.where(unlabeled[members], typ, -np.inf)))
+        j = int(np.argmax(np.where(unlabelled[members], typ, -np.inf)))
         index = int(members[j])
         picks.append(index)
-        unlabeled[index] = False
+        unlabelled[index] = False
         counts[cluster] += 1
         remaining[cluster] -= 1
     return np.asarray(picks, dtype=np.int64)
@@ -428,56 +426,3 @@ def _sq_dists_to_row(x: np.ndarray, norms2: np.ndarray, i: int) -> np.ndarray:
     if suspect.size:
         d2[suspect] = _exact_sq_dists(x[suspect], c.astype(np.float64))
     return d2
-
-
-def _check_matrix(name: str, value: np.ndarray, shape: str) -> np.ndarray:
-    """A finite 2-D real array with at least one row and column; integers -> float64."""
-    x = np.asarray(value)
-    if x.ndim != 2:
-        raise BalError(f"{name} must be a 2-D array {shape}, got shape {x.shape}")
-    if x.shape[0] == 0 or x.shape[1] == 0:
-        raise BalError(f"{name} must have at least one row and one column, got shape {x.shape}")
-    if np.issubdtype(x.dtype, np.integer):
-        x = x.astype(np.float64)
-    elif not np.issubdtype(x.dtype, np.floating):
-        raise BalError(f"{name} must be a real numeric array, got dtype {x.dtype}")
-    # Row blocks: np.isfinite of a whole 1 GiB embedding would allocate 256 MiB.
-    rows = max(1, _BLAS_BLOCK // x.shape[1])
-    for start in range(0, x.shape[0], rows):
-        if not np.isfinite(x[start : start + rows]).all():
-            raise BalError(f"{name} contains NaN or infinite values")
-    return x
-
-
-def _check_mask(labeled: np.ndarray, n: int) -> np.ndarray:
-    lab = np.asarray(labeled)
-    if lab.dtype != np.bool_:
-        raise BalError(f"labeled must be a boolean mask, got dtype {lab.dtype}")
-    if lab.shape != (n,):
-        raise BalError(f"labeled must have shape ({n},) like the rows of features, got {lab.shape}")
-    return lab
-
-
-def _check_indices(name: str, value: np.ndarray, n: int) -> np.ndarray:
-    idx = np.asarray(value)
-    if idx.ndim != 1:
-        raise BalError(f"{name} must be a 1-D array of pool indices, got shape {idx.shape}")
-    if idx.size and not np.issubdtype(idx.dtype, np.integer):
-        raise BalError(f"{name} must be an integer array, got dtype {idx.dtype}")
-    idx = idx.astype(np.int64)
-    if idx.size and (idx.min() < 0 or idx.max() >= n):
-        raise BalError(
-            f"{name} must hold pool indices in [0, {n}), got values from {idx.min()} to {idx.max()}"
-        )
-    if np.unique(idx).size != idx.size:
-        raise BalError(f"{name} must not repeat an index")
-    return idx
-
-
-def _check_k(k: object, available: int, what: str) -> int:
-    if isinstance(k, bool) or not isinstance(k, numbers.Integral):
-        raise BalError(f"k must be an integer, got {k!r}")
-    if not 1 <= k <= available:
-        raise BalError(f"k must satisfy 1 <= k <= {available} ({what}), got {k}")
-    return int(k)
-

@@ -8,11 +8,10 @@ then sorted by CDD ascending.
 
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 
-from bal.errors import BalError
+from bal.errors import ParameterError
+from bal.validation import check_choice, check_int, check_matrix, check_seed
 
 __all__ = [
     "KMEANS_ALGORITHMS",
@@ -46,21 +45,15 @@ def cdd_from_distances(distances: np.ndarray) -> np.ndarray:
     """
     d = np.asarray(distances)
     if d.ndim != 2:
-        raise BalError(f"distances must be a 2-D array (N, K), got shape {d.shape}")
+        raise ParameterError("distances", f"{{name}} must be a 2-D array (N, K), got shape {d.shape}")
     if d.shape[1] < 2:
-        raise BalError(
-            "distances must have at least 2 columns (centres) to define a CDD, "
-            f"got shape {d.shape}"
-        )
-    if not (np.issubdtype(d.dtype, np.floating) or np.issubdtype(d.dtype, np.integer)):
-        raise BalError(f"distances must be a real numeric array, got dtype {d.dtype}")
-    d = d.astype(np.float64, copy=False)
-    if not np.all(np.isfinite(d)):
-        raise BalError("distances contains NaN or infinite values")
-    if np.any(d < 0):
-        raise BalError(f"distances must be >= 0, got a minimum of {d.min()!r}")
+        raise ParameterError("distances", "{name} must have at least 2 columns (centres) to define a CDD, "
+                                          f"got shape {d.shape}")
     if d.shape[0] == 0:
         return np.empty(0, dtype=np.float64)
+    d = check_matrix("distances", d, "(N, K)").astype(np.float64, copy=False)
+    if np.any(d < 0):
+        raise ParameterError("distances", f"{{name}} must be >= 0, got a minimum of {d.min()!r}")
     # partition puts the smallest at column 0 and the second smallest at column 1.
     two = np.partition(d, 1, axis=1)[:, :2]
     return two[:, 1] - two[:, 0]
@@ -98,14 +91,14 @@ def kmeans_distances(
         rather than ``||x||^2 - 2 x.c + ||c||^2``, which cancels catastrophically for
         images close to a centre, exactly where d1 matters.
     """
-    x = _check_features(features)
+    x = check_matrix("features", features)
     n = x.shape[0]
-    k = _check_n_clusters(n_clusters, n)
-    seed = _check_seed(seed)
-    if algorithm not in KMEANS_ALGORITHMS:
-        raise BalError(
-            f"algorithm must be one of {', '.join(KMEANS_ALGORITHMS)}, got {algorithm!r}"
-        )
+    k = check_int("n_clusters", n_clusters)
+    if not 2 <= k <= n:
+        raise ParameterError("n_clusters", f"{{name}} must satisfy 2 <= {{name}} <= N (number of features, {n}), "
+                                           f"got {k}")
+    seed = check_seed("seed", seed)
+    check_choice("algorithm", algorithm, KMEANS_ALGORITHMS)
 
     if algorithm == "kmeans":
         from sklearn.cluster import KMeans
@@ -165,54 +158,19 @@ def sort_by_cdd(cdd: np.ndarray) -> np.ndarray:
     """
     c = np.asarray(cdd)
     if c.ndim != 1:
-        raise BalError(f"cdd must be a 1-D array (N,), got shape {c.shape}")
-    if not (np.issubdtype(c.dtype, np.floating) or np.issubdtype(c.dtype, np.integer)):
-        raise BalError(f"cdd must be a real numeric array, got dtype {c.dtype}")
-    if not np.all(np.isfinite(c)):
-        raise BalError("cdd contains NaN or infinite values")
+        raise ParameterError("cdd", f"{{name}} must be a 1-D array (N,), got shape {c.shape}")
+    if c.size:
+        check_matrix("cdd", c[:, None], "(N,)")
     return np.argsort(c, kind="stable").astype(np.int64, copy=False)
-
-
-def _check_features(features: np.ndarray) -> np.ndarray:
-    x = np.asarray(features)
-    if x.ndim != 2:
-        raise BalError(f"features must be a 2-D array (N, D), got shape {x.shape}")
-    if x.shape[0] == 0 or x.shape[1] == 0:
-        raise BalError(f"features must have at least one row and one column, got shape {x.shape}")
-    if np.issubdtype(x.dtype, np.integer) or x.dtype == np.bool_:
-        x = x.astype(np.float64)
-    elif not np.issubdtype(x.dtype, np.floating):
-        raise BalError(f"features must be a real numeric array, got dtype {x.dtype}")
-    if not np.all(np.isfinite(x)):
-        raise BalError("features contains NaN or infinite values")
-    return x
-
-
-def _check_n_clusters(n_clusters: int, n: int) -> int:
-    if isinstance(n_clusters, bool) or not isinstance(n_clusters, numbers.Integral):
-        raise BalError(f"n_clusters must be an integer, got {n_clusters!r}")
-    if not 2 <= n_clusters <= n:
-        raise BalError(
-            f"n_clusters must satisfy 2 <= n_clusters <= N (number of features, {n}), "
-            f"got {n_clusters}"
-        )
-    return int(n_clusters)
-
-
-def _check_seed(seed: int) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-        raise BalError(f"seed must be an integer, got {seed!r}")
-    if not 0 <= seed <= 2**32 - 1:
-        raise BalError(f"seed must be in [0, 2**32 - 1], got {seed}")
-    return int(seed)
 
 
 def _faiss_centres(x: np.ndarray, k: int, seed: int) -> np.ndarray:
     try:
         import faiss
     except ImportError as exc:
-        raise BalError(
-            "algorithm='faiss' needs the faiss package: pip install faiss-cpu "
+        raise ParameterError(
+            "algorithm",
+            "{name}='faiss' needs the faiss package: pip install faiss-cpu "
             "(or install bal with the extra: pip install 'bal[faiss]')"
         ) from exc
     model = faiss.Kmeans(x.shape[1], k, seed=seed)

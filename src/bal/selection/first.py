@@ -6,11 +6,10 @@ position 0 is the image closest to a cluster boundary.
 
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 
-from bal.errors import BalError
+from bal.errors import ParameterError
+from bal.validation import as_generator, check_choice, check_int
 
 __all__ = ["FIRST_RULES", "select_first"]
 
@@ -45,12 +44,11 @@ def select_first(
     ndarray of shape (k,), int64
         Distinct positions into the candidate list, in increasing order.
     """
-    if rule not in FIRST_RULES:
-        raise BalError(f"rule (--first) must be one of {', '.join(FIRST_RULES)}, got {rule!r}")
-    n = _check_int("n_candidates", n_candidates, 0)
-    k = _check_int("k", k, 1)
+    check_choice("rule", rule, FIRST_RULES)
+    n = check_int("n_candidates", n_candidates, 0)
+    k = check_int("k", k, 1)
     if k > n:
-        raise BalError(f"asked for k={k} images but the candidate list holds only {n}")
+        raise ParameterError("k", f"asked for {{name}}={k} images but the candidate list holds only {n}")
 
     if rule == "high1st":
         return np.arange(k, dtype=np.int64)
@@ -59,26 +57,5 @@ def select_first(
     if rule == "uni":
         # Integer arithmetic: float i*n/k can land just below an integer and floor wrong.
         return (np.arange(k, dtype=np.int64) * n) // k
-    generator = _as_generator(rng, rule)
+    generator = as_generator(rng, f"rule {rule!r}")
     return np.sort(generator.choice(n, size=k, replace=False)).astype(np.int64)
-
-
-def _as_generator(rng: np.random.Generator | int | None, rule: str) -> np.random.Generator:
-    """A Generator from ``rng``; refuses ``None`` so a random rule is never unseeded."""
-    if isinstance(rng, np.random.Generator):
-        return rng
-    if isinstance(rng, numbers.Integral) and not isinstance(rng, bool):
-        return np.random.default_rng(int(rng))
-    if rng is None:
-        raise BalError(
-            f"rule {rule!r} is random: pass rng (a numpy.random.Generator or an int seed)"
-        )
-    raise BalError(f"rng must be a numpy.random.Generator or an int seed, got {rng!r}")
-
-
-def _check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise BalError(f"{name} must be an integer, got {value!r}")
-    if value < minimum:
-        raise BalError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)

@@ -1,10 +1,20 @@
-"""Query strategies: which images each cycle labels.
+"""Query strategies: which images each cycle labels, registered by name.
 
 A strategy is a small object with one method, ``select(ctx) -> (pool indices, info)``.
 The loop hands it a :class:`SelectionContext`: the labelled mask, the budget, a seeded
 generator, the pretext artifacts, and lazy access to the previous cycle's model. The
 rules themselves are the pure functions of :mod:`bal.selection`, so each strategy is a
 few lines and every rule is tested without training a network.
+
+Strategies are found by name, as timm finds models::
+
+    list_strategies()                          # every name, in the order tables list them
+    create_strategy("bal", beta=1.2)           # BAL's options: beta, window, first, sampling, addendum
+    @register_strategy("mine")                 # a new one: a Strategy subclass or a factory
+    class Mine(Strategy): ...
+
+Each strategy owns the defaults of its options (:meth:`Strategy.options`); β alone
+has none here, because it belongs to the dataset's preset (:mod:`bal.data.presets`).
 
 All strategies draw from the same per-cycle random stream, so for one seed every
 strategy that starts at random (``cycle0 == "random"``) labels the same images in
@@ -13,22 +23,26 @@ cycle 0: the comparison starts from a common initial set.
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
-from bal.errors import BalError
+from bal.errors import ParameterError
 from bal.selection.baselines import badge_select, kcenter_greedy, typiclust_select
-from bal.selection.first import select_first
-from bal.selection.subpool import build_subpool, subpool_window
-from bal.selection.uncertainty import select_uncertain
+from bal.selection.first import FIRST_RULES, select_first
+from bal.selection.subpool import WINDOW_MODES, build_subpool, subpool_window
+from bal.selection.uncertainty import SAMPLING_RULES, select_uncertain
+from bal.registry import Registry
+from bal.validation import check_choice, check_int, check_real
 
-#: Every strategy ``make_strategy`` knows, in the order tables list them.
-STRATEGY_NAMES = (
-    "random", "confidence", "margin", "entropy", "coreset", "badge", "typiclust",
-    "pt4al", "bal", "bal-released", "bal-fix",
-)
+__all__ = [
+    "Pretext", "SelectionContext", "Strategy", "create_strategy", "default_addendum", "list_strategies",
+    "register_strategy", "strategy_options",
+]
 
 
 @dataclass
@@ -40,7 +54,7 @@ class Pretext:
     order: np.ndarray | None = None  # int64 (N,), pool indices by CDD ascending
 
 
-def default_addendum(budgets) -> int:
+def default_addendum(budgets: Sequence[int]) -> int:
     """The sub-pool unit A when none is given: the per-cycle size, as in the authors' reference.
 
     When cycles label different amounts (the base regime: 10 % then 5 % each), the most
@@ -63,7 +77,7 @@ class SelectionContext:
 
     cycle: int
     budgets: Sequence[int]  # new labels per cycle, all cycles
-    labeled: np.ndarray  # bool (N,)
+    labelled: np.ndarray  # bool (N,)
     rng: np.random.Generator
     pretext: Pretext = field(default_factory=Pretext)
     outputs: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None
@@ -77,8 +91,8 @@ class SelectionContext:
         return len(self.budgets)
 
     @property
-    def unlabeled(self) -> np.ndarray:
-        return np.flatnonzero(~self.labeled)
+    def unlabelled(self) -> np.ndarray:
+        return np.flatnonzero(~self.labelled)
 
 
 class Strategy:
@@ -97,13 +111,61 @@ class Strategy:
         raise NotImplementedError
 
     def settings(self) -> dict:
+        """What identifies this strategy's selections: its name and options (recorded in run folders)."""
         return {"name": self.name}
 
 
 def random_pick(ctx: SelectionContext) -> np.ndarray:
-    return np.sort(ctx.rng.choice(ctx.unlabeled, size=ctx.k, replace=False))
+    return np.sort(ctx.rng.choice(ctx.unlabelled, size=ctx.k, replace=False))
 
 
+# -- the registry ------------------------------------------------------------------------
+StrategyFactory = Callable[..., Strategy]
+_STRATEGIES: Registry[StrategyFactory] = Registry("strategy")
+
+
+def register_strategy(name: str) -> Callable[[StrategyFactory], StrategyFactory]:
+    """Decorator that makes ``factory(**options)`` (a Strategy subclass or a function) available as ``name``.
+
+    Raises ValueError when ``name`` is taken (a programming error, not bad user input).
+    """
+    return _STRATEGIES.register(name)
+
+
+def list_strategies() -> list[str]:
+    """Every registered name, in the order they were registered (the order tables list them)."""
+    return _STRATEGIES.names()
+
+
+def strategy_options(name: str) -> dict[str, Any]:
+    """The options ``create_strategy(name, ...)`` takes, with their defaults (``inspect.Parameter.empty``
+    for the required ones)."""
+    factory = _STRATEGIES.get(name)
+    return {p.name: p.default for p in inspect.signature(factory).parameters.values()
+            if p.kind is inspect.Parameter.KEYWORD_ONLY}
+
+
+def create_strategy(name: str, *, ignore_unknown: bool = False, **options: Any) -> Strategy:
+    """The strategy called ``name`` (see :func:`list_strategies`) with ``options``.
+
+    An option the strategy does not take is an error, unless ``ignore_unknown`` (the
+    command line passes BAL's options to every strategy). Options left out take the
+    strategy's defaults; a required one left out (``beta`` of the BAL family) is an error.
+    """
+    accepted = strategy_options(name)
+    unknown = sorted(set(options) - set(accepted))
+    if unknown and not ignore_unknown:
+        raise ParameterError(unknown[0], f"strategy {name!r} takes no option {{name}}; "
+                                         f"its options: {', '.join(accepted) or 'none'}")
+    given = {k: v for k, v in options.items() if k in accepted}
+    missing = [k for k, v in accepted.items() if v is inspect.Parameter.empty and k not in given]
+    if missing:
+        raise ParameterError(missing[0], f"strategy {name!r} needs {{name}}")
+    return _STRATEGIES.get(name)(**given)
+
+
+# -- the strategies ----------------------------------------------------------------------
+@register_strategy("random")
 class RandomStrategy(Strategy):
     name = "random"
 
@@ -118,32 +180,39 @@ class UncertaintyStrategy(Strategy):
         self.name = self.rule = rule
 
     def select_with_model(self, ctx):
-        candidates = ctx.unlabeled
+        candidates = ctx.unlabelled
         logits, _ = ctx.outputs(candidates)
         return candidates[select_uncertain(logits, ctx.k, self.rule, ctx.rng)], {"rule": self.rule}
 
 
+for _rule in ("confidence", "margin", "entropy"):
+    register_strategy(_rule)(functools.partial(UncertaintyStrategy, _rule))
+
+
+@register_strategy("coreset")
 class CoresetStrategy(Strategy):
     """Greedy k-center on the task model's features (Sener and Savarese, ICLR 2018)."""
 
     name = "coreset"
 
     def select_with_model(self, ctx):
-        _, features = ctx.outputs(np.arange(len(ctx.labeled)))
-        return kcenter_greedy(features, ctx.labeled, ctx.unlabeled, ctx.k), {"rule": "k-center greedy"}
+        _, features = ctx.outputs(np.arange(len(ctx.labelled)))
+        return kcenter_greedy(features, ctx.labelled, ctx.unlabelled, ctx.k), {"rule": "k-center greedy"}
 
 
+@register_strategy("badge")
 class BadgeStrategy(Strategy):
     """k-means++ seeding on last-layer gradient embeddings (Ash et al., ICLR 2020)."""
 
     name = "badge"
 
     def select_with_model(self, ctx):
-        candidates = ctx.unlabeled
+        candidates = ctx.unlabelled
         logits, features = ctx.outputs(candidates)
         return candidates[badge_select(logits, features, ctx.k, ctx.rng)], {"rule": "badge"}
 
 
+@register_strategy("typiclust")
 class TypiclustStrategy(Strategy):
     """Most typical image of the least-covered cluster of the pretext features (Hacohen et al., ICML 2022).
 
@@ -155,7 +224,7 @@ class TypiclustStrategy(Strategy):
     needs = frozenset({"features"})
 
     def select(self, ctx):
-        picked = typiclust_select(ctx.pretext.features, ctx.labeled, ctx.k, ctx.rng)
+        picked = typiclust_select(ctx.pretext.features, ctx.labelled, ctx.k, ctx.rng)
         return np.asarray(picked, dtype=np.int64), {"rule": "typiclust"}
 
 
@@ -168,10 +237,14 @@ class SubPoolStrategy(Strategy):
     PT4AL, whose C batches split the whole sorted pool.
     """
 
-    def __init__(self, name: str, *, order_by: str = "cdd", beta: float = 1.0, window: str = "centred",
+    def __init__(self, name: str, *, beta: float, order_by: str = "cdd", window: str = "centred",
                  first: str = "high1st", sampling: str = "confidence", addendum: int | None = None):
-        self.name, self.order_by, self.beta, self.window = name, order_by, beta, window
-        self.first, self.sampling, self.addendum = first, sampling, addendum
+        self.name, self.order_by = name, order_by
+        self.beta = check_real("beta", beta, low=0, low_open=True)
+        self.window = check_choice("window", window, WINDOW_MODES)
+        self.first = check_choice("first", first, FIRST_RULES)
+        self.sampling = check_choice("sampling", sampling, SAMPLING_RULES)
+        self.addendum = None if addendum is None else check_int("addendum", addendum, 1)
         self.cycle0 = f"{first} over the first window"
         self.needs = frozenset({"order"} if order_by == "cdd" else {"losses"})
 
@@ -185,12 +258,12 @@ class SubPoolStrategy(Strategy):
         return np.argsort(-np.asarray(pretext.losses, dtype=np.float64), kind="stable")
 
     def select(self, ctx):
-        n = len(ctx.labeled)
+        n = len(ctx.labelled)
         addendum = self.addendum
         if addendum is None:
             addendum = max(1, n // ctx.n_cycles) if self.order_by == "rotation_loss" else default_addendum(ctx.budgets)
         window = subpool_window(ctx.cycle, ctx.n_cycles, n, addendum, self.beta, self.window)
-        sub = build_subpool(self.order(ctx.pretext), window, ctx.labeled, ctx.k)
+        sub = build_subpool(self.order(ctx.pretext), window, ctx.labelled, ctx.k)
         if ctx.outputs is None:
             positions = select_first(len(sub.candidates), ctx.k, self.first, ctx.rng)
             rule = self.first
@@ -205,40 +278,31 @@ class SubPoolStrategy(Strategy):
         return sub.candidates[positions], info
 
 
-def make_strategy(
-    name: str,
-    *,
-    beta: float = 1.0,
-    window: str = "centred",
-    first: str = "high1st",
-    sampling: str = "confidence",
-    addendum: int | None = None,
-) -> Strategy:
-    """The strategy called ``name`` (see :data:`STRATEGY_NAMES`).
+@register_strategy("pt4al")
+def pt4al(*, addendum: int | None = None) -> SubPoolStrategy:
+    """PT4AL as METHOD.md gives it: rotation-loss order, C equal batches, ``uni`` in cycle 0."""
+    return SubPoolStrategy("pt4al", order_by="rotation_loss", beta=1.0, first="uni", sampling="confidence",
+                           addendum=addendum)
 
-    ``beta``, ``window``, ``first``, ``sampling`` and ``addendum`` configure ``bal``;
-    ``bal-released`` is ``bal`` with the released code's windows, ``bal-fix`` is ``bal``
-    with fixed consecutive sub-pools (β = 1), and ``pt4al`` follows METHOD.md's PT4AL.
-    """
-    if name == "random":
-        return RandomStrategy()
-    if name in ("confidence", "margin", "entropy"):
-        return UncertaintyStrategy(name)
-    if name == "coreset":
-        return CoresetStrategy()
-    if name == "badge":
-        return BadgeStrategy()
-    if name == "typiclust":
-        return TypiclustStrategy()
-    if name == "pt4al":
-        return SubPoolStrategy("pt4al", order_by="rotation_loss", beta=1.0, first="uni", sampling="confidence",
-                               addendum=addendum)
-    if name == "bal":
-        return SubPoolStrategy("bal", beta=beta, window=window, first=first, sampling=sampling, addendum=addendum)
-    if name == "bal-released":
-        return SubPoolStrategy("bal-released", beta=beta, window="released", first=first, sampling=sampling,
-                               addendum=addendum)
-    if name == "bal-fix":
-        return SubPoolStrategy("bal-fix", beta=1.0, window="centred", first=first, sampling=sampling,
-                               addendum=addendum)
-    raise BalError(f"--strategy must be one of {', '.join(STRATEGY_NAMES)}, got {name!r}")
+
+@register_strategy("bal")
+def bal(*, beta: float, window: str = WINDOW_MODES[0], first: str = FIRST_RULES[0],
+        sampling: str = SAMPLING_RULES[0], addendum: int | None = None) -> SubPoolStrategy:
+    """BAL (METHOD.md step 3): the paper's centred windows, ``high1st`` then least confidence by default."""
+    return SubPoolStrategy("bal", beta=beta, window=window, first=first, sampling=sampling, addendum=addendum)
+
+
+@register_strategy("bal-released")
+def bal_released(*, beta: float, first: str = FIRST_RULES[0], sampling: str = SAMPLING_RULES[0],
+                 addendum: int | None = None) -> SubPoolStrategy:
+    """``bal`` with the released code's windows."""
+    return SubPoolStrategy("bal-released", beta=beta, window="released", first=first, sampling=sampling,
+                           addendum=addendum)
+
+
+@register_strategy("bal-fix")
+def bal_fix(*, first: str = FIRST_RULES[0], sampling: str = SAMPLING_RULES[0],
+            addendum: int | None = None) -> SubPoolStrategy:
+    """``bal`` with fixed consecutive sub-pools (β = 1)."""
+    return SubPoolStrategy("bal-fix", beta=1.0, window=WINDOW_MODES[0], first=first, sampling=sampling,
+                           addendum=addendum)

@@ -17,15 +17,15 @@ part of exactly 1/2. Everything is then clipped to ``[0, N)``.
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass
 from fractions import Fraction
 
 import numpy as np
 
-from bal.errors import BalError
+from bal.errors import ParameterError
+from bal.validation import check_choice, check_int, check_labelled_mask, check_real
 
-__all__ = ["WINDOW_MODES", "SubPool", "build_subpool", "subpool_window"]
+__all__ = ["WINDOW_MODES", "SubPool", "build_subpool", "check_order", "subpool_window"]
 
 WINDOW_MODES = ("centred", "released")
 
@@ -49,12 +49,12 @@ def subpool_window(
     pool_size : int
         Pool size N, ``>= 1``.
     addendum : int
-        Sub-pool unit A (``--addendum``), ``>= 1``.
+        Sub-pool unit A, ``>= 1``.
     beta : float
-        Width factor (``--beta``), ``> 0``. ``> 1``: consecutive windows overlap;
+        Width factor β, ``> 0``. ``> 1``: consecutive windows overlap;
         ``< 1``: they leave gaps.
     mode : {"centred", "released"}, default "centred"
-        Rule for the cycles strictly between the first and the last (``--window``).
+        Rule for the cycles strictly between the first and the last.
         ``"centred"`` (intended): ``[c*A - (beta-1)/2*A, (c+1)*A + (beta-1)/2*A)``.
         ``"released"`` (the authors' code): ``[(c+1)*A - (beta-1)/2*A, (c+2)*A +
         (beta-1)/2*A)``, which never visits ``[A, 2A)`` and, with ``beta=1`` and
@@ -68,23 +68,14 @@ def subpool_window(
         cycle-0 rule wins). The window may be empty after clipping (``start == stop``);
         :func:`build_subpool` then tops it up. See the module docstring for rounding.
     """
-    for name, value, minimum in (("cycle", cycle, 0), ("n_cycles", n_cycles, 1)):
-        _check_int(name, value, minimum)
+    check_int("cycle", cycle, 0)
+    check_int("n_cycles", n_cycles, 1)
     if cycle >= n_cycles:
-        raise BalError(f"cycle must satisfy 0 <= cycle < n_cycles={n_cycles}, got {cycle}")
-    _check_int("pool_size", pool_size, 1)
-    _check_int("addendum (--addendum)", addendum, 1)
-    if (
-        isinstance(beta, bool)
-        or not isinstance(beta, numbers.Real)
-        or not math.isfinite(beta)
-        or beta <= 0
-    ):
-        raise BalError(f"beta (--beta) must be a finite number > 0, got {beta!r}")
-    if mode not in WINDOW_MODES:
-        raise BalError(
-            f"mode (--window) must be one of {', '.join(WINDOW_MODES)}, got {mode!r}"
-        )
+        raise ParameterError("cycle", f"{{name}} must satisfy 0 <= {{name}} < n_cycles={n_cycles}, got {cycle}")
+    check_int("pool_size", pool_size, 1)
+    check_int("addendum", addendum, 1)
+    check_real("beta", beta, low=0, low_open=True)
+    check_choice("mode", mode, WINDOW_MODES)
 
     n, a = int(pool_size), int(addendum)
     # Exact rational arithmetic: see the module docstring.
@@ -132,7 +123,7 @@ class SubPool:
 def build_subpool(
     order: np.ndarray,
     window: tuple[int, int],
-    labeled: np.ndarray,
+    labelled: np.ndarray,
     k: int,
 ) -> SubPool:
     """Window of the sorted list minus labelled images, topped up to at least ``k``.
@@ -144,8 +135,8 @@ def build_subpool(
     window : (int, int)
         ``[start, stop)`` in sorted positions, ``0 <= start <= stop <= N`` (from
         :func:`subpool_window`).
-    labeled : ndarray of shape (N,), bool
-        ``labeled[i]`` is True if pool index ``i`` is already labelled.
+    labelled : ndarray of shape (N,), bool
+        ``labelled[i]`` is True if pool index ``i`` is already labelled.
     k : int
         Number of images the cycle will label, ``>= 1``.
 
@@ -159,50 +150,25 @@ def build_subpool(
 
     Raises
     ------
-    BalError
+    ParameterError
         If the whole pool holds fewer than ``k`` unlabelled images, or on bad input.
     """
-    o = np.asarray(order)
-    if o.ndim != 1:
-        raise BalError(f"order must be a 1-D array (N,), got shape {o.shape}")
-    if not np.issubdtype(o.dtype, np.integer):
-        raise BalError(f"order must be an integer array, got dtype {o.dtype}")
+    o = check_order(order)
     n = o.shape[0]
-    if n == 0:
-        raise BalError("order is empty: the pool has no images")
-    o = o.astype(np.int64, copy=False)
-    seen = np.zeros(n, dtype=bool)
-    in_range = (o >= 0) & (o < n)
-    if not in_range.all():
-        raise BalError(f"order must be a permutation of 0..{n - 1}, found value(s) outside it")
-    seen[o] = True
-    if not seen.all():
-        raise BalError(f"order must be a permutation of 0..{n - 1}, found repeated values")
-
-    lab = np.asarray(labeled)
-    if lab.dtype != np.bool_:
-        raise BalError(f"labeled must be a boolean mask, got dtype {lab.dtype}")
-    if lab.shape != (n,):
-        raise BalError(f"labeled must have shape ({n},) like order, got {lab.shape}")
+    lab = check_labelled_mask("labelled", labelled, n)
 
     if not (isinstance(window, tuple | list) and len(window) == 2):
-        raise BalError(f"window must be a (start, stop) pair, got {window!r}")
-    start, stop = window
-    for name, value in (("window start", start), ("window stop", stop)):
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-            raise BalError(f"{name} must be an integer, got {value!r}")
-    start, stop = int(start), int(stop)
+        raise ParameterError("window", f"{{name}} must be a (start, stop) pair, got {window!r}")
+    start = check_int("window start", window[0])
+    stop = check_int("window stop", window[1])
     if not 0 <= start <= stop <= n:
-        raise BalError(
-            f"window must satisfy 0 <= start <= stop <= N={n}, got ({start}, {stop})"
-        )
-    _check_int("k", k, 1)
+        raise ParameterError("window", f"{{name}} must satisfy 0 <= start <= stop <= N={n}, got ({start}, {stop})")
+    check_int("k", k, 1)
 
-    n_unlabeled = n - int(np.count_nonzero(lab))
-    if n_unlabeled < k:
-        raise BalError(
-            f"asked for k={k} new labels but only {n_unlabeled} unlabelled images remain "
-            f"in the pool of {n}"
+    n_unlabelled = n - int(np.count_nonzero(lab))
+    if n_unlabelled < k:
+        raise ParameterError(
+            "k", f"asked for {{name}}={k} new labels but only {n_unlabelled} unlabelled images remain in the pool of {n}"
         )
 
     free = ~lab[o]  # free[pos]: the image at sorted position pos is unlabelled
@@ -229,12 +195,25 @@ def build_subpool(
     )
 
 
+def check_order(order: object) -> np.ndarray:
+    """A sorted pool list as int64 (N,): a permutation of ``0..N-1``, N >= 1."""
+    o = np.asarray(order)
+    if o.ndim != 1:
+        raise ParameterError("order", f"{{name}} must be a 1-D array (N,), got shape {o.shape}")
+    if not np.issubdtype(o.dtype, np.integer):
+        raise ParameterError("order", f"{{name}} must be an integer array, got dtype {o.dtype}")
+    n = o.shape[0]
+    if n == 0:
+        raise ParameterError("order", "{name} is empty: the pool has no images")
+    o = o.astype(np.int64, copy=False)
+    if not ((o >= 0) & (o < n)).all():
+        raise ParameterError("order", f"{{name}} must be a permutation of 0..{n - 1}, found value(s) outside it")
+    seen = np.zeros(n, dtype=bool)
+    seen[o] = True
+    if not seen.all():
+        raise ParameterError("order", f"{{name}} must be a permutation of 0..{n - 1}, found repeated values")
+    return o
+
+
 def _round_half_up(x: Fraction) -> int:
     return math.floor(x + Fraction(1, 2))
-
-
-def _check_int(name: str, value: object, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise BalError(f"{name} must be an integer, got {value!r}")
-    if value < minimum:
-        raise BalError(f"{name} must be >= {minimum}, got {value}")

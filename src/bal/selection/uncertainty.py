@@ -6,14 +6,12 @@ highest scores", whatever the rule.
 
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 
-from bal.errors import BalError
-from bal.selection.first import _as_generator
+from bal.errors import ParameterError
+from bal.validation import as_generator, check_choice, check_k, check_logits
 
-__all__ = ["SAMPLING_RULES", "select_uncertain", "uncertainty_scores"]
+__all__ = ["SAMPLING_RULES", "log_softmax", "select_uncertain", "uncertainty_scores"]
 
 SAMPLING_RULES = ("confidence", "entropy", "margin", "rand", "confidence-normalized")
 
@@ -38,21 +36,16 @@ def uncertainty_scores(logits: np.ndarray, rule: str) -> np.ndarray:
     ndarray of shape (M,), float64
     """
     if rule == "rand":
-        raise BalError(
-            "rule 'rand' has no uncertainty score: use select_uncertain(logits, k, 'rand', rng)"
-        )
-    if rule not in SAMPLING_RULES:
-        raise BalError(
-            f"rule (--sampling) must be one of {', '.join(SAMPLING_RULES)}, got {rule!r}"
-        )
-    z = _check_logits(logits)
+        raise ParameterError("rule", "{name} 'rand' has no uncertainty score: use select_uncertain(logits, k, 'rand', rng)")
+    check_choice("rule", rule, SAMPLING_RULES)
+    z = check_logits("logits", logits)
     if rule == "confidence":
         return _least_confidence(z)
     if rule == "confidence-normalized":
         norms = np.linalg.norm(z, axis=1, keepdims=True)
         # Dividing by max(norm, tiny) keeps a zero row at zero, as torch F.normalize does.
         return _least_confidence(z / np.maximum(norms, np.finfo(np.float64).tiny))
-    log_p = _log_softmax(z)
+    log_p = log_softmax(z)
     p = np.exp(log_p)
     if rule == "entropy":
         # log_p is finite for finite logits, so an underflowed p = 0 contributes 0 * finite = 0.
@@ -86,41 +79,19 @@ def select_uncertain(
         Row positions, most uncertain first; equal scores are taken in row order. For
         ``"rand"``: k distinct rows uniformly at random, in increasing order.
     """
-    if rule not in SAMPLING_RULES:
-        raise BalError(
-            f"rule (--sampling) must be one of {', '.join(SAMPLING_RULES)}, got {rule!r}"
-        )
-    z = _check_logits(logits)
+    check_choice("rule", rule, SAMPLING_RULES)
+    z = check_logits("logits", logits)
     m = z.shape[0]
-    if isinstance(k, bool) or not isinstance(k, numbers.Integral):
-        raise BalError(f"k must be an integer, got {k!r}")
-    if not 1 <= k <= m:
-        raise BalError(f"k must satisfy 1 <= k <= M={m} (rows of logits), got {k}")
+    k = check_k(k, m, "rows of logits")
     if rule == "rand":
-        generator = _as_generator(rng, rule)
+        generator = as_generator(rng, "select_uncertain(rule='rand')")
         return np.sort(generator.choice(m, size=k, replace=False)).astype(np.int64)
     scores = uncertainty_scores(z, rule)
     # Stable sort of the negated scores: descending score, ties by smaller position.
     return np.argsort(-scores, kind="stable")[:k].astype(np.int64, copy=False)
 
 
-def _check_logits(logits: np.ndarray) -> np.ndarray:
-    z = np.asarray(logits)
-    if z.ndim != 2:
-        raise BalError(f"logits must be a 2-D array (M, C), got shape {z.shape}")
-    if z.shape[0] == 0:
-        raise BalError("logits has no rows: there is nothing to score")
-    if z.shape[1] < 2:
-        raise BalError(f"logits must have at least 2 columns (classes), got shape {z.shape}")
-    if not (np.issubdtype(z.dtype, np.floating) or np.issubdtype(z.dtype, np.integer)):
-        raise BalError(f"logits must be a real numeric array, got dtype {z.dtype}")
-    z = z.astype(np.float64, copy=False)
-    if not np.all(np.isfinite(z)):
-        raise BalError("logits contains NaN or infinite values")
-    return z
-
-
-def _log_softmax(z: np.ndarray) -> np.ndarray:
+def log_softmax(z: np.ndarray) -> np.ndarray:
     shifted = z - z.max(axis=1, keepdims=True)
     return shifted - np.log(np.sum(np.exp(shifted), axis=1, keepdims=True))
 

@@ -1,7 +1,7 @@
 """Per-dataset settings: image size, normalisation, augmentation and the β table.
 
 The β values and the three budget regimes are those of ``shared/docs/METHOD.md``
-(from the authors). Any other dataset name gets :data:`DEFAULT` behaviour: image
+(from the authors). Any other dataset name gets :func:`generic_preset`: image
 size from its files, mean and standard deviation measured on its training split.
 """
 
@@ -11,7 +11,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from bal.errors import BalError
+from bal.errors import ParameterError
+from bal.validation import check_choice
+
+#: The regime a run uses when none is named (the paper's main setting).
+DEFAULT_REGIME = "base"
 
 #: Per-cycle percentages of the pool (k_c = floor(p_c / 100 * N)) for the paper's regimes.
 #: small labels 2,4,...,10 % in all; base 10,15,...,40 %; large 10,20,...,100 %.
@@ -38,7 +42,11 @@ class Preset:
     std: tuple[float, float, float] | None
     crop_padding: int | None
     hflip: bool
-    beta: dict[str, float] = field(default_factory=lambda: {"small": 1.0, "base": 1.2, "large": 2.0})
+    beta: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_BETA))
+
+    def beta_for(self, regime: str) -> float:
+        """The sub-pool width factor β of this dataset in ``regime`` (METHOD.md's table)."""
+        return float(self.beta[check_choice("regime", regime, list(REGIMES))])
 
     def resolve(self, images: np.ndarray) -> "Preset":
         """Fill the ``None`` fields from the decoded training images, uint8 (N, S, S, 3)."""
@@ -61,6 +69,9 @@ class Preset:
         return Preset(self.name, size, mean, std, padding, self.hflip, dict(self.beta))
 
 
+#: β of a dataset without a preset of its own (cifar10's values).
+DEFAULT_BETA = {"small": 1.0, "base": 1.2, "large": 2.0}
+
 PRESETS: dict[str, Preset] = {
     "cifar10": Preset(
         "cifar10", 32, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), 4, True,
@@ -81,43 +92,43 @@ PRESETS: dict[str, Preset] = {
     ),
 }
 
-DEFAULT = Preset("default", None, None, None, None, True)
+def generic_preset(name: str) -> Preset:
+    """The preset of a dataset bal has no table for: size, mean and std from its images, flips."""
+    return Preset(name, None, None, None, None, True)
 
 
 def get_preset(dataset: str) -> Preset:
-    """The preset for a dataset folder name (case-insensitive), else :data:`DEFAULT`."""
+    """The preset for a dataset folder name (case-insensitive), else :func:`generic_preset`."""
     key = dataset.lower().replace("-", "").replace("_", "")
-    return PRESETS.get(key, Preset(dataset, None, None, None, None, True))
+    return PRESETS.get(key, generic_preset(dataset))
 
 
 def regime_percentages(regime: str) -> list[float]:
-    if regime not in REGIMES:
-        raise BalError(f"--regime must be one of {', '.join(REGIMES)}, got {regime!r}")
-    return list(REGIMES[regime])
+    return list(REGIMES[check_choice("regime", regime, list(REGIMES))])
 
 
 def budgets_from_percentages(percentages: list[float], pool_size: int) -> list[int]:
     """Per-cycle label counts ``k_c = floor(p_c / 100 * N)``, validated.
 
-    Raises :class:`BalError` naming ``--per_samples_list`` when a cycle would label
-    nothing or the cycles together ask for more images than the pool holds.
+    Raises :class:`~bal.errors.ParameterError` naming ``percentages`` when a cycle
+    would label nothing or the cycles together ask for more images than the pool holds.
     """
-    if not percentages:
-        raise BalError("--per_samples_list is empty: give one percentage per cycle, e.g. 10,5,5")
+    name = "percentages"
+    if not len(percentages):
+        raise ParameterError(name, "{name} is empty: give one percentage per cycle, e.g. 10,5,5")
     budgets = []
     for c, p in enumerate(percentages):
         if not p > 0:
-            raise BalError(f"--per_samples_list: cycle {c} asks for {p}% of the pool; percentages must be > 0")
+            raise ParameterError(name, f"{{name}}: cycle {c} asks for {p}% of the pool; percentages must be > 0")
         k = int(np.floor(p / 100.0 * pool_size + 1e-9))
         if k < 1:
-            raise BalError(
-                f"--per_samples_list: cycle {c} asks for {p}% of a pool of {pool_size} images, "
-                f"which is less than one image"
+            raise ParameterError(
+                name, f"{{name}}: cycle {c} asks for {p}% of a pool of {pool_size} images, which is less than one image"
             )
         budgets.append(k)
     if sum(budgets) > pool_size:
-        raise BalError(
-            f"--per_samples_list adds up to {sum(percentages):g}% ({sum(budgets)} images), "
-            f"more than the pool of {pool_size} images"
+        raise ParameterError(
+            name, f"{{name}} adds up to {sum(percentages):g}% ({sum(budgets)} images), "
+                  f"more than the pool of {pool_size} images"
         )
     return budgets

@@ -1,16 +1,23 @@
-"""Small helpers shared by every stage: atomic files, seeds and devices."""
+"""Files every stage writes: atomically (temporary file, then rename), so a kill never leaves half a file.
+
+Text files are UTF-8. A reader of any file written here sees the old content or the
+new one, never a mix; that is what makes every run folder resumable.
+"""
 
 from __future__ import annotations
 
-import hashlib
+import csv
+import io
 import json
 import os
 import tempfile
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any, BinaryIO
 
 import numpy as np
+
+from bal.errors import BalError
 
 
 def _file_mode() -> int:
@@ -85,29 +92,25 @@ def read_lines(path: str | os.PathLike) -> list[str]:
         return [line.rstrip("\n") for line in f if line.strip()]
 
 
-def derive_seed(seed: int, *parts: object) -> int:
-    """A 63-bit seed derived from ``seed`` and a purpose, e.g. ``derive_seed(0, "train", 3, 17)``.
-
-    Every random stream (shuffling of one epoch, augmentation, first-cycle picks) gets
-    its own seed this way, so a run resumed at any epoch draws exactly the numbers an
-    uninterrupted run would have drawn, without saving generator states.
-    """
-    text = ":".join(str(p) for p in (seed, *parts))
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") >> 1
-
-
-def resolve_device(device: str = "auto") -> "torch.device":  # noqa: F821
-    """``"auto"`` picks CUDA when present, else the CPU; anything else is passed to torch."""
-    import torch
-
-    from bal.errors import BalError
-
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def read_json(path: str | os.PathLike) -> Any:
+    """The JSON value in ``path``; a file that is not JSON is a BalError naming it."""
     try:
-        dev = torch.device(device)
-    except RuntimeError as e:
-        raise BalError(f"--device {device!r} is not a device torch knows ({e})") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise BalError(f"--device {device!r} asks for CUDA, but torch sees no CUDA device here")
-    return dev
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise BalError(f"{path} is not valid JSON ({e}); it was not written by this version of bal") from None
+
+
+def write_csv(path: str | os.PathLike, rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> None:
+    """Write ``rows`` as CSV with a header of ``columns``, atomically.
+
+    Values are written with ``str`` (floats keep full precision); a missing key or
+    ``None`` becomes an empty field. Keys not in ``columns`` are ignored. Lines end
+    in ``\\n``.
+    """
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow(["" if row.get(c) is None else row.get(c) for c in columns])
+    atomic_write_text(path, buf.getvalue())

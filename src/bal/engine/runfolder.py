@@ -1,4 +1,4 @@
-"""Run folders: the settings a run was started with, and what it has finished.
+"""Run folders: each is bound to the settings it was started with.
 
 A folder is bound to the settings of the run that created it (``config.json``-like
 files). Running a command again with the same settings resumes it; with different
@@ -13,8 +13,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from bal.engine import runtime
 from bal.errors import BalError
-from bal.utils import atomic_write_json
+from bal.files import atomic_write_json, read_json
 
 
 def _normalised(obj: Any) -> Any:
@@ -43,15 +44,5 @@ def bind_config(path: str | os.PathLike, config: dict, what: str) -> None:
                 + "). Use another output folder, or delete this one to start over."
             )
         return
-    from bal import distributed
-
-    if distributed.is_main():  # under torchrun only rank 0 writes files
+    if runtime.is_main():  # under torchrun only rank 0 writes files
         atomic_write_json(path, config)
-
-
-def read_json(path: str | os.PathLike) -> Any:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except json.JSONDecodeError as e:
-        raise BalError(f"{path} is not valid JSON ({e}); it was not written by this version of bal") from None

@@ -3,8 +3,8 @@
 :func:`add_project_commands` adds them to bal's sub-command parser and returns their
 handlers; each handler takes the parsed arguments, prints, and returns the exit status.
 Bad input raises :class:`~bal.errors.BalError` (bal's ``main`` turns it into exit 2).
-The work itself is in :mod:`bal.project.workflow`; this module imports no torch, so
-``bal import``/``export``/``status`` start quickly.
+The work itself is in :mod:`bal.project`: :mod:`~bal.project.scan`,
+:mod:`~bal.project.labelling`, :mod:`~bal.project.formats`, :mod:`~bal.project.status`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from bal.flags import add, positive_float, positive_int
+from bal.cli.flags import add, positive_float, positive_int
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -40,6 +40,11 @@ def _run_flags(p) -> None:
 
 def add_project_commands(subparsers) -> dict[str, Handler]:
     """Add the project commands to bal's ``add_subparsers()`` object; returns {command: handler}."""
+    from bal.cli.steps import add_strategy_flags
+    from bal.data import DEFAULT_REGIME, generic_preset
+    from bal.project.db import DEFAULT_SETTINGS
+    from bal.project.labelling import FIT_DEFAULTS, HOLDOUT, PRETEXT_EPOCHS
+
     p = subparsers.add_parser(
         "project", help="a labelling project over a folder of your images: init, scan",
         description="A labelling project: DIR holds a database of your images, their labels (never "
@@ -54,10 +59,11 @@ def add_project_commands(subparsers) -> dict[str, Handler]:
     a.add_argument("dir", metavar="DIR", help="project folder to create (holds project.db)")
     add(a, "--images", required=True, metavar="FOLDER", help="the folder of images")
     add(a, "--classes", required=True, type=_class_list, metavar="A,B,...", help="the class names, comma-separated")
-    add(a, "--net", default="cnn", help="task and pretext network: cnn, resnet18, vgg16 (default: %(default)s)")
+    add(a, "--net", default=DEFAULT_SETTINGS["net"],
+        help="task and pretext network: cnn, resnet18, vgg16 (default: %(default)s)")
     add(a, "--image-size", type=positive_int, default=None,
          help="square side the images are resized to (default: the smaller side of the most common size)")
-    add(a, "--seed", type=int, default=0, help="fixes every random choice (default: %(default)s)")
+    add(a, "--seed", type=int, default=DEFAULT_SETTINGS["seed"], help="fixes every random choice (default: %(default)s)")
     add(a, "--no-progress", action="store_true", help="no progress bars")
     s = actions.add_parser(
         "scan", help="pick up added, changed and vanished images",
@@ -71,15 +77,15 @@ def add_project_commands(subparsers) -> dict[str, Handler]:
 
     q = subparsers.add_parser(
         "query", help="the next images to label (BAL), recorded as a new cycle",
-        description="BAL's next selection from the pool (every image with status ok): rotation pretext and "
-                    "CDD order computed once per pool (cached in DIR/pretext), a window of width beta*K "
-                    "sliding along it (planned cycles: max(q+1, ceil(N/K))), and in it the images the "
-                    "newest fitted model is least confident about (the first query, with no model: the "
-                    "window's first images).")
+        description="The next selection from the pool (every image with status ok), by any strategy of "
+                    "`bal train`. BAL (the default): rotation pretext and CDD order computed once per pool "
+                    "(cached in DIR/pretext), a window of width beta*K sliding along it (planned cycles: "
+                    "max(q+1, ceil(N/K))), and in it the images the newest fitted model is least confident "
+                    "about (the first query, with no model: the window's first images).")
     q.add_argument("dir", metavar="DIR", help="project folder")
     add(q, "--budget", type=positive_int, required=True, metavar="K", help="how many images to select")
-    add(q, "--beta", type=positive_float, default=1.2, help="window width factor (default: %(default)s)")
-    add(q, "--pretext-epochs", type=positive_int, default=15,
+    add_strategy_flags(q, beta_default=generic_preset("project").beta_for(DEFAULT_REGIME))
+    add(q, "--pretext-epochs", type=positive_int, default=PRETEXT_EPOCHS,
          help="rotation pretext epochs, when the pool has no pretext yet (default: %(default)s)")
     _run_flags(q)
 
@@ -115,11 +121,11 @@ def add_project_commands(subparsers) -> dict[str, Handler]:
                     "trained on, and used for the accuracy. The model is saved to DIR/models/cycle-<id>.pth "
                     "and the next `bal query` uses it.")
     f.add_argument("dir", metavar="DIR", help="project folder")
-    add(f, "--epochs", type=positive_int, default=30, help="(default: %(default)s)")
-    add(f, "--batch-size", type=positive_int, default=32, help="(default: %(default)s)")
-    add(f, "--lr", type=positive_float, default=0.05, help="SGD learning rate (default: %(default)s)")
-    add(f, "--holdout", type=_fraction, default=0.2, help="held-out fraction per class, 0 for none "
-                                                           "(default: %(default)s)")
+    add(f, "--epochs", type=positive_int, default=FIT_DEFAULTS.epochs, help="(default: %(default)s)")
+    add(f, "--batch-size", type=positive_int, default=FIT_DEFAULTS.batch_size, help="(default: %(default)s)")
+    add(f, "--lr", type=positive_float, default=FIT_DEFAULTS.lr, help="SGD learning rate (default: %(default)s)")
+    add(f, "--holdout", type=_fraction, default=HOLDOUT, help="held-out fraction per class, 0 for none "
+                                                              "(default: %(default)s)")
     _run_flags(f)
 
     st = subparsers.add_parser("status", help="counts, class balance, cycles and what to do next")
@@ -127,6 +133,12 @@ def add_project_commands(subparsers) -> dict[str, Handler]:
 
     return {"project": cmd_project, "query": cmd_query, "export": cmd_export, "import": cmd_import,
             "fit": cmd_fit, "status": cmd_status}
+
+
+#: How a query's rule reads in a sentence ("... under the model of cycle 3").
+_RULE_WORDS = {"confidence": "least confident", "margin": "smallest margin", "entropy": "highest entropy",
+               "high1st": "the window's first images (high1st)", "low1st": "the window's last images (low1st)",
+               "uni": "evenly spaced over the window (uni)", "rand": "at random"}
 
 
 # -- output helpers ----------------------------------------------------------------------
@@ -143,9 +155,9 @@ def _listing(paths, indent: str = "  ") -> str:
 
 
 def _device(args):
-    from bal.utils import resolve_device
+    from bal.engine.runtime import resolve_device
 
-    return resolve_device(str(args.device))
+    return resolve_device(args.device)
 
 
 def _open(args):
@@ -160,9 +172,9 @@ def cmd_project(args) -> int:
 
 
 def cmd_init(args) -> int:
-    from bal.project import workflow
+    from bal.project.scan import init_project
 
-    project, report = workflow.init_project(
+    project, report = init_project(
         args.dir, args.images, args.classes, net=args.net, image_size=args.image_size, seed=args.seed,
         progress=not args.no_progress,
     )
@@ -184,10 +196,10 @@ def cmd_init(args) -> int:
 
 
 def cmd_scan(args) -> int:
-    from bal.project import workflow
+    from bal.project.scan import scan_project
 
     with _open(args) as project:
-        r = workflow.scan_project(project, accept_changed=args.accept_changed, progress=not args.no_progress)
+        r = scan_project(project, accept_changed=args.accept_changed, progress=not args.no_progress)
         d = args.dir
         _say(f"scanned {project.images_root}")
         if r.added:
@@ -222,20 +234,25 @@ def cmd_scan(args) -> int:
 
 
 def cmd_query(args) -> int:
-    from bal.project import workflow
+    from bal.cli.steps import strategy_from_flags
+    from bal.data import generic_preset
+    from bal.project.labelling import query
 
     with _open(args) as project:
-        r = workflow.query(project, args.budget, beta=args.beta, pretext_epochs=args.pretext_epochs,
-                           device=_device(args), progress=not args.no_progress)
+        strategy = strategy_from_flags(args, generic_preset("project"))
+        r = query(project, args.budget, strategy=strategy, pretext_epochs=args.pretext_epochs,
+                  device=_device(args), progress=not args.no_progress)
         d = args.dir
         if r.unlabelled_before:
             _say(f"note: {r.unlabelled_before} image(s) of the previous selection are still unlabelled; they may "
                  f"be selected again", err=True)
-        how = (f"least confident under the model of cycle {r.model_cycle}" if r.model_cycle is not None
-               else "no fitted model yet: the window's first images (high1st)")
+        rule = _RULE_WORDS.get(r.info["rule"], r.info["rule"])
+        how = (f"{rule} under the model of cycle {r.model_cycle}" if r.model_cycle is not None
+               else f"no fitted model yet: {rule}")
         w = r.info.get("window")
+        where = f", window [{w[0]}, {w[1]}) of the order" if w else ""
         _say(f"cycle {r.cycle_id}: {len(r.selected)} image(s) to label from a pool of {r.pool_size} "
-             f"(query {r.q + 1} of {r.n_planned} planned, window [{w[0]}, {w[1]}) of the CDD order, {how})")
+             f"(query {r.q + 1} of {r.n_planned} planned, {strategy.name}{where}, {how})")
         if r.info.get("n_topped_up"):
             _say(f"the window held fewer than {args.budget} unlabelled images; {r.info['n_topped_up']} came from "
                  f"just outside it")
@@ -252,15 +269,15 @@ def cmd_query(args) -> int:
 def cmd_export(args) -> int:
     import json
 
-    from bal.project import workflow
+    from bal.project import formats
 
     with _open(args) as project:
-        cycle_id, rows, left_out = workflow.current_selection(project)
+        cycle_id, rows, left_out = formats.current_selection(project)
         if left_out:
             _say(f"left out {len(left_out)} selected image(s) that are changed or missing "
                  f"(bal project scan {args.dir}):\n{_listing(r.path for r in left_out)}", err=True)
         if args.format == "csv":
-            text = workflow.export_csv(project, rows)
+            text = formats.export_csv(project, rows)
             if args.out is None:
                 sys.stdout.write(text)
                 sys.stdout.flush()
@@ -268,13 +285,13 @@ def cmd_export(args) -> int:
                      f"bal import {args.dir} FILE", err=True)
                 return 0
             out = Path(args.out)
-            workflow.write_export(out, text)
+            formats.write_export(out, text)
             _say(f"exported the {len(rows)} image(s) of cycle {cycle_id} to {out}; fill the label column "
                  f"({', '.join(project.classes)}) and run bal import {args.dir} {out}")
             return 0
         out = Path(args.out) if args.out else Path(args.dir) / "export.json"
-        tasks = workflow.export_label_studio(project, rows)
-        workflow.write_export(out, json.dumps(tasks, indent=2, ensure_ascii=False) + "\n")
+        tasks = formats.export_label_studio(project, rows)
+        formats.write_export(out, json.dumps(tasks, indent=2, ensure_ascii=False) + "\n")
         _say(f"exported the {len(rows)} image(s) of cycle {cycle_id} as Label Studio tasks to {out}")
         _say(f"  Label Studio must serve local files: start it with LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true\n"
              f"  and LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT={project.images_root} (or a parent), add a Local files\n"
@@ -284,10 +301,10 @@ def cmd_export(args) -> int:
 
 
 def cmd_import(args) -> int:
-    from bal.project import workflow
+    from bal.project.formats import import_labels
 
     with _open(args) as project:
-        r = workflow.import_labels(project, args.file, fmt=args.format, partial=args.partial)
+        r = import_labels(project, args.file, fmt=args.format, partial=args.partial)
         extra = []
         if r.unchanged:
             extra.append(f"{r.unchanged} already had that label")
@@ -300,13 +317,15 @@ def cmd_import(args) -> int:
 
 
 def cmd_fit(args) -> int:
-    from bal.project import workflow
+    from dataclasses import replace
+
+    from bal.project.labelling import FIT_DEFAULTS, fit
 
     with _open(args) as project:
-        r = workflow.fit(project, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, holdout=args.holdout,
-                         device=_device(args), progress=not args.no_progress)
+        train = replace(FIT_DEFAULTS, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr)
+        r = fit(project, train=train, holdout=args.holdout, device=_device(args), progress=not args.no_progress)
         m = r.metrics
-        net = workflow.read_settings(project)["net"]
+        net = project.settings()["net"]
         _say(f"fitted {net} on {m['trained_on']} of {m['labelled']} labels, {m['held_out']} held out "
              f"({_per_class(m['per_class'], project.classes)} labels per class), {m['epochs']} epoch(s)")
         if m["accuracy"] is None:
@@ -321,10 +340,10 @@ def cmd_fit(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from bal.project import workflow
+    from bal.project.status import status
 
     with _open(args) as project:
-        s = workflow.status(project)
+        s = status(project)
         c = s.counts
         _say(f"project {args.dir} (images under {project.images_root})")
         _say(f"images: {c['ok']} ok, {c['changed']} changed, {c['missing']} missing; "

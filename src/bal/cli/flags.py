@@ -1,12 +1,51 @@
-"""Command-line flag helpers shared by every ``bal`` command.
+"""Command-line flags: their spellings, their parsers, and the parameters they stand for.
 
 The authors' scripts spell flags with underscores (``--per_samples_list``); shells and
 newer tools prefer dashes. :func:`add` registers both spellings of every flag.
+
+Library functions name their parameters in errors (``percentages``); :data:`FLAG_OF`
+maps each parameter to the flag a command-line user typed (``--per_samples_list``), and
+:func:`error_message` renders an error in the user's terms. This is the one place
+where the two vocabularies meet.
 """
 
 from __future__ import annotations
 
 import argparse
+
+from bal.errors import BalError, ParameterError
+
+#: Parameter name (as library errors name it) -> the flag that sets it.
+FLAG_OF = {
+    "addendum": "--addendum",
+    "algorithm": "--kmeans",
+    "batch_size": "--batch_size",
+    "beta": "--beta",
+    "budget": "--budget",
+    "device": "--device",
+    "epochs": "--epochs",
+    "first": "--first",
+    "holdout": "--holdout",
+    "image_size": "--image_size",
+    "lr": "--lr",
+    "mode": "--window",
+    "n_clusters": "--clusters",
+    "net": "--net",
+    "percentages": "--per_samples_list",
+    "regime": "--regime",
+    "sampling": "--sampling",
+    "seed": "--seed",
+    "sorted_path": "--sorted_dataset_path",
+    "strategy": "--strategy",
+    "window": "--window",
+}
+
+
+def error_message(error: BalError) -> str:
+    """The message of ``error`` with parameter names replaced by the flags that set them."""
+    if isinstance(error, ParameterError) and error.param in FLAG_OF:
+        return error.named(FLAG_OF[error.param])
+    return str(error)
 
 
 def add(parser, *names: str, **kwargs) -> None:

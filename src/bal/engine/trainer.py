@@ -1,4 +1,4 @@
-"""The training engine shared by the pretext task and the active-learning cycles.
+"""The training loop shared by the pretext task, the active-learning cycles and project fits.
 
 Images stay in memory as one uint8 tensor (N, S, S, 3); each step gathers a batch by
 index, augments it on the device (:class:`bal.data.BatchAugment`) and takes an SGD
@@ -10,7 +10,6 @@ the weights of an uninterrupted run.
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -22,9 +21,10 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from bal import distributed
-from bal.data import BatchAugment
-from bal.utils import atomic_torch_save, derive_seed
+from bal.data.augment import BatchAugment
+from bal.engine import runtime
+from bal.engine.runtime import autocast, derive_seed, images_on, scoring_batch_size, to_device
+from bal.files import atomic_torch_save
 
 #: loss_fn(model, inputs (B,3,S,S) float, targets (B,) int64) -> scalar loss
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -47,32 +47,6 @@ def classification_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> t
     return F.cross_entropy(model(x), y)
 
 
-def autocast(device: torch.device):
-    """Mixed precision on CUDA; full precision elsewhere (the CPU path is what the tests see)."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.float16)
-    return contextlib.nullcontext()
-
-
-def to_device(model: nn.Module, device: torch.device) -> nn.Module:
-    # Channels-last runs oneDNN's fast convolution kernels on the CPU (measured +30 % training,
-    # +65 % inference for `cnn` at 32x32 on 2 cores) and tensor cores on CUDA.
-    return model.to(device=device, memory_format=torch.channels_last)
-
-
-def scoring_batch_size(device: torch.device) -> int:
-    """Images per forward pass when scoring: large on a GPU; on the CPU 128 is faster than 512
-    (measured for `cnn`, channels-last, 2 cores) and needs a quarter of the activation memory."""
-    return 512 if device.type == "cuda" else 128
-
-
-def images_on(images: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """The uint8 image tensor where batches will be gathered: on the GPU when it fits easily."""
-    if device.type == "cuda" and images.numel() < 4 * 2**30:
-        return images.to(device)
-    return images
-
-
 def batch_indices(indices: np.ndarray, batch_size: int, generator: torch.Generator | None) -> list[np.ndarray]:
     """Split ``indices`` into batches, shuffled by ``generator`` when given (no batch dropped)."""
     if generator is not None:
@@ -92,7 +66,7 @@ def epoch_batches(
     r-th image, in batches of ``ceil(batch_size / world)`` so that the global batch
     stays ``batch_size``; every rank gets the same number of batches.
     """
-    d = distributed.info()
+    d = runtime.info()
     gen = torch.Generator().manual_seed(derive_seed(seed, *stream, epoch))
     if not d.enabled:
         return batch_indices(indices, batch_size, gen), gen
@@ -150,7 +124,7 @@ def train_model(
     )
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
     start_epoch = 0
-    dist_info = distributed.info()
+    dist_info = runtime.info()
     if checkpoint is not None and Path(checkpoint).exists():
         state = torch.load(checkpoint, map_location=device, weights_only=False)
         model.load_state_dict(state["model"])

@@ -1,0 +1,70 @@
+"""The whole method on images already in memory, for Python users: :func:`active_learning`."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from bal.data import DEFAULT_REGIME, ImageSet, Preset, augment_for, budgets_from_percentages, generic_preset
+from bal.data import regime_percentages
+from bal.engine.trainer import TrainConfig
+from bal.loop.cycles import run_cycles
+from bal.pretext import ROTATION_DEFAULTS, build_pretext
+from bal.selection import Pretext, create_strategy
+
+__all__ = ["active_learning"]
+
+
+def active_learning(
+    pool: ImageSet,
+    test: ImageSet,
+    *,
+    percentages: Sequence[float] | None = None,
+    regime: str = DEFAULT_REGIME,
+    strategy: str = "bal",
+    net: str = "cnn",
+    train: TrainConfig = TrainConfig(),
+    rotation: TrainConfig = ROTATION_DEFAULTS,
+    beta: float | None = None,
+    addendum: int | None = None,
+    window: str | None = None,
+    first: str | None = None,
+    sampling: str | None = None,
+    warm_start: bool = True,
+    n_clusters: int | None = None,
+    preset: Preset | None = None,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    out_dir: str | os.PathLike | None = None,
+    progress: bool = False,
+) -> list[dict]:
+    """Run BAL (or another strategy) on images in memory; returns one metrics dict per cycle.
+
+    The pool's labels stand in for the annotator. ``percentages`` (new labels per cycle,
+    in % of the pool) default to ``regime``'s; ``beta`` defaults to the preset's value
+    for ``regime``; ``window``, ``first``, ``sampling`` and ``addendum`` default to the
+    strategy's own (see :func:`bal.selection.strategy_options`). Steps 1 and 2 run only
+    for the strategies that read them (bal, pt4al, typiclust); with ``out_dir`` every
+    step writes its files there (``out_dir/pretext`` for steps 1 and 2,
+    ``out_dir/cycles`` for the cycles) and a second call resumes.
+    """
+    preset = (preset or generic_preset("arrays")).resolve(pool.images)
+    augment = augment_for(preset)
+    device = torch.device(device)
+    options = {"beta": preset.beta_for(regime) if beta is None else beta, "addendum": addendum, "window": window,
+               "first": first, "sampling": sampling}
+    chosen = create_strategy(strategy, ignore_unknown=True, **{k: v for k, v in options.items() if v is not None})
+    pretext = Pretext()
+    if chosen.needs:
+        pretext = build_pretext(pool, augment, net=net, config=rotation, seed=seed, device=device,
+                                save=None if out_dir is None else Path(out_dir) / "pretext",
+                                n_clusters=n_clusters, progress=progress)
+    budgets = budgets_from_percentages(list(percentages or regime_percentages(regime)), len(pool))
+    return run_cycles(
+        pool, test, strategy=chosen, budgets=budgets, pretext=pretext, train=train, augment=augment, net=net,
+        warm_start=warm_start, seed=seed, out_dir=None if out_dir is None else Path(out_dir) / "cycles",
+        device=device, progress=progress,
+    )

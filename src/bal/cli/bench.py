@@ -1,0 +1,72 @@
+"""``bal bench`` (strategies over seeds) and ``bal demo`` (the embedded default)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+from bal.cli.flags import add, flatten, number_list, positive_float, positive_int
+
+
+def add_bench_commands(sub) -> dict:
+    """Add bench and demo to ``bal``'s sub-commands; returns {command: handler}."""
+    from bal.data import REGIMES
+    from bal.selection import list_strategies
+
+    p = sub.add_parser("bench", help="compare strategies over seeds: results, table with AUBC, the paper's plot",
+                       description="Run every (strategy, seed) pair on the same pool, test split, model and "
+                                   "training; share one pretext and CDD order; resume pair by pair. Settings "
+                                   "come from --config (YAML, keys as the flags with underscores) and from "
+                                   "flags, which win over the file.")
+    add(p, "--config", default=None, help="YAML file, e.g. benchmarks/cifar10-cpu.yaml")
+    g = p.add_argument_group("overrides (default: the file's value, else bal's)")
+    add(g, "--dataset", default=None, help="dataset folder name")
+    add(g, "--datapath", default=None, help="folder holding DATASET/{train,test}/CLASS")
+    add(g, "--pool_size", type=positive_int, default=None, help="stratified subset of the training split")
+    add(g, "--test_size", type=positive_int, default=None, help="stratified subset of the test split")
+    add(g, "--regime", choices=list(REGIMES), default=None, help="budget regime")
+    add(g, "--per_samples_list", "--percentages", dest="percentages", type=number_list(float), nargs="+",
+        default=None, help="new labels per cycle in %% of the pool (instead of --regime)")
+    add(g, "--strategies", type=lambda t: [x for x in t.replace(",", " ").split() if x], default=None,
+        help=f"comma-separated, from: {', '.join(list_strategies())} (default: all)")
+    add(g, "--seeds", type=number_list(int), nargs="+", default=None, help="e.g. 0,1,2")
+    add(g, "--net", default=None, help="network")
+    add(g, "--epochs", type=positive_int, default=None, help="epochs per cycle")
+    add(g, "--batch_size", type=positive_int, default=None, help="batch size per cycle")
+    add(g, "--lr", type=positive_float, default=None, help="learning rate per cycle")
+    add(g, "--rotation_epochs", type=positive_int, default=None, help="pretext epochs")
+    add(g, "--out", default=None, help="output folder (default: runs/bench)")
+    add(g, "--cache_dir", default=None, help="decoded-image cache")
+    add(g, "--device", default=None, help="auto, cpu, cuda, ...")
+    add(p, "--no_progress", action="store_true", help="no progress bars")
+
+    p = sub.add_parser("demo", help="BAL against random on scikit-learn's digits: a table and a plot",
+                       description="The embedded default: scikit-learn's 8x8 digits as pool and test "
+                                   "(fixed split), BAL against random, a per-cycle table and a PNG plot.",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add(p, "--out", default="bal-demo", help="output folder")
+    add(p, "--seed", type=int, default=0, help="seed")
+    add(p, "--no_progress", action="store_true", help="no progress bars")
+    return {"bench": cmd_bench, "demo": cmd_demo}
+
+
+def cmd_bench(args) -> int:
+    from bal.bench import BenchConfig, run_bench
+
+    config = BenchConfig.from_yaml(args.config) if args.config else BenchConfig()
+    overrides = {k: v for k, v in vars(args).items()
+                 if k not in ("command", "config", "no_progress") and v is not None}
+    for key in ("percentages", "seeds"):
+        if key in overrides:
+            overrides[key] = flatten(overrides[key])
+    config = BenchConfig.from_mapping({**dataclasses.asdict(config), **overrides}, source="bal bench")
+    run_bench(config, progress=not args.no_progress)
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from bal.demo import run_demo
+
+    run_demo(Path(args.out), seed=args.seed, progress=not args.no_progress)
+    return 0

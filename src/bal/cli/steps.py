@@ -1,0 +1,310 @@
+"""``bal rotation``, ``bal kmeans``, ``bal train`` and ``bal run``: the authors' three steps and their flags.
+
+Defaults are read from where they live: the pretext schedule from
+:data:`bal.pretext.ROTATION_DEFAULTS`, the task schedule from
+:class:`bal.engine.TrainConfig`, β from the dataset's preset, the window, first and
+sampling rules from the strategy (:func:`bal.selection.strategy_options`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from bal.cli.flags import add, flatten, number_list, positive_float, positive_int
+from bal.errors import BalError
+
+log = logging.getLogger("bal")
+
+
+# -- flag groups -------------------------------------------------------------------------
+def add_data_flags(p: argparse.ArgumentParser) -> None:
+    from bal.models import list_models
+
+    g = p.add_argument_group("data and model")
+    add(g, "--dataset", default="cifar10",
+        help="dataset folder name under --datapath; cifar10, svhn, caltech101 and tinyimagenet have presets "
+             "(default: %(default)s)")
+    add(g, "--datapath", default="data",
+        help="folder holding DATASET/train/CLASS/* and DATASET/test/CLASS/* (default: %(default)s)")
+    add(g, "--net", default="vgg16", choices=list_models(),
+        help="network (default: %(default)s, the paper's; cnn is a small one for CPUs)")
+    add(g, "--image_size", type=positive_int, default=None,
+        help="square image side in pixels (default: the preset's, else the most common size of the files)")
+    add(g, "--cache_dir", default=None,
+        help="where decoded images are cached (default: $BAL_CACHE_DIR or ~/.cache/bal)")
+    add(g, "--skip_bad_images", action="store_true",
+        help="leave unreadable files out (listed in the output folder) instead of stopping")
+
+
+def add_common_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("run")
+    add(g, "--seed", type=int, default=0, help="fixes every random choice (default: %(default)s)")
+    add(g, "--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ... (default: %(default)s)")
+    add(g, "--no_progress", action="store_true", help="no progress bars")
+
+
+def _milestones(values) -> str:
+    return " ".join(map(str, values)) or "none"
+
+
+def add_rotation_flags(p: argparse.ArgumentParser, prefix: str = "") -> None:
+    from bal.pretext import ROTATION_DEFAULTS as R
+
+    g = p.add_argument_group("step 1: rotation pretext")
+    add(g, f"--{prefix}epochs", type=positive_int, default=R.epochs, help="epochs (default: %(default)s, as the authors)")
+    add(g, f"--{prefix}lr", type=positive_float, default=R.lr, help="SGD learning rate (default: %(default)s)")
+    add(g, f"--{prefix}batch_size", type=positive_int, default=R.batch_size, help="batch size (default: %(default)s)")
+    add(g, f"--{prefix}milestones", type=number_list(int), nargs="+", default=None,
+        help=f"epochs at which the lr is divided by 10 (default: {_milestones(R.milestones)})")
+
+
+def add_kmeans_flags(p: argparse.ArgumentParser) -> None:
+    from bal.selection import KMEANS_ALGORITHMS
+
+    g = p.add_argument_group("step 2: k-means and CDD")
+    add(g, "--clusters", type=positive_int, default=None, help="k-means clusters (default: the number of classes)")
+    add(g, "--kmeans", choices=list(KMEANS_ALGORITHMS), default=KMEANS_ALGORITHMS[0],
+        help="k-means implementation: scikit-learn's exact or mini-batch, or faiss (extra bal[faiss]) "
+             "(default: %(default)s)")
+
+
+def add_strategy_flags(g, beta_default: float | None = None) -> None:
+    """--strategy and the options of the BAL family, each defaulting to the strategy's own
+    (β: ``beta_default``, else the dataset's preset for ``--regime``)."""
+    from bal.selection import FIRST_RULES, SAMPLING_RULES, WINDOW_MODES, list_strategies, strategy_options
+
+    bal = strategy_options("bal")
+    add(g, "--addendum", type=positive_int, default=None,
+        help="sub-pool unit A, in images (default: the per-cycle size, the most common one when cycles differ, "
+             "as in the authors' reference)")
+    add(g, "--beta", type=positive_float, default=beta_default,
+        help="sub-pool width factor (default: " + ("%(default)s" if beta_default else "the dataset's preset") + ")")
+    add(g, "--window", choices=list(WINDOW_MODES), default=None,
+        help=f"sub-pool placement: centred (the paper's intent) or released (the authors' code) "
+             f"(default: {bal['window']})")
+    add(g, "--first", choices=list(FIRST_RULES), default=None,
+        help=f"cycle-0 rule over the first window (default: {bal['first']})")
+    add(g, "--sampling", choices=list(SAMPLING_RULES), default=None,
+        help=f"uncertainty rule of later cycles; confidence-normalized is the authors' released variant "
+             f"(default: {bal['sampling']})")
+    add(g, "--strategy", choices=list_strategies(), default="bal",
+        help="bal, or a baseline: random, confidence, margin, entropy, coreset, badge, typiclust, pt4al; "
+             "bal-released and bal-fix are BAL's variants (default: %(default)s)")
+
+
+def add_train_flags(p: argparse.ArgumentParser) -> None:
+    from bal.data import DEFAULT_REGIME, REGIMES
+    from bal.engine.trainer import TrainConfig
+
+    t = TrainConfig()
+    g = p.add_argument_group("step 3: active-learning cycles")
+    add(g, "--regime", choices=list(REGIMES), default=DEFAULT_REGIME,
+        help="budget regime of the paper: small = 2,4,..,10%% labelled, base = 10,15,..,40%%, "
+             "large = 10,20,..,100%%; sets --per_samples_list and --beta unless given (default: %(default)s)")
+    add(g, "--per_samples_list", type=number_list(float), nargs="+", default=None,
+        help="new labels per cycle, in %% of the pool, e.g. 10,5,5,5 (default: from --regime)")
+    add_strategy_flags(g)
+    add(g, "--cycles", type=positive_int, default=None,
+        help="run only the first N cycles of the budget list (default: all)")
+    add(g, "--epochs", type=positive_int, default=t.epochs, help="epochs per cycle (default: %(default)s)")
+    add(g, "--batch_size", type=positive_int, default=t.batch_size, help="batch size (default: %(default)s)")
+    add(g, "--lr", type=positive_float, default=t.lr, help="SGD learning rate (default: %(default)s)")
+    add(g, "--momentum", type=float, default=t.momentum, help="SGD momentum (default: %(default)s)")
+    add(g, "--weight_decay", type=float, default=t.weight_decay, help="SGD weight decay (default: %(default)s)")
+    add(g, "--milestones", "--milestone", type=number_list(int), nargs="+", default=None,
+        help=f"epochs at which the lr is divided by 10 (default: {_milestones(t.milestones)})")
+    g.add_argument("--warm-start", "--warm_start", dest="warm_start", action="store_true", default=True,
+                   help="start each cycle from the previous cycle's weights, fresh optimizer (default)")
+    g.add_argument("--reinit", dest="warm_start", action="store_false",
+                   help="start each cycle from a new random initialisation")
+    add(g, "--sort", default=None,
+        help="accepted for compatibility with the authors' main.py, which parses it and never uses it; "
+             "the order always comes from --sorted_dataset_path, as it is")
+
+
+def add_step_commands(sub) -> dict:
+    """Add rotation, kmeans, train and run to ``bal``'s sub-commands; returns {command: handler}."""
+    p = sub.add_parser("rotation", help="step 1: train rotation prediction on the pool, save its features",
+                       description="Step 1 (the authors' rotation.py): 4-way rotation prediction on the "
+                                   "training split, no labels used. Writes rotation.pth, paths.txt, "
+                                   "rotation_loss.npy and features.npy into --save.")
+    add_data_flags(p)
+    add_rotation_flags(p)
+    add(p, "--save", default="checkpoint", help="output folder (default: %(default)s)")
+    add_common_flags(p)
+
+    p = sub.add_parser("kmeans", help="step 2: k-means the features, sort the pool by CDD",
+                       description="Step 2: k-means (k-means++) on the rotation features in --load, Cluster "
+                                   "Distance Difference per image, pool sorted ascending. Writes "
+                                   "unlabeled_pool.txt and cdd.npy into --load.")
+    add(p, "--load", default="checkpoint", help="folder of a finished `bal rotation` (default: %(default)s)")
+    add(p, "--net", default=None, help="accepted for compatibility; the network is the one of --load")
+    add(p, "--dataset", default=None, help="accepted for compatibility; the pool is the one of --load")
+    add(p, "--datapath", default=None, help="accepted for compatibility; the pool is the one of --load")
+    add_kmeans_flags(p)
+    add(p, "--seed", type=int, default=0, help="k-means seed (default: %(default)s)")
+
+    p = sub.add_parser("train", help="step 3: the active-learning cycles",
+                       description="Step 3 (the authors' main.py): per cycle, select from the sliding "
+                                   "sub-pool, train on all labels, evaluate on the test split after the "
+                                   "last epoch. Writes labeled_C.txt, window_C.json, model_C.pth, "
+                                   "metrics.jsonl and metrics.csv into --save.")
+    add_data_flags(p)
+    add_train_flags(p)
+    add(p, "--sorted_dataset_path", default="checkpoint/unlabeled_pool.txt",
+        help="the pool sorted by CDD, from `bal kmeans` (default: %(default)s)")
+    add(p, "--save", default="runs/bal", help="run folder (default: %(default)s)")
+    add_common_flags(p)
+
+    p = sub.add_parser("run", help="steps 1, 2 and 3 in one command",
+                       description="All three steps with the same flags; step 1 and 2 write into "
+                                   "SAVE/pretext and are reused when finished, the cycles write into SAVE.")
+    add_data_flags(p)
+    add_rotation_flags(p, prefix="rotation_")
+    add_kmeans_flags(p)
+    add_train_flags(p)
+    add(p, "--save", default="runs/bal", help="run folder (default: %(default)s)")
+    add_common_flags(p)
+    return {"rotation": cmd_rotation, "kmeans": cmd_kmeans, "train": cmd_train, "run": cmd_run}
+
+
+# -- what the flags mean -----------------------------------------------------------------
+def strategy_from_flags(args, preset):
+    """The strategy ``--strategy`` names, with the options given as flags (β: the preset's for ``--regime``)."""
+    from bal.data import DEFAULT_REGIME
+    from bal.selection import create_strategy, strategy_options
+
+    given = {name: getattr(args, name) for name in ("beta", "window", "first", "sampling", "addendum")}
+    given = {k: v for k, v in given.items() if v is not None}
+    takes = strategy_options(args.strategy)
+    if "beta" in takes and "beta" not in given:
+        given["beta"] = preset.beta_for(getattr(args, "regime", DEFAULT_REGIME))
+    ignored = sorted(k for k in given if k not in takes and k != "beta")
+    if ignored:
+        log.warning("--%s do(es) not apply to --strategy %s; ignored", ", --".join(ignored), args.strategy)
+    return create_strategy(args.strategy, ignore_unknown=True, **given)
+
+
+def _schedule(args, prefix: str, defaults):
+    from dataclasses import replace
+
+    get = lambda name: getattr(args, prefix + name, getattr(defaults, name))  # noqa: E731
+    milestones = flatten(getattr(args, prefix + "milestones"))
+    return replace(defaults, epochs=get("epochs"), batch_size=get("batch_size"), lr=get("lr"),
+                   momentum=get("momentum"), weight_decay=get("weight_decay"),
+                   milestones=tuple(milestones) if milestones else defaults.milestones)
+
+
+def _open(args, report_dir: Path):
+    from bal.data import open_dataset
+    from bal.engine import runtime
+
+    # Under torchrun rank 0 decodes and fills the cache first; the others then read it.
+    with runtime.main_first():
+        return open_dataset(
+            args.datapath, args.dataset, image_size=args.image_size, cache_dir=args.cache_dir,
+            skip_bad=args.skip_bad_images, progress=not args.no_progress and runtime.is_main(),
+            report_dir=report_dir if runtime.is_main() else None,
+        )
+
+
+def _rotation(args, data, save: Path, prefix: str = "") -> None:
+    from bal.pretext import ROTATION_DEFAULTS, train_rotation
+
+    config = _schedule(args, prefix, ROTATION_DEFAULTS)
+    log.info("step 1: rotation pretext, %s on %d images, %d epochs -> %s", args.net, len(data.pool), config.epochs, save)
+    train_rotation(data.pool, data.augment, net=args.net, config=config, seed=args.seed,
+                   device=args.device, save=save, progress=not args.no_progress)
+
+
+def _kmeans(args, load: Path) -> None:
+    import numpy as np
+
+    from bal.engine import runtime
+    from bal.pretext import kmeans_step
+
+    with runtime.main_first():  # rank 0 clusters and writes; the others wait for the files
+        if runtime.is_main():
+            cdd, _ = kmeans_step(load, n_clusters=args.clusters, algorithm=args.kmeans, seed=args.seed)
+            log.info("step 2: CDD of %d images (median %.4g) -> %s", len(cdd), float(np.median(cdd)),
+                     load / "unlabeled_pool.txt")
+
+
+def _train(args, data, order_path: Path, save: Path) -> list[dict]:
+    from bal.data import budgets_from_percentages, regime_percentages
+    from bal.engine import runtime
+    from bal.engine.trainer import TrainConfig
+    from bal.loop.cycles import METRIC_COLUMNS, run_cycles
+    from bal.pretext import load_pretext
+    from bal.report import format_table, plot_curves
+
+    percentages = flatten(args.per_samples_list) or regime_percentages(args.regime)
+    if args.cycles is not None:
+        if args.cycles > len(percentages):
+            raise BalError(
+                f"--cycles {args.cycles} is more than the {len(percentages)} cycles of the budget list "
+                f"{','.join(f'{p:g}' for p in percentages)} (--per_samples_list / --regime)"
+            )
+        percentages = percentages[: args.cycles]
+    strategy = strategy_from_flags(args, data.preset)
+    budgets = budgets_from_percentages(percentages, len(data.pool))
+    train = _schedule(args, "", TrainConfig())
+    pretext = load_pretext(order_path.parent, data.pool.paths, strategy.needs, order_path)
+    log.info("step 3: %d cycles of %s (%s labels), %s, %s, %d epochs each -> %s", len(budgets), args.strategy,
+             ",".join(map(str, budgets)), strategy.settings(), args.net, train.epochs, save)
+    rows = run_cycles(
+        data.pool, data.test, strategy=strategy, budgets=budgets, pretext=pretext, train=train,
+        augment=data.augment, net=args.net, warm_start=args.warm_start, seed=args.seed, out_dir=save,
+        device=args.device, progress=not args.no_progress,
+    )
+    if not runtime.is_main():
+        return rows
+    print(format_table(rows, METRIC_COLUMNS))
+    plot_curves({args.strategy: ([r["labelled_pct"] for r in rows], [r["accuracy"] for r in rows])},
+                save / "accuracy.png", title=f"{args.dataset}, {args.net}")
+    print(f"\nmetrics: {save / 'metrics.csv'}   plot: {save / 'accuracy.png'}")
+    return rows
+
+
+def say(text: str) -> None:
+    """Print on rank 0 only."""
+    from bal.engine import runtime
+
+    if runtime.is_main():
+        print(text)
+
+
+def cmd_rotation(args) -> int:
+    save = Path(args.save)
+    save.mkdir(parents=True, exist_ok=True)
+    _rotation(args, _open(args, save), save)
+    say(f"rotation finished: {save}/rotation.pth, paths.txt, rotation_loss.npy, features.npy")
+    return 0
+
+
+def cmd_kmeans(args) -> int:
+    load = Path(args.load)
+    _kmeans(args, load)
+    say(f"kmeans finished: {load}/unlabeled_pool.txt, cdd.npy")
+    return 0
+
+
+def cmd_train(args) -> int:
+    save = Path(args.save)
+    save.mkdir(parents=True, exist_ok=True)
+    _train(args, _open(args, save), Path(args.sorted_dataset_path), save)
+    return 0
+
+
+def cmd_run(args) -> int:
+    save = Path(args.save)
+    pretext = save / "pretext"
+    pretext.mkdir(parents=True, exist_ok=True)
+    data = _open(args, save)
+    if strategy_from_flags(args, data.preset).needs:
+        _rotation(args, data, pretext, prefix="rotation_")
+        _kmeans(args, pretext)
+    _train(args, data, pretext / "unlabeled_pool.txt", save)
+    return 0

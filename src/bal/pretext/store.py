@@ -1,0 +1,177 @@
+"""The one reader and writer of a pretext folder: what steps 1 and 2 leave behind.
+
+A pretext folder (``bal rotation --save DIR``, ``SAVE/pretext`` of ``bal run``, a
+benchmark's or a labelling project's pretext) holds, in the authors' names::
+
+    rotation_config.json  the settings the folder is bound to (bal's)
+    rotation_ckpt.pth     the last finished epoch, while training (bal's)
+    rotation.pth          the rotation network (a model file, normalisation included)
+    paths.txt             the pool, one image per line: the row order of the arrays below
+    rotation_loss.npy     float32 (N,), mean cross-entropy over the four rotations
+    features.npy          float32 (N, D), penultimate layer of the upright image
+    rotation.json         the settings again; written last, so it marks step 1 finished
+    cdd.npy               float64 (N,), CDD per line of paths.txt (step 2)
+    unlabeled_pool.txt    every pool image once, CDD ascending (step 2)
+    kmeans.json           step 2's settings; written last, so it marks step 2 finished
+
+Every file is written atomically; readers check that the files agree with each other
+and with the pool they are used for.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from torch import nn
+
+from bal.engine import runtime
+from bal.errors import BalError, ParameterError
+from bal.files import atomic_save_npy, atomic_write_json, read_json, read_lines, write_lines
+from bal.models import load_model_file, save_model_file
+from bal.selection.cdd import cluster_distance_difference, sort_by_cdd
+from bal.selection.strategies import Pretext
+
+__all__ = [
+    "RotationResult", "kmeans_step", "load_pretext", "read_rotation", "read_sorted_pool", "write_cdd",
+    "write_rotation",
+]
+
+log = logging.getLogger("bal")
+
+ROTATION_FILES = ("rotation.json", "paths.txt", "features.npy", "rotation_loss.npy", "rotation.pth")
+
+
+@dataclass
+class RotationResult:
+    """What step 1 leaves behind, in pool order (the order of ``paths``)."""
+
+    paths: list[str]
+    losses: np.ndarray  # float32 (N,), mean cross-entropy over the four rotations
+    features: np.ndarray  # float32 (N, D), upright image, penultimate layer
+    model: nn.Module
+
+
+def is_finished(folder: str | os.PathLike) -> bool:
+    """Whether step 1 finished in ``folder`` (its marker file is there)."""
+    return (Path(folder) / "rotation.json").exists()
+
+
+def write_rotation(folder: Path, result: RotationResult, *, settings: dict, net: str, image_size: int,
+                   normalisation: dict) -> None:
+    """Write step 1's files; ``rotation.json`` last, so its presence means they are all complete."""
+    write_lines(folder / "paths.txt", result.paths)
+    atomic_save_npy(folder / "rotation_loss.npy", result.losses)
+    atomic_save_npy(folder / "features.npy", result.features)
+    save_model_file(folder / "rotation.pth", result.model, net=net, image_size=image_size,
+                    normalisation=normalisation)
+    atomic_write_json(folder / "rotation.json", settings)
+
+
+def read_rotation(folder: str | os.PathLike, *, pool_paths: Sequence[str] | None = None,
+                  device="cpu") -> RotationResult:
+    """Read a finished step 1 from ``folder``; with ``pool_paths``, check it is that pool's."""
+    folder = Path(folder)
+    missing = [n for n in ROTATION_FILES if not (folder / n).exists()]
+    if missing:
+        raise BalError(
+            f"{folder} holds no finished rotation run (missing {', '.join(missing)}); "
+            f"run `bal rotation --save {folder}` first"
+        )
+    paths = read_lines(folder / "paths.txt")
+    if pool_paths is not None and paths != list(pool_paths):
+        raise BalError(f"{folder / 'paths.txt'} lists other images than the dataset now holds; run `bal rotation` again")
+    model, _ = load_model_file(folder / "rotation.pth")
+    return RotationResult(
+        paths, np.load(folder / "rotation_loss.npy"), np.load(folder / "features.npy"), model.to(device)
+    )
+
+
+def write_cdd(folder: Path, paths: Sequence[str], cdd: np.ndarray, order: np.ndarray, settings: dict) -> None:
+    """Write step 2's files; ``kmeans.json`` last."""
+    atomic_save_npy(folder / "cdd.npy", cdd)
+    write_lines(folder / "unlabeled_pool.txt", [paths[i] for i in order])
+    atomic_write_json(folder / "kmeans.json", settings)
+
+
+def kmeans_step(
+    load: str | os.PathLike, *, n_clusters: int | None = None, algorithm: str = "kmeans", seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cluster the features of a finished step 1 in ``load``; write the CDD order there.
+
+    Writes ``unlabeled_pool.txt`` (every pool image once, CDD ascending), ``cdd.npy``
+    (CDD per line of ``paths.txt``) and ``kmeans.json``; returns ``(cdd (N,), order (N,))``.
+    ``n_clusters`` defaults to the number of classes the pool was read with.
+    """
+    load = Path(load)
+    if not is_finished(load):
+        raise BalError(f"{load}: no finished rotation run there (no rotation.json); "
+                       f"run `bal rotation --save {load}` first")
+    settings = read_json(load / "rotation.json")
+    k = n_clusters if n_clusters is not None else len(settings["classes"])
+    features = np.load(load / "features.npy")
+    paths = read_lines(load / "paths.txt")
+    if len(paths) != len(features):
+        raise BalError(f"{load}: paths.txt has {len(paths)} lines but features.npy {len(features)} rows")
+    cdd = cluster_distance_difference(features, k, seed=seed, algorithm=algorithm)
+    order = sort_by_cdd(cdd)
+    write_cdd(load, paths, cdd, order, {"clusters": k, "algorithm": algorithm, "seed": seed})
+    return cdd, order
+
+
+def read_sorted_pool(path: str | os.PathLike, pool_paths: Sequence[str]) -> np.ndarray:
+    """Pool indices in the order of a sorted list such as ``unlabeled_pool.txt``.
+
+    Every pool image must appear exactly once; anything else is an error naming the
+    file and the line.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise BalError(f"the sorted pool list {path} does not exist; run `bal kmeans --load DIR` "
+                       f"and pass DIR/unlabeled_pool.txt")
+    index_of = {p: i for i, p in enumerate(pool_paths)}
+    order, seen = [], set()
+    for number, line in enumerate(read_lines(path), start=1):
+        if line not in index_of:
+            raise BalError(f"{path}, line {number}: {line!r} is not an image of the pool")
+        if line in seen:
+            raise BalError(f"{path}, line {number}: {line!r} is listed twice")
+        seen.add(line)
+        order.append(index_of[line])
+    if len(order) != len(pool_paths):
+        missing = [p for p in pool_paths if p not in seen]
+        raise BalError(f"{path} lists {len(order)} images, but the pool holds {len(pool_paths)}; "
+                       f"missing e.g. {missing[:3]}")
+    return np.asarray(order, dtype=np.int64)
+
+
+def load_pretext(folder: str | os.PathLike, pool_paths: Sequence[str], needs: frozenset[str],
+                 sorted_path: str | os.PathLike | None = None) -> Pretext:
+    """The step-1/2 artifacts a strategy ``needs``, read from a pretext folder.
+
+    Rows are put into pool order by path, so the folder may list the pool in any order.
+    ``sorted_path`` replaces the folder's ``unlabeled_pool.txt`` (``--sorted_dataset_path``).
+    """
+    folder = Path(folder)
+    pretext = Pretext()
+    if "order" in needs:
+        if sorted_path is not None and not Path(sorted_path).exists():
+            raise ParameterError("sorted_path", f"{{name}} {sorted_path} does not exist; run `bal kmeans --load DIR` "
+                                                f"and pass DIR/unlabeled_pool.txt")
+        pretext.order = read_sorted_pool(sorted_path or folder / "unlabeled_pool.txt", pool_paths)
+    if needs & {"losses", "features"}:
+        if not is_finished(folder):
+            raise BalError(f"{folder}: no finished `bal rotation` there (it holds the features and losses "
+                           f"this strategy needs); run `bal rotation --save {folder}`")
+        rows = read_sorted_pool(folder / "paths.txt", pool_paths)  # row r of the arrays is pool image rows[r]
+        where = np.empty_like(rows)
+        where[rows] = np.arange(len(rows))
+        if "losses" in needs:
+            pretext.losses = np.load(folder / "rotation_loss.npy")[where]
+        if "features" in needs:
+            pretext.features = np.load(folder / "features.npy")[where]
+    return pretext

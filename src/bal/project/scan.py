@@ -1,0 +1,222 @@
+"""A project's images folder, and the database kept up to date with it: ``init`` and ``scan``.
+
+* **Images.** Every file under the images folder whose extension is one of
+  :data:`bal.data.IMAGE_EXTENSIONS` (any case), in any sub-folder; hidden files and
+  hidden folders (name starting with ".") are ignored, and so is the project folder
+  itself when it lies inside the images folder (:func:`bal.data.walk_images`). Paths are
+  stored relative to the images folder, '/'-separated. A file whose first path
+  component is a class name (``FOLDER/cat/x.jpg``, exact spelling) is labelled with that
+  class, source ``folder``, when it is first seen (by ``init`` or by ``scan``).
+* **Scan.** An image whose size or mtime differ from the database is hashed again: the
+  same sha256 only refreshes size and mtime; another sha256 marks it ``changed`` (its
+  row, hash and labels stay, it leaves the pool). A vanished file becomes ``missing``
+  (labels stay). A changed or missing image whose original content is back returns to
+  ``ok``. ``accept_changed`` takes the new content of every changed image as the image
+  (keeps its labels).
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bal.errors import BalError
+from bal.project.db import DB_NAME, DEFAULT_SETTINGS, Project, file_sha256
+
+__all__ = ["InitReport", "ScanReport", "check_pool_files", "folder_label", "init_project", "list_image_files",
+           "scan_project"]
+
+def progress_bar(iterable, progress: bool, desc: str, total: int | None = None):
+    """``iterable`` with a tqdm bar when ``progress``."""
+    if not progress:
+        return iterable
+    from tqdm import tqdm
+
+    return tqdm(iterable, desc=desc, total=total, unit="img", leave=False)
+
+
+def list_image_files(root: str | os.PathLike, skip: str | os.PathLike | None = None) -> list[str]:
+    """Relative, '/'-separated paths of every image file under ``root``, sorted; ``skip`` is not entered."""
+    from bal.data.folders import walk_images  # bal.data imports torch: only when scanning
+
+    images, _ = walk_images(root, skip=skip)
+    return sorted("/".join(parts) for parts in images)
+
+
+def folder_label(path: str, classes: Sequence[str]) -> str | None:
+    """The class of an image sorted into a class folder (first path component), else None."""
+    parts = path.split("/")
+    return parts[0] if len(parts) > 1 and parts[0] in classes else None
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    path: str
+    sha256: str
+    size: int
+    mtime_ns: int
+
+
+def _stat(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
+def _record(root: Path, rel: str) -> FileRecord | str:
+    """The file's record, or the reason it cannot be read."""
+    path = root / rel
+    try:
+        st = os.stat(path)
+        sha = file_sha256(path)
+    except OSError as e:
+        return f"cannot read: {e.strerror or e}"
+    return FileRecord(rel, sha, st.st_size, st.st_mtime_ns)
+
+
+def _records(root: Path, paths: Sequence[str], progress: bool) -> tuple[list[FileRecord], list[tuple[str, str]]]:
+    """Records of the readable files, and (path, reason) of the others."""
+    records: list[FileRecord] = []
+    unreadable: list[tuple[str, str]] = []
+    for rel in progress_bar(paths, progress, "hash"):
+        rec = _record(root, rel)
+        (records.append(rec) if isinstance(rec, FileRecord) else unreadable.append((rel, rec)))
+    return records, unreadable
+
+
+def _add(project: Project, records: Sequence[FileRecord]) -> Counter:
+    """Insert new images and their class-folder labels in one transaction; labels per class."""
+    classes = project.classes
+    with project.transaction():
+        ids = project.add_images((r.path, r.sha256, r.size, r.mtime_ns) for r in records)
+        labels = [(image_id, folder_label(r.path, classes)) for image_id, r in zip(ids, records)]
+        labels = [(i, c) for i, c in labels if c is not None]
+        project.add_labels(labels, "folder")
+    return Counter(c for _, c in labels)
+
+
+# -- init --------------------------------------------------------------------------------
+@dataclass
+class InitReport:
+    n_images: int
+    labelled: Counter  # class -> images labelled from class folders
+    image_size: int | None
+    unreadable: list[tuple[str, str]] = field(default_factory=list)
+
+
+def check_net(net: str) -> None:
+    from bal.models import list_models
+
+    if net not in list_models():
+        raise BalError(f"--net {net!r} is not a network bal knows; choose one of {', '.join(list_models())}")
+
+
+def init_project(
+    folder: str | os.PathLike,
+    images: str | os.PathLike,
+    classes: Sequence[str],
+    *,
+    net: str = DEFAULT_SETTINGS["net"],
+    image_size: int | None = None,
+    seed: int = DEFAULT_SETTINGS["seed"],
+    progress: bool = False,
+) -> tuple[Project, InitReport]:
+    """Create the project in ``folder`` over the images folder ``images``; scan and hash every image."""
+    folder, images = Path(folder), Path(images)
+    if (folder / DB_NAME).exists():
+        raise BalError(f"{folder} already holds a project ({DB_NAME}); use `bal project scan {folder}`")
+    if folder.exists() and not folder.is_dir():
+        raise BalError(f"project folder {folder} exists and is not a folder")
+    if not images.exists():
+        raise BalError(f"--images {images}: no such folder")
+    if not images.is_dir():
+        raise BalError(f"--images {images} is not a folder")
+    check_net(net)
+    if image_size is not None and image_size < 8:
+        raise BalError(f"--image-size must be at least 8 pixels, got {image_size}")
+    records, unreadable = _records(images, list_image_files(images, skip=folder), progress)
+    if image_size is None and records:
+        from bal.data import infer_image_size
+
+        image_size = infer_image_size([str(images / r.path) for r in records])
+    project = Project.create(folder, images, classes)
+    with project.transaction():
+        project.write_settings({"net": net, "image_size": image_size, "seed": int(seed)})
+        labelled = _add(project, records)
+    return project, InitReport(len(records), labelled, image_size, unreadable)
+
+
+# -- scan --------------------------------------------------------------------------------
+@dataclass
+class ScanReport:
+    added: list[str] = field(default_factory=list)
+    added_labelled: Counter = field(default_factory=Counter)
+    changed: list[str] = field(default_factory=list)  # now changed (newly or still)
+    missing: list[str] = field(default_factory=list)  # now missing (newly or still)
+    returned: list[str] = field(default_factory=list)  # changed/missing before, ok again
+    accepted: list[str] = field(default_factory=list)  # changed images taken as they are now
+    unreadable: list[tuple[str, str]] = field(default_factory=list)  # new files that could not be read
+    labels_kept: int = 0  # current labels on changed or missing images
+
+
+def scan_project(project: Project, *, accept_changed: bool = False, progress: bool = False) -> ScanReport:
+    """Bring the database up to date with the images folder (see the module docstring)."""
+    root = project.images_root
+    if not root.is_dir():
+        raise BalError(f"the images folder {root} of project {project.folder} does not exist (moved or unmounted?)")
+    on_disk = set(list_image_files(root, skip=project.folder))
+    known = {r["path"]: r for r in project.image_files()}
+    report = ScanReport()
+    updates: list[tuple[str, str, int, int, int]] = []  # (status, sha256, size, mtime_ns, id)
+    for path, row in progress_bar(sorted(known.items()), progress, "scan"):
+        old = (row["status"], row["sha256"], row["size"], row["mtime_ns"])
+        st = _stat(root / path) if path in on_disk else None
+        if st is None:
+            new = ("missing", *old[1:])
+        elif st == (row["size"], row["mtime_ns"]):
+            new = ("ok", *old[1:])
+        else:
+            rec = _record(root, path)
+            if isinstance(rec, str):
+                new = ("missing", *old[1:])
+            elif rec.sha256 == row["sha256"]:
+                new = ("ok", rec.sha256, rec.size, rec.mtime_ns)
+            elif accept_changed:
+                new = ("ok", rec.sha256, rec.size, rec.mtime_ns)
+                report.accepted.append(path)
+            else:
+                new = ("changed", *old[1:])
+        if new[0] == "ok" and old[0] != "ok" and path not in report.accepted:
+            report.returned.append(path)
+        elif new[0] == "changed":
+            report.changed.append(path)
+        elif new[0] == "missing":
+            report.missing.append(path)
+        if new != old:
+            updates.append((*new, row["id"]))
+    records, report.unreadable = _records(root, sorted(on_disk - set(known)), progress)
+    with project.transaction():
+        project.update_images(updates)
+        report.added_labelled = _add(project, records)
+    report.added = [r.path for r in records]
+    report.labels_kept = sum(1 for r in project.images(None) if r.status != "ok" and r.label is not None)
+    return report
+
+
+def check_pool_files(project: Project) -> None:
+    """Refuse to decode when pool files changed or vanished since the last scan."""
+    root = project.images_root
+    stale = [r["path"] for r in project.image_files("ok") if _stat(root / r["path"]) != (r["size"], r["mtime_ns"])]
+    if stale:
+        shown = "\n".join(f"  {p}" for p in stale[:20])
+        if len(stale) > 20:
+            shown += f"\n  ... and {len(stale) - 20} more"
+        raise BalError(
+            f"{len(stale)} image file(s) under {root} changed or vanished since the last scan; "
+            f"run `bal project scan {project.folder}` first:\n{shown}"
+        )
