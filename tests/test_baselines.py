@@ -363,10 +363,10 @@ def test_typicality_matches_brute_force_and_handles_duplicates():
     for knn in (1, 4, 24, 50):
         kk = min(knn, 24)
         expected = 1.0 / np.sort(d, axis=1)[:, :kk].mean(axis=1)
-        np.testing.assert_allclose(baselines._typicality(x, knn), expected, rtol=1e-12)
+        np.testing.assert_allclose(baselines.typicality(x, knn), expected, rtol=1e-12)
     dup = np.array([[3.0, 1.0], [3.0, 1.0], [0.0, 0.0]])
-    np.testing.assert_array_equal(baselines._typicality(dup, 1), [np.inf, np.inf, 1 / np.sqrt(10)])
-    np.testing.assert_array_equal(baselines._typicality(np.ones((1, 2)), 20), [np.inf])
+    np.testing.assert_array_equal(baselines.typicality(dup, 1), [np.inf, np.inf, 1 / np.sqrt(10)])
+    np.testing.assert_array_equal(baselines.typicality(np.ones((1, 2)), 20), [np.inf])
 
 
 @pytest.mark.parametrize(

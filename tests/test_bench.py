@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 
+import numpy as np
 import pytest
 
 from bal.bench import BenchConfig
@@ -41,8 +42,8 @@ def test_tiny_bench_writes_results_table_and_plot(toy, capsys):
     assert {s["strategy"] for s in results["summary"]} == {"random", "bal"}
     assert (out / "accuracy.png").read_bytes()[:4] == b"\x89PNG" and (out / "accuracy.svg").exists()
     assert (out / "summary.md").read_text().count("|") > 10
-    # both strategies saw the same 200-image pool and the same shared pretext
-    assert (out / "pretext" / "rotation.json").exists()
+    # bal's seed trained its own pretext, beside the output folder, where other benches find it
+    assert len(list((toy / "pretexts").glob("toy-cnn-seed0-*/rotation.json"))) == 1
     assert (out / "runs" / "bal" / "seed-0" / "labeled_1.txt").exists()
 
     # a second call resumes: every pair is finished, so nothing is trained again and results are identical
@@ -81,3 +82,65 @@ def test_checked_in_configurations_load():
     for path in configs:
         config = BenchConfig.from_yaml(path)
         assert len(config.strategies) == 11 and len(config.seeds) == 3
+
+
+def test_validation_protocol_per_seed_pretexts_and_diagnostics(toy, capsys):
+    """eval: validation on a split outside the pool; each seed its own pretext, reused by another bench."""
+    base = (f"dataset: toy\ndatapath: {toy / 'data'}\ncache_dir: {toy / 'cache'}\npool_size: 120\nval_size: 60\n"
+            "test_size: 100\nstrategies: [random, 'bal[first=typical,view=mean,feature_norm=l2]', probcover]\n"
+            "seeds: [0, 1]\nper_samples_list: [5, 5]\nnet: cnn\nbatch_size: 16\nmilestones: [1]\n"
+            "rotation_epochs: 1\nrotation_batch_size: 32\nrotation_milestones: []\neval: validation\n")
+    first = toy / "protocol.yaml"
+    first.write_text(base + f"epochs: 2\nout: {toy / 'val-a'}\n")
+    assert main(["bench", "--config", str(first), "--no_progress", "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    assert "evaluated on the validation split (60 images)" in printed
+    results = json.loads((toy / "val-a" / "results.json").read_text())
+    assert results["eval"] == "validation" and {r["split"] for r in results["rows"]} == {"validation"}
+    # diagnostics: class counts and entropy every cycle, the previous model's errors after the first
+    rows = results["rows"]
+    assert all(sum(r["class_counts"].values()) == r["labelled"] and 0 <= r["class_entropy"] <= 1 for r in rows)
+    assert all((r["previous_model_wrong"] is None) == (r["cycle"] == 0) for r in rows)
+    quality = results["pretexts"]
+    assert {(q["seed"], q["features"], q["feature_norm"]) for q in quality} >= {(0, "mean", "l2"), (1, "upright", "none")}
+    assert all(0 <= q["knn_accuracy"] <= 100 and 0 <= q["rotation_accuracy"] <= 100 for q in quality)
+    summary = (toy / "val-a" / "summary.md").read_text()
+    assert summary.startswith("evaluated on the validation split") and "## Diagnostics" in summary
+    assert (toy / "val-a" / "balance.png").read_bytes()[:4] == b"\x89PNG"
+    assert (toy / "val-a" / "runs" / "bal_first=typical_view=mean_feature_norm=l2" / "seed-1").is_dir()
+
+    # each seed trained its own pretext ...
+    folders = sorted((toy / "pretexts").glob("toy-cnn-seed[01]-*"))
+    assert len({f.name.split("-")[2] for f in folders}) == 2
+    stamps = {f: (f / "rotation.pth").stat().st_mtime_ns for f in folders}
+    # ... and another bench with other task settings reuses them, training no pretext again
+    second = toy / "protocol-b.yaml"
+    second.write_text(base + f"epochs: 3\nout: {toy / 'val-b'}\n")
+    assert main(["bench", "--config", str(second), "--no_progress", "--device", "cpu"]) == 0
+    assert {f: (f / "rotation.pth").stat().st_mtime_ns for f in folders} == stamps
+
+
+def test_splits_are_disjoint_and_stratified(toy):
+    from bal.bench import BenchConfig, bench_splits
+    from bal.data import open_dataset
+
+    data = open_dataset(toy / "data", "toy", cache_dir=toy / "cache", progress=False)
+    config = BenchConfig.from_mapping({"pool_size": 120, "val_size": 60, "test_size": 100})
+    pool, val, test = bench_splits(config, data.pool, data.test)
+    assert (len(pool), len(val), len(test)) == (120, 60, 100)
+    assert not set(pool.paths) & set(val.paths) and set(pool.paths) | set(val.paths) <= set(data.pool.paths)
+    assert np.bincount(val.labels).tolist() == [15, 15, 15, 15]
+    with pytest.raises(BalError, match="val_size"):
+        BenchConfig.from_mapping({"eval": "validation"})
+
+
+def test_strategy_specs():
+    from bal.bench import parse_strategy, split_strategy_list
+
+    assert parse_strategy("bal[first=typical, beta=2, addendum=none]") == (
+        "bal", {"first": "typical", "beta": 2, "addendum": None})
+    assert parse_strategy("random") == ("random", {})
+    assert split_strategy_list("random,bal[first=typical,beta=2.5] margin") == [
+        "random", "bal[first=typical,beta=2.5]", "margin"]
+    with pytest.raises(BalError, match="key=value"):
+        BenchConfig.from_mapping({"strategies": ["bal[first]"]})

@@ -396,7 +396,7 @@ def test_subpool_rejects(order, window, labelled, k, match):
 
 
 def test_select_first_rules():
-    assert FIRST_RULES == ("high1st", "low1st", "uni", "rand")
+    assert FIRST_RULES == ("high1st", "low1st", "uni", "rand", "typical")
     np.testing.assert_array_equal(select_first(10, 3, "high1st"), [0, 1, 2])
     np.testing.assert_array_equal(select_first(10, 3, "low1st"), [7, 8, 9])
     np.testing.assert_array_equal(select_first(10, 3, "uni"), [0, 3, 6])

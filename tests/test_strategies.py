@@ -112,4 +112,4 @@ def test_coreset_and_badge_use_the_model_outputs():
 def test_unknown_strategy_lists_the_known_ones():
     with pytest.raises(BalError, match="bal-released"):
         create_strategy("greedy")
-    assert len(list_strategies()) == 11
+    assert len(list_strategies()) == 12 and "probcover" in list_strategies()

@@ -1,44 +1,78 @@
 """``bal bench``: every strategy, several seeds, identical data, model, training and evaluation.
 
-One pretext (rotation) run and one CDD order are shared by all pairs; each
-(strategy, seed) pair is a resumable ``run_cycles`` folder under ``OUT/runs``, so an
-interrupted benchmark continues pair by pair. The results (JSON, CSV), the table of
-accuracy per budget (mean ± std over seeds) with AUBC and its rank, and the plot of
-the paper (accuracy against % labelled, ± one std) land in ``OUT``.
+The protocol, so that a benchmark cannot fool itself:
+
+* **Splits.** The pool is a class-stratified subset of the training split; the
+  validation split (``val_size`` images) is carved, stratified, from the training
+  images *outside* the pool; the test split is a stratified subset of the test images.
+  Every choice (defaults, options, the recommended strategy) is made with
+  ``eval: validation``; ``eval: test`` (the default) is for the final table, once.
+* **Seeds.** Seed ``s`` fixes everything of a pair, its pretext included: each seed
+  trains its own rotation pretext, so the spread over seeds covers the pretext's
+  randomness too. A finished pretext lives in ``pretext_dir`` under a name made of
+  what decides it (dataset, pool, network, schedule, seed) and is reused by any bench
+  whose pretext settings match, whatever its task settings.
+* **Pairs.** Each (strategy, seed) pair is a resumable run folder under
+  ``OUT/runs``, so an interrupted benchmark continues pair by pair, over days if need be.
+
+A strategy is a name or a name with options, ``bal[first=typical,beta=2]``: the options
+of :func:`bal.selection.create_strategy` and the pretext's ``view`` and
+``feature_norm``; the label is written in every table. The results (JSON, CSV), the
+table of accuracy per budget (mean ± std over seeds) with AUBC and its rank, the plot
+of the paper, the class-balance plot and the diagnostics land in ``OUT``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from bal.data import REGIMES, budgets_from_percentages, open_dataset, regime_percentages, stratified_subset
+import numpy as np
+
+from bal.data import (
+    REGIMES, ImageSet, budgets_from_percentages, open_dataset, regime_percentages, stratified_subset, subset,
+)
 from bal.engine.runfolder import bind_config
 from bal.engine.runtime import resolve_device
 from bal.engine.trainer import TrainConfig
-from bal.errors import BalError
+from bal.errors import BalError, ParameterError
+from bal.files import atomic_save_npy, atomic_write_json, read_json, write_lines
 from bal.loop.cycles import run_cycles
-from bal.pretext import build_pretext
+from bal.pretext.features import FEATURE_NORMS, VIEWS, cdd_order, load_features_file, normalise_features
+from bal.pretext.rotation import train_rotation
 from bal.report import summarise, summary_table, write_results
-from bal.selection import Pretext, create_strategy, list_strategies
+from bal.report.diagnostics import DIAGNOSTIC_COLUMNS, diagnostics_markdown, plot_balance
+from bal.selection import Pretext, create_strategy, list_strategies, strategy_options
+from bal.validation import check_choice, check_int
 
 log = logging.getLogger("bal")
+
+#: Splits a benchmark can evaluate on.
+EVAL_SPLITS = ("test", "validation")
+#: Strategy options that choose the pretext's embedding rather than the strategy.
+PRETEXT_OPTIONS = ("view", "feature_norm")
 
 
 @dataclass
 class BenchConfig:
-    """Everything a benchmark fixes; loadable from YAML (keys as below, ``-`` or ``_``)."""
+    """Everything a benchmark fixes; loadable from YAML (keys as the flags, ``-`` or ``_``)."""
 
     dataset: str = "cifar10"
     datapath: str = "data"
     pool_size: int | None = None  # a class-stratified subset of the training split, fixed by subset_seed
-    test_size: int | None = None  # likewise for the test split
+    val_size: int = 0  # validation images carved from the training split outside the pool
+    test_size: int | None = None  # a class-stratified subset of the test split
     subset_seed: int = 0
+    eval: str = "test"  # the split every cycle is evaluated on: test or validation
     regime: str = "small"
-    percentages: list[float] | None = None  # overrides the regime's per-cycle percentages
+    per_samples_list: list[float] | None = None  # overrides the regime's per-cycle percentages
     strategies: list[str] = field(default_factory=list_strategies)
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     net: str = "cnn"
@@ -47,17 +81,26 @@ class BenchConfig:
     lr: float = 0.05
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    milestones: list[int] = field(default_factory=lambda: [20])
+    milestones: list[float] = field(default_factory=lambda: [20])
     warm_start: bool = True
     beta: float | None = None  # None: the dataset preset's value for the regime
     window: str | None = None  # None: each strategy's default (strategy_options)
     first: str | None = None
     sampling: str | None = None
+    addendum: int | str | None = None
+    order_from: str | None = None
+    view: str = VIEWS[0]  # the rotation view the strategies embed
+    feature_norm: str = FEATURE_NORMS[0]
+    features: str | None = None  # the user's own embedding (.npy): replaces the rotation features
+    backbone: str | None = None  # a pretrained torchvision backbone embeds the pool instead
+    weights: str | None = None  # its weights file
+    backbone_size: int = 224
     rotation_epochs: int = 15
     rotation_batch_size: int = 128
     rotation_lr: float = 0.1
-    rotation_milestones: list[int] = field(default_factory=lambda: [10])
-    pretext_seed: int = 0
+    rotation_milestones: list[float] = field(default_factory=lambda: [10])
+    pretext_dir: str | None = None  # finished pretexts, shared by benches whose pretext settings match
+    #                                 (default: a folder "pretexts" beside out)
     clusters: int | None = None
     image_size: int | None = None
     cache_dir: str | None = None
@@ -65,12 +108,16 @@ class BenchConfig:
     out: str = "runs/bench"
     device: str = "auto"
 
+    #: Older key names, still read.
+    ALIASES = {"percentages": "per_samples_list"}
+
     @classmethod
     def from_mapping(cls, values: dict, source: str = "configuration") -> "BenchConfig":
         names = {f.name for f in dataclasses.fields(cls)}
         clean = {}
         for key, value in values.items():
             name = str(key).replace("-", "_")
+            name = cls.ALIASES.get(name, name)
             if name not in names:
                 raise BalError(f"{source}: unknown key {key!r}; known keys: {', '.join(sorted(names))}")
             clean[name] = value
@@ -94,8 +141,12 @@ class BenchConfig:
         return cls.from_mapping(values, source=str(path))
 
     def validate(self, source: str = "configuration") -> None:
+        try:
+            specs = [parse_strategy(s) for s in self.strategies]
+        except ParameterError as e:
+            raise BalError(f"{source}: {e}") from None
         known = list_strategies()
-        unknown = [s for s in self.strategies if s not in known]
+        unknown = [s for s, (name, _) in zip(self.strategies, specs) if name not in known]
         if unknown or not self.strategies:
             raise BalError(f"{source}: strategies must be among {', '.join(known)}; got {unknown or 'none'}")
         if len(set(self.strategies)) != len(self.strategies):
@@ -104,77 +155,277 @@ class BenchConfig:
             raise BalError(f"{source}: seeds must be a non-empty list of distinct integers, got {self.seeds}")
         if self.regime not in REGIMES:
             raise BalError(f"{source}: regime must be one of {', '.join(REGIMES)}, got {self.regime!r}")
+        if self.eval not in EVAL_SPLITS:
+            raise BalError(f"{source}: eval must be one of {', '.join(EVAL_SPLITS)}, got {self.eval!r}")
+        if self.eval == "validation" and not self.val_size:
+            raise BalError(f"{source}: eval: validation needs a validation split: set val_size")
         for name in ("epochs", "batch_size", "rotation_epochs", "rotation_batch_size"):
             if int(getattr(self, name)) < 1:
                 raise BalError(f"{source}: {name} must be >= 1, got {getattr(self, name)}")
+        check_choice("view", self.view, VIEWS)
+        check_choice("feature_norm", self.feature_norm, FEATURE_NORMS)
+        if (self.backbone is None) != (self.weights is None):
+            raise BalError(f"{source}: backbone and weights go together (a backbone needs its weights file)")
+        if self.features and self.backbone:
+            raise BalError(f"{source}: give features or a backbone, not both")
 
     @property
     def percentages_used(self) -> list[float]:
-        return list(self.percentages) if self.percentages else regime_percentages(self.regime)
+        return list(self.per_samples_list) if self.per_samples_list else regime_percentages(self.regime)
+
+    def train_config(self) -> TrainConfig:
+        return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, momentum=self.momentum,
+                           weight_decay=self.weight_decay, milestones=tuple(self.milestones))
+
+    def rotation_config(self) -> TrainConfig:
+        return TrainConfig(epochs=self.rotation_epochs, batch_size=self.rotation_batch_size, lr=self.rotation_lr,
+                           milestones=tuple(self.rotation_milestones))
 
 
+# -- strategy specs ----------------------------------------------------------------------
+_SPEC = re.compile(r"^\s*([A-Za-z0-9_.-]+)\s*(?:\[(.*)\])?\s*$")
+
+
+def _value(text: str) -> Any:
+    text = text.strip()
+    if text.lower() in ("none", "null"):
+        return None
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_strategy(spec: str) -> tuple[str, dict[str, Any]]:
+    """``"bal[first=typical,beta=2]"`` -> ``("bal", {"first": "typical", "beta": 2})``."""
+    match = _SPEC.match(str(spec))
+    if not match:
+        raise ParameterError("strategies", f"{{name}}: cannot read {spec!r}; write NAME or NAME[option=value,...]")
+    name, body = match.group(1), match.group(2)
+    options: dict[str, Any] = {}
+    for item in filter(None, (x.strip() for x in (body or "").split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ParameterError("strategies", f"{{name}}: {spec!r}: options are key=value, got {item!r}")
+        options[key.strip()] = _value(value)
+    return name, options
+
+
+def split_strategy_list(text: str) -> list[str]:
+    """A command-line list of strategy specs: commas and spaces separate them, except inside [...]."""
+    return [s.strip() for s in re.findall(r"[^,\s\[]+(?:\[[^\]]*\])?", text) if s.strip()]
+
+
+def folder_name(spec: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._=-]+", "_", spec).strip("_")
+
+
+# -- splits and pretexts -----------------------------------------------------------------
+def bench_splits(config: BenchConfig, train: ImageSet, test: ImageSet) -> tuple[ImageSet, ImageSet | None, ImageSet]:
+    """(pool, validation or None, test): the pool and the validation split never share an image."""
+    pool_idx = _stratified_indices(train, config.pool_size, config.subset_seed, "pool_size")
+    pool = subset(train, pool_idx)
+    val = None
+    if config.val_size:
+        rest = np.setdiff1d(np.arange(len(train)), pool_idx)
+        left = subset(train, rest)
+        val = subset(left, _stratified_indices(left, config.val_size, config.subset_seed, "val_size"))
+    return pool, val, stratified_subset(test, config.test_size, config.subset_seed, "test")
+
+
+def _stratified_indices(images: ImageSet, size: int | None, seed: int, name: str) -> np.ndarray:
+    if size is None or size == len(images):
+        return np.arange(len(images))
+    check_int(name, size, 1, len(images) - 1)
+    from sklearn.model_selection import train_test_split
+
+    idx, _ = train_test_split(np.arange(len(images)), train_size=size, stratify=images.labels, random_state=seed)
+    return np.sort(idx)
+
+
+def pretext_folder(config: BenchConfig, pool: ImageSet, seed: int) -> Path:
+    """The folder of seed ``seed``'s pretext: named by everything that decides it, nothing else.
+
+    Any bench with the same dataset, pool, network, image size, rotation schedule and seed
+    finds the same folder, whatever its task settings, so a finished pretext is trained once.
+    """
+    key = {"dataset": config.dataset, "pool": hashlib.sha256("\n".join(pool.paths).encode()).hexdigest(),
+           "image_size": int(pool.images.shape[1]), "net": config.net, "seed": seed,
+           "rotation": [config.rotation_epochs, config.rotation_batch_size, config.rotation_lr,
+                        list(config.rotation_milestones)]}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+    where = Path(config.pretext_dir) if config.pretext_dir else Path(config.out).parent / "pretexts"
+    return where / f"{config.dataset}-{config.net}-seed{seed}-{digest}"
+
+
+def knn_accuracy(features: np.ndarray, labels: np.ndarray, k: int = 20, folds: int = 5) -> float:
+    """Feature quality: 5-fold accuracy (%) of a k-NN classifier, cosine distance, on the simulation labels."""
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.neighbors import KNeighborsClassifier
+
+    counts = np.bincount(labels)
+    folds = int(min(folds, counts[counts > 0].min()))
+    if folds < 2:
+        return float("nan")
+    model = KNeighborsClassifier(n_neighbors=min(k, len(labels) - len(labels) // folds - 1), metric="cosine")
+    cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=0)
+    return 100.0 * float(np.mean(cross_val_score(model, features, labels, cv=cv)))
+
+
+class Pretexts:
+    """Each seed's pretext, and the embeddings the strategies read from it, made once and reused."""
+
+    def __init__(self, config: BenchConfig, pool: ImageSet, augment, device, progress: bool, out: Path):
+        self.config, self.pool, self.augment, self.device, self.progress, self.out = (
+            config, pool, augment, device, progress, out)
+        self._rotations: dict[int, Any] = {}
+        self._external: np.ndarray | None = None
+        self.quality: list[dict] = []  # one row per (seed, embedding): kNN and rotation accuracy
+
+    def rotation(self, seed: int):
+        if seed not in self._rotations:
+            t0 = time.perf_counter()
+            folder = pretext_folder(self.config, self.pool, seed)
+            self._rotations[seed] = train_rotation(
+                self.pool, self.augment, net=self.config.net, config=self.config.rotation_config(), seed=seed,
+                device=self.device, save=folder, progress=self.progress)
+            log.info("bench: pretext of seed %d ready in %s (%.0f s)", seed, folder, time.perf_counter() - t0)
+        return self._rotations[seed]
+
+    def external(self) -> np.ndarray | None:
+        """The user's embedding (``features``) or the backbone's, in pool order; None for rotation features."""
+        c = self.config
+        if self._external is None and c.features:
+            self._external = load_features_file(c.features, len(self.pool), f"the benchmark's pool ({self.out}/pool.txt)")
+        if self._external is None and c.backbone:
+            from bal.pretext.backbone import embed_with_backbone
+
+            key = hashlib.sha256(json.dumps([c.backbone, str(Path(c.weights).resolve()), c.backbone_size,
+                                             self.pool.paths]).encode()).hexdigest()[:12]
+            cached = self.out / "embeddings" / f"{c.backbone}-{key}.npy"
+            if cached.exists():
+                self._external = np.load(cached)
+            else:
+                self._external = embed_with_backbone(self.pool.images, c.backbone, c.weights, device=self.device,
+                                                     input_size=c.backbone_size, progress=self.progress)
+                atomic_save_npy(cached, self._external)
+        return self._external
+
+    def for_pair(self, seed: int, needs: frozenset[str], view: str, norm: str) -> Pretext:
+        """The pretext a strategy with ``needs`` reads in seed ``seed``: features of ``view`` (or the
+        user's / backbone's), normalised by ``norm``, and their CDD order (k-means seeded with ``seed``)."""
+        pretext = Pretext()
+        if not needs:
+            return pretext
+        external = self.external()
+        rotation = self.rotation(seed) if ("losses" in needs or external is None) else None
+        if rotation is not None:
+            pretext.losses = rotation.losses
+        if needs & {"features", "order"}:
+            raw = external if external is not None else rotation.views.get(view)
+            if raw is None:
+                raise BalError(f"the pretext of seed {seed} has no {view!r} view; delete its folder to score it again")
+            features = normalise_features(raw, norm)
+            pretext.features = features
+            k = self.config.clusters or len(self.pool.classes)
+            pretext.order = cdd_order(features, k, seed=seed)[1]
+            self._record_quality(seed, "external" if external is not None else view, norm, features, rotation)
+        return pretext
+
+    def _record_quality(self, seed, source, norm, features, rotation) -> None:
+        if any(q["seed"] == seed and q["features"] == source and q["feature_norm"] == norm for q in self.quality):
+            return
+        cache = pretext_folder(self.config, self.pool, seed) / "quality.json" if source != "external" else None
+        known = read_json(cache) if cache is not None and cache.exists() else {}
+        key = f"{source}-{norm}"
+        if key not in known:
+            known[key] = knn_accuracy(features, self.pool.labels)
+            if cache is not None:
+                atomic_write_json(cache, known)
+        self.quality.append({"seed": seed, "features": source, "feature_norm": norm, "knn_accuracy": known[key],
+                             "rotation_accuracy": None if rotation is None else rotation.accuracy})
+
+
+# -- the benchmark -----------------------------------------------------------------------
 def run_bench(config: BenchConfig, *, progress: bool = True) -> list[dict]:
-    """Run every (strategy, seed) pair; write results, table and plot into ``config.out``.
+    """Run every (strategy, seed) pair; write results, tables, plots and diagnostics into ``config.out``.
 
     Returns every cycle of every pair as rows (strategy, seed, cycle, labelled,
-    labelled_pct, accuracy, seconds).
+    labelled_pct, accuracy, seconds and the diagnostics of :data:`DIAGNOSTIC_COLUMNS`).
     """
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(config.device)
+    train_config = config.train_config()  # checked before any decoding
+    config.rotation_config()
     data = open_dataset(config.datapath, config.dataset, image_size=config.image_size,
                         cache_dir=config.cache_dir, skip_bad=config.skip_bad_images, progress=progress,
                         report_dir=out)
-    pool = stratified_subset(data.pool, config.pool_size, config.subset_seed, "pool")
-    test = stratified_subset(data.test, config.test_size, config.subset_seed, "test")
-    preset = data.preset
-    augment = data.augment
-    percentages = config.percentages_used
-    budgets = budgets_from_percentages(percentages, len(pool))
-    beta = config.beta if config.beta is not None else preset.beta_for(config.regime)
-    # The results of one folder must come from one configuration; only `out` and `device` may change.
+    pool, val, test = bench_splits(config, data.pool, data.test)
+    write_lines(out / "pool.txt", pool.paths)  # the row order of a `features` file
+    evaluate_on = val if config.eval == "validation" else test
+    budgets = budgets_from_percentages(config.percentages_used, len(pool))
+    beta = config.beta if config.beta is not None else data.preset.beta_for(config.regime)
+    # The results of one folder must come from one configuration; only where it runs may change.
     bind_config(out / "bench_config.json",
-                {k: v for k, v in dataclasses.asdict(config).items() if k not in ("out", "device", "cache_dir")},
-                "benchmark")
-    log.info("bench: %s, pool %d, test %d, %s, budgets %s, %d strategies x %d seeds -> %s",
-             config.dataset, len(pool), len(test), config.net, ",".join(map(str, budgets)),
-             len(config.strategies), len(config.seeds), out)
+                {k: v for k, v in dataclasses.asdict(config).items()
+                 if k not in ("out", "device", "cache_dir", "pretext_dir")}, "benchmark")
+    log.info("bench: %s, pool %d, validation %d, test %d, evaluated on the %s split (%d images), %s, budgets %s, "
+             "%d strategies x %d seeds -> %s", config.dataset, len(pool), len(val) if val else 0, len(test),
+             config.eval, len(evaluate_on), config.net, ",".join(map(str, budgets)), len(config.strategies),
+             len(config.seeds), out)
 
-    options = {"beta": beta, "window": config.window, "first": config.first, "sampling": config.sampling}
-    options = {k: v for k, v in options.items() if v is not None}
-    strategies = {name: create_strategy(name, ignore_unknown=True, **options) for name in config.strategies}
-    pretext = Pretext()
-    if any(s.needs for s in strategies.values()):
-        t0 = time.perf_counter()
-        rotation = TrainConfig(epochs=config.rotation_epochs, batch_size=config.rotation_batch_size,
-                               lr=config.rotation_lr, milestones=tuple(config.rotation_milestones))
-        pretext = build_pretext(pool, augment, net=config.net, config=rotation, seed=config.pretext_seed,
-                                device=device, save=out / "pretext", n_clusters=config.clusters, progress=progress)
-        log.info("bench: pretext and CDD ready (%.0f s)", time.perf_counter() - t0)
+    defaults = {"beta": beta, "window": config.window, "first": config.first, "sampling": config.sampling,
+                "addendum": config.addendum, "order_from": config.order_from}
+    defaults = {k: v for k, v in defaults.items() if v is not None}
+    plans = {}
+    for spec in config.strategies:
+        name, options = parse_strategy(spec)
+        pretext_options = {"view": options.pop("view", config.view),
+                           "norm": options.pop("feature_norm", config.feature_norm)}
+        check_choice("view", pretext_options["view"], VIEWS)
+        check_choice("feature_norm", pretext_options["norm"], FEATURE_NORMS)
+        takes = strategy_options(name)
+        strange = sorted(set(options) - set(takes))
+        if strange:
+            raise BalError(f"strategy {spec!r}: {name} takes no option {', '.join(strange)}; "
+                           f"its options: {', '.join(takes) or 'none'} (and view, feature_norm)")
+        strategy = create_strategy(name, ignore_unknown=True, **{**defaults, **options})
+        plans[spec] = (strategy, pretext_options)
 
-    train = TrainConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
-                        momentum=config.momentum, weight_decay=config.weight_decay,
-                        milestones=tuple(config.milestones))
+    pretexts = Pretexts(config, pool, data.augment, device, progress, out)
     rows: list[dict] = []
-    pairs = [(s, seed) for s in config.strategies for seed in config.seeds]
-    for i, (name, seed) in enumerate(pairs, start=1):
+    pairs = [(spec, seed) for spec in config.strategies for seed in config.seeds]
+    for i, (spec, seed) in enumerate(pairs, start=1):
+        strategy, pretext_options = plans[spec]
+        pretext = pretexts.for_pair(seed, strategy.needs, pretext_options["view"], pretext_options["norm"])
         t0 = time.perf_counter()
-        result_rows = run_cycles(pool, test, strategy=strategies[name], budgets=budgets, pretext=pretext,
-                                 train=train, augment=augment, net=config.net, warm_start=config.warm_start,
-                                 seed=seed, out_dir=out / "runs" / name / f"seed-{seed}", device=device,
+        result_rows = run_cycles(pool, evaluate_on, strategy=strategy, budgets=budgets, pretext=pretext,
+                                 train=train_config, augment=data.augment, net=config.net,
+                                 warm_start=config.warm_start, seed=seed,
+                                 out_dir=out / "runs" / folder_name(spec) / f"seed-{seed}", device=device,
                                  progress=progress)
         for r in result_rows:
-            rows.append({"strategy": name, "seed": seed, "cycle": r["cycle"], "labelled": r["labelled"],
-                         "labelled_pct": r["labelled_pct"], "accuracy": r["accuracy"], "seconds": r["seconds"]})
+            rows.append({"strategy": spec, "seed": seed, "split": config.eval, **{k: r.get(k) for k in (
+                "cycle", "labelled", "labelled_pct", "accuracy", "seconds", *DIAGNOSTIC_COLUMNS)},
+                "class_counts": r.get("class_counts")})
         accs = " ".join(f"{r['accuracy']:.1f}" for r in result_rows)
-        log.info("bench [%d/%d] %s seed %d: %s (%.0f s)", i, len(pairs), name, seed, accs, time.perf_counter() - t0)
+        log.info("bench [%d/%d] %s seed %d: %s (%.0f s)", i, len(pairs), spec, seed, accs, time.perf_counter() - t0)
 
-    notes = {name: f"cycle 0: {s.cycle0}" for name, s in strategies.items()}
+    notes = {spec: f"cycle 0: {strategy.cycle0}" for spec, (strategy, _) in plans.items()}
     summaries = summarise(rows, notes=notes, order=config.strategies)
-    title = (f"{config.dataset}: pool {len(pool)}, test {len(test)}, {config.net}, "
+    split = f"{config.eval} split ({len(evaluate_on)} images)"
+    title = (f"{config.dataset}: pool {len(pool)}, {split}, {config.net}, "
              f"{config.epochs} epochs, {len(config.seeds)} seeds")
-    write_results(out, rows, summaries, title=title)
+    diagnostics = diagnostics_markdown(rows, pretexts.quality)
+    write_results(out, rows, summaries, title=title, split=split, extra_markdown=diagnostics,
+                  row_columns=("strategy", "seed", "split", "cycle", "labelled", "labelled_pct", "accuracy",
+                               "seconds", *DIAGNOSTIC_COLUMNS),
+                  extra={"eval": config.eval, "pretexts": pretexts.quality})
+    plot_balance(rows, out / "balance.png", title=f"class balance of the labelled set ({config.dataset})")
+    print(f"evaluated on the {split}")
     print(summary_table(summaries))
-    print(f"\nresults: {out}/results.csv, summary.csv, summary.md, accuracy.png, accuracy.svg")
+    print(f"\nresults: {out}/results.csv, summary.csv, summary.md (with diagnostics), accuracy.png, balance.png")
     return rows
-

@@ -11,31 +11,47 @@ from bal.cli.flags import add, flatten, number_list, positive_float, positive_in
 
 def add_bench_commands(sub) -> dict:
     """Add bench and demo to ``bal``'s sub-commands; returns {command: handler}."""
+    from bal.bench import EVAL_SPLITS, split_strategy_list
     from bal.data import REGIMES
+    from bal.pretext.backbone import BACKBONES
+    from bal.pretext.features import FEATURE_NORMS, VIEWS
     from bal.selection import list_strategies
 
     p = sub.add_parser("bench", help="compare strategies over seeds: results, table with AUBC, the paper's plot",
-                       description="Run every (strategy, seed) pair on the same pool, test split, model and "
-                                   "training; share one pretext and CDD order; resume pair by pair. Settings "
-                                   "come from --config (YAML, keys as the flags with underscores) and from "
-                                   "flags, which win over the file.")
+                       description="Run every (strategy, seed) pair on the same pool, evaluation split, model "
+                                   "and training; each seed trains its own pretext (reused by any bench with the "
+                                   "same pretext settings); resume pair by pair. Choose settings with --eval "
+                                   "validation, report --eval test once. Settings come from --config (YAML, keys "
+                                   "as the flags with underscores) and from flags, which win over the file.")
     add(p, "--config", default=None, help="YAML file, e.g. benchmarks/cifar10-cpu.yaml")
     g = p.add_argument_group("overrides (default: the file's value, else bal's)")
     add(g, "--dataset", default=None, help="dataset folder name")
     add(g, "--datapath", default=None, help="folder holding DATASET/{train,test}/CLASS")
     add(g, "--pool_size", type=positive_int, default=None, help="stratified subset of the training split")
+    add(g, "--val_size", type=positive_int, default=None,
+        help="validation images, carved (stratified) from the training split outside the pool")
     add(g, "--test_size", type=positive_int, default=None, help="stratified subset of the test split")
+    add(g, "--eval", choices=list(EVAL_SPLITS), default=None,
+        help="the split every cycle is evaluated on: validation to choose, test to report (default: test)")
     add(g, "--regime", choices=list(REGIMES), default=None, help="budget regime")
-    add(g, "--per_samples_list", "--percentages", dest="percentages", type=number_list(float), nargs="+",
+    add(g, "--per_samples_list", "--percentages", dest="per_samples_list", type=number_list(float), nargs="+",
         default=None, help="new labels per cycle in %% of the pool (instead of --regime)")
-    add(g, "--strategies", type=lambda t: [x for x in t.replace(",", " ").split() if x], default=None,
-        help=f"comma-separated, from: {', '.join(list_strategies())} (default: all)")
+    add(g, "--strategies", type=split_strategy_list, default=None,
+        help=f"comma-separated, from: {', '.join(list_strategies())}; options in brackets, e.g. "
+             f"bal[first=typical,beta=2] (default: all)")
     add(g, "--seeds", type=number_list(int), nargs="+", default=None, help="e.g. 0,1,2")
     add(g, "--net", default=None, help="network")
     add(g, "--epochs", type=positive_int, default=None, help="epochs per cycle")
     add(g, "--batch_size", type=positive_int, default=None, help="batch size per cycle")
     add(g, "--lr", type=positive_float, default=None, help="learning rate per cycle")
     add(g, "--rotation_epochs", type=positive_int, default=None, help="pretext epochs")
+    add(g, "--view", choices=list(VIEWS), default=None, help="rotation view the strategies embed")
+    add(g, "--feature_norm", choices=list(FEATURE_NORMS), default=None, help="normalisation before k-means")
+    add(g, "--features", default=None, metavar="FILE.npy",
+        help="your own embedding of the pool, one row per line of OUT/pool.txt")
+    add(g, "--backbone", choices=list(BACKBONES), default=None, help="embed the pool with a pretrained backbone")
+    add(g, "--weights", default=None, metavar="FILE", help="the backbone's weights (never downloaded)")
+    add(g, "--pretext_dir", default=None, help="where finished pretexts are kept and found (default: pretexts beside --out)")
     add(g, "--out", default=None, help="output folder (default: runs/bench)")
     add(g, "--cache_dir", default=None, help="decoded-image cache")
     add(g, "--device", default=None, help="auto, cpu, cuda, ...")
@@ -57,7 +73,7 @@ def cmd_bench(args) -> int:
     config = BenchConfig.from_yaml(args.config) if args.config else BenchConfig()
     overrides = {k: v for k, v in vars(args).items()
                  if k not in ("command", "config", "no_progress") and v is not None}
-    for key in ("percentages", "seeds"):
+    for key in ("per_samples_list", "seeds"):
         if key in overrides:
             overrides[key] = flatten(overrides[key])
     config = BenchConfig.from_mapping({**dataclasses.asdict(config), **overrides}, source="bal bench")

@@ -28,7 +28,9 @@ FLAG_OF = {
     "holdout": "--holdout",
     "image_size": "--image_size",
     "lr": "--lr",
+    "milestones": "--milestones",
     "mode": "--window",
+    "momentum": "--momentum",
     "n_clusters": "--clusters",
     "net": "--net",
     "percentages": "--per_samples_list",
@@ -37,7 +39,14 @@ FLAG_OF = {
     "seed": "--seed",
     "sorted_path": "--sorted_dataset_path",
     "strategy": "--strategy",
+    "weight_decay": "--weight_decay",
     "window": "--window",
+    "view": "--view",
+    "feature_norm": "--feature_norm",
+    "features": "--features",
+    "backbone": "--backbone",
+    "weights": "--weights",
+    "order_from": "--order_from",
 }
 
 
@@ -73,6 +82,12 @@ def number_list(kind):
 
     parse.__name__ = f"{kind.__name__} list"
     return parse
+
+
+def milestone(text: str) -> float:
+    """An lr milestone: a whole epoch (``30`` -> int 30) or a fraction of the epochs (``0.5``)."""
+    value = float(text)
+    return int(value) if value >= 1 and value == int(value) else value
 
 
 def flatten(values: list | None) -> list | None:

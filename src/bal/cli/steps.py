@@ -12,7 +12,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from bal.cli.flags import add, flatten, number_list, positive_float, positive_int
+from bal.cli.flags import add, flatten, milestone, number_list, positive_float, positive_int
 from bal.errors import BalError
 
 log = logging.getLogger("bal")
@@ -46,7 +46,7 @@ def add_common_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _milestones(values) -> str:
-    return " ".join(map(str, values)) or "none"
+    return (" ".join(map(str, values)) or "none") + " (whole epochs, or fractions of the epochs)"
 
 
 def add_rotation_flags(p: argparse.ArgumentParser, prefix: str = "") -> None:
@@ -56,7 +56,7 @@ def add_rotation_flags(p: argparse.ArgumentParser, prefix: str = "") -> None:
     add(g, f"--{prefix}epochs", type=positive_int, default=R.epochs, help="epochs (default: %(default)s, as the authors)")
     add(g, f"--{prefix}lr", type=positive_float, default=R.lr, help="SGD learning rate (default: %(default)s)")
     add(g, f"--{prefix}batch_size", type=positive_int, default=R.batch_size, help="batch size (default: %(default)s)")
-    add(g, f"--{prefix}milestones", type=number_list(int), nargs="+", default=None,
+    add(g, f"--{prefix}milestones", type=number_list(milestone), nargs="+", default=None,
         help=f"epochs at which the lr is divided by 10 (default: {_milestones(R.milestones)})")
 
 
@@ -113,7 +113,7 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     add(g, "--lr", type=positive_float, default=t.lr, help="SGD learning rate (default: %(default)s)")
     add(g, "--momentum", type=float, default=t.momentum, help="SGD momentum (default: %(default)s)")
     add(g, "--weight_decay", type=float, default=t.weight_decay, help="SGD weight decay (default: %(default)s)")
-    add(g, "--milestones", "--milestone", type=number_list(int), nargs="+", default=None,
+    add(g, "--milestones", "--milestone", type=number_list(milestone), nargs="+", default=None,
         help=f"epochs at which the lr is divided by 10 (default: {_milestones(t.milestones)})")
     g.add_argument("--warm-start", "--warm_start", dest="warm_start", action="store_true", default=True,
                    help="start each cycle from the previous cycle's weights, fresh optimizer (default)")

@@ -10,6 +10,8 @@ the weights of an uninterrupted run.
 
 from __future__ import annotations
 
+import math
+import numbers
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -24,7 +26,9 @@ from tqdm.auto import tqdm
 from bal.data.augment import BatchAugment
 from bal.engine import runtime
 from bal.engine.runtime import autocast, derive_seed, images_on, scoring_batch_size, to_device
+from bal.errors import ParameterError
 from bal.files import atomic_torch_save
+from bal.validation import check_int, check_real
 
 #: loss_fn(model, inputs (B,3,S,S) float, targets (B,) int64) -> scalar loss
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -32,15 +36,51 @@ LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """SGD with step decay, as in the authors' code (lr is divided by 10 at each milestone)."""
+    """SGD with step decay, as in the authors' code (the lr is multiplied by ``gamma`` at each milestone).
+
+    ``milestones`` are epochs (whole numbers ``1 <= m < epochs``) or fractions of
+    ``epochs`` (``0 < f < 1``, placed at ``floor(f * epochs + 1/2)``; those that land
+    outside ``[1, epochs)`` are dropped). The default, 0.3/0.6/0.9, is the authors'
+    30/60/90 of 100 epochs and keeps the decay inside any other number of epochs. A whole
+    milestone at or past the last epoch is refused: the lr would never decay and the
+    final-epoch accuracy would be as noisy as the undecayed lr makes it.
+    """
 
     epochs: int = 100
     batch_size: int = 128
     lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    milestones: Sequence[int] = field(default=(30, 60, 90))
+    milestones: Sequence[float] = field(default=(0.3, 0.6, 0.9))
     gamma: float = 0.1
+
+    def __post_init__(self) -> None:
+        check_int("epochs", self.epochs, 1)
+        check_int("batch_size", self.batch_size, 1)
+        check_real("lr", self.lr, low=0, low_open=True)
+        check_real("momentum", self.momentum, low=0, high=1, high_open=True)
+        check_real("weight_decay", self.weight_decay, low=0)
+        check_real("gamma", self.gamma, low=0, low_open=True, high=1)
+        for m in self.milestones:
+            if isinstance(m, bool) or not isinstance(m, numbers.Real) or not math.isfinite(m) or m <= 0:
+                raise ParameterError("milestones", f"{{name}} must be epochs (whole numbers >= 1) or fractions "
+                                                   f"of the epochs (0 < f < 1), got {m!r}")
+            if m >= 1 and m != int(m):
+                raise ParameterError("milestones", f"{{name}}: {m!r} is neither a whole epoch nor a fraction below 1")
+            if m >= 1 and int(m) >= self.epochs:
+                raise ParameterError(
+                    "milestones", f"{{name}}: epoch {int(m)} is at or past the last epoch ({self.epochs} epochs), so "
+                                  f"the learning rate would never decay there; give milestones below {self.epochs} "
+                                  f"or as fractions of the epochs (e.g. 0.5 0.75)")
+
+    def resolved_milestones(self) -> list[int]:
+        """The milestones as sorted epoch numbers in ``[1, epochs)``."""
+        out = set()
+        for m in self.milestones:
+            epoch = int(m) if m >= 1 else math.floor(m * self.epochs + 0.5)
+            if 1 <= epoch < self.epochs:
+                out.add(epoch)
+        return sorted(out)
 
 
 def classification_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -120,7 +160,7 @@ def train_model(
         model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
     )
     scheduler = torch.optim.lr_scheduler.MultiStepLR(
-        optimizer, milestones=list(config.milestones), gamma=config.gamma
+        optimizer, milestones=config.resolved_milestones(), gamma=config.gamma
     )
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
     start_epoch = 0

@@ -64,6 +64,14 @@ _PRETEXT_NEEDS = {"order": "the CDD order of the pool (`bal kmeans`)",
                   "features": "the rotation features of the pool (`bal rotation`)"}
 
 
+def class_balance(labels: np.ndarray, n_classes: int) -> tuple[list[int], float]:
+    """Images per class and the normalised entropy of that distribution (1 = balanced, 0 = one class)."""
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=n_classes)
+    p = counts[counts > 0] / max(1, counts.sum())
+    entropy = float(-(p * np.log(p)).sum() / np.log(n_classes)) if n_classes > 1 and counts.sum() else 0.0
+    return counts.tolist(), entropy
+
+
 def check_pretext(pretext: Pretext, strategy: Strategy, n: int) -> Pretext:
     """Refuse a pretext that lacks what ``strategy`` reads, or that is not of this pool of ``n``."""
     for name in sorted(strategy.needs):
@@ -88,6 +96,7 @@ def select_cycle(
     pretext: Pretext,
     outputs: Outputs | None,
     seed: int,
+    n_classes: int | None = None,
 ) -> tuple[np.ndarray, dict]:
     """One cycle's selection: ``budgets[cycle]`` unlabelled pool indices, and how they were chosen.
 
@@ -100,6 +109,7 @@ def select_cycle(
     ctx = SelectionContext(
         cycle=cycle, budgets=list(budgets), labelled=pool.labelled.copy(),
         rng=np.random.default_rng(derive_seed(seed, "select", cycle)), pretext=pretext, outputs=outputs,
+        n_classes=n_classes,
     )
     picked, info = strategy.select(ctx)
     picked = np.asarray(picked, dtype=np.int64)
@@ -243,8 +253,13 @@ class _Run:
                 return predict(model, self.images, indices, self.augment, device=self.device, features=True,
                                progress=self.progress, desc=f"cycle {c} score")
 
-        return select_cycle(self.strategy, labelled, c, self.budgets, pretext=self.pretext, outputs=outputs,
-                            seed=self.seed)
+        picked, info = select_cycle(self.strategy, labelled, c, self.budgets, pretext=self.pretext,
+                                    outputs=outputs, seed=self.seed, n_classes=self.n_classes)
+        if outputs is not None:
+            # diagnostic, simulation only: how many of the new picks the previous model got wrong
+            predicted = outputs(picked)[0].argmax(1)
+            info["previous_model_wrong"] = float(np.mean(predicted != self.pool.labels[picked]))
+        return picked, info
 
     def commit_selection(self, c: int, labelled: LabelledPool) -> tuple[LabelledPool, dict]:
         """Cycle ``c``'s selection: the committed one if there is one, else a new one, committed (rank 0)."""
@@ -291,12 +306,16 @@ class _Run:
             model, self.test_images, self.test.labels, self.augment, self.n_classes, device=self.device
         )
         self.save_model(model, c)
+        counts, entropy = class_balance(self.pool.labels[labelled.order], self.n_classes)
         row = {
             "cycle": c,
             "strategy": self.strategy.name,
             "labelled": labelled.n_labelled,
             "labelled_pct": 100.0 * labelled.n_labelled / self.n,
             "accuracy": accuracy,
+            "class_counts": dict(zip(self.pool.classes, counts)),
+            "class_entropy": entropy,
+            "previous_model_wrong": info.get("previous_model_wrong"),
             "per_class_accuracy": {
                 name: (None if np.isnan(v) else float(v)) for name, v in zip(self.pool.classes, per_class)
             },

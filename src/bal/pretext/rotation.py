@@ -9,7 +9,7 @@ and the penultimate-layer features of its upright version (BAL clusters them).
 from __future__ import annotations
 
 import os
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +27,9 @@ from bal.pretext.store import RotationResult, is_finished, read_rotation, write_
 
 N_ROTATIONS = 4
 
-#: The authors' pretext schedule (METHOD.md): 120 epochs, batch 256, milestones 30/60/90.
-ROTATION_DEFAULTS = TrainConfig(epochs=120, batch_size=256, lr=0.1, milestones=(30, 60, 90))
+#: The authors' pretext schedule (METHOD.md): 120 epochs, batch 256, milestones 30/60/90
+#: (a quarter, half and three quarters of the epochs, so the decay follows --epochs).
+ROTATION_DEFAULTS = TrainConfig(epochs=120, batch_size=256, lr=0.1, milestones=(0.25, 0.5, 0.75))
 
 
 def rotate_batch(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -44,6 +45,21 @@ def rotation_loss(model: nn.Module, x: torch.Tensor, _targets: torch.Tensor) -> 
     return F.cross_entropy(model(rotated), targets)
 
 
+#: The views of an image a pretext folder embeds: ``upright`` (METHOD.md's deterministic choice,
+#: ``features.npy``), ``mean`` (the mean over the four rotations) and ``random`` (one of the four,
+#: drawn per image from a seeded stream, as the authors' kmeans.py does unseeded).
+VIEWS = ("upright", "mean", "random")
+
+
+@dataclass
+class RotationScores:
+    """What scoring the pool in its four rotations gives, in pool order."""
+
+    losses: np.ndarray  # float32 (N,), mean cross-entropy over the four rotations
+    views: dict[str, np.ndarray]  # view name -> float32 (N, D) penultimate features
+    accuracy: float  # % of the 4N rotated images whose rotation is predicted right
+
+
 @torch.inference_mode()
 def rotation_scores(
     model: nn.Module,
@@ -52,16 +68,21 @@ def rotation_scores(
     *,
     device: torch.device,
     batch_size: int | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Mean rotation loss (N,) float32 and upright features (N, D) float32 of every image.
+    seed: int = 0,
+) -> RotationScores:
+    """Mean rotation loss, features of every :data:`VIEWS` and rotation accuracy of every image.
 
     Each batch is scored in its four rotations, so it takes a quarter of the usual
-    scoring batch (:func:`bal.engine.runtime.scoring_batch_size`).
+    scoring batch (:func:`bal.engine.runtime.scoring_batch_size`). The ``random`` view of
+    image i is rotation ``k_i``, with ``k`` drawn from ``derive_seed(seed, "rotation-view")``.
     """
     to_device(model, device).eval()
     images = images_on(images, device)
-    losses, feats = [], []
-    for idx in batch_indices(np.arange(len(images)), batch_size or scoring_batch_size(device) // 4, None):
+    n = len(images)
+    pick = torch.from_numpy(np.random.default_rng(derive_seed(seed, "rotation-view")).integers(0, N_ROTATIONS, n))
+    losses, correct = [], 0
+    views: dict[str, list[torch.Tensor]] = {v: [] for v in VIEWS}
+    for idx in batch_indices(np.arange(n), batch_size or scoring_batch_size(device) // 4, None):
         x = prepare(augment, gather(images, idx, device), False)
         rotated, targets = rotate_batch(x)
         rotated = rotated.contiguous(memory_format=torch.channels_last)
@@ -70,8 +91,16 @@ def rotation_scores(
             logits = model.head(features)
         per_sample = F.cross_entropy(logits.float(), targets, reduction="none")
         losses.append(per_sample.view(N_ROTATIONS, len(idx)).mean(0).cpu())
-        feats.append(features[: len(idx)].float().cpu())  # the first block is the upright image
-    return torch.cat(losses).numpy(), torch.cat(feats).numpy()
+        correct += int((logits.argmax(1) == targets).sum())
+        blocks = features.float().view(N_ROTATIONS, len(idx), -1).cpu()
+        views["upright"].append(blocks[0])  # the first block is the upright image
+        views["mean"].append(blocks.mean(0))
+        views["random"].append(blocks[pick[idx], torch.arange(len(idx))])
+    return RotationScores(
+        losses=torch.cat(losses).numpy(),
+        views={v: torch.cat(f).numpy() for v, f in views.items()},
+        accuracy=100.0 * correct / max(1, N_ROTATIONS * n),
+    )
 
 
 def train_rotation(
@@ -129,17 +158,20 @@ def train_rotation(
         desc="rotation",
     )
     if out is None:
-        losses, features = rotation_scores(model, images, augment, device=device)
-        return RotationResult(list(pool.paths), losses, features, model)
+        return _result(pool, rotation_scores(model, images, augment, device=device, seed=seed), model)
     with runtime.main_first():  # rank 0 scores the pool and writes the files; the others read them
         if runtime.is_main():
-            losses, features = rotation_scores(model, images, augment, device=device)
-            result = RotationResult(list(pool.paths), losses, features, model)
+            result = _result(pool, rotation_scores(model, images, augment, device=device, seed=seed), model)
             write_rotation(out, result, settings=settings, net=net, image_size=image_size,
                            normalisation=augment.state())
             (out / "rotation_ckpt.pth").unlink(missing_ok=True)
             return result
     return read_rotation(out, pool_paths=pool.paths, device=device)
+
+
+def _result(pool: ImageSet, scores: RotationScores, model: nn.Module) -> RotationResult:
+    return RotationResult(list(pool.paths), scores.losses, scores.views["upright"], model,
+                          views=scores.views, accuracy=scores.accuracy)
 
 
 def _digest(paths: list[str]) -> str:

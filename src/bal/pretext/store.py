@@ -9,7 +9,10 @@ benchmark's or a labelling project's pretext) holds, in the authors' names::
     paths.txt             the pool, one image per line: the row order of the arrays below
     rotation_loss.npy     float32 (N,), mean cross-entropy over the four rotations
     features.npy          float32 (N, D), penultimate layer of the upright image
-    rotation.json         the settings again; written last, so it marks step 1 finished
+    features_mean.npy     float32 (N, D), the same averaged over the four rotations (bal's)
+    features_random.npy   float32 (N, D), the same for one rotation per image, seeded (bal's)
+    rotation.json         the settings and the rotation accuracy; written last, so it marks
+                          step 1 finished
     cdd.npy               float64 (N,), CDD per line of paths.txt (step 2)
     unlabeled_pool.txt    every pool image once, CDD ascending (step 2)
     kmeans.json           step 2's settings; written last, so it marks step 2 finished
@@ -23,7 +26,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +49,10 @@ log = logging.getLogger("bal")
 ROTATION_FILES = ("rotation.json", "paths.txt", "features.npy", "rotation_loss.npy", "rotation.pth")
 
 
+#: File of each embedded view (bal.pretext.rotation.VIEWS); ``features.npy`` is the authors'.
+VIEW_FILES = {"upright": "features.npy", "mean": "features_mean.npy", "random": "features_random.npy"}
+
+
 @dataclass
 class RotationResult:
     """What step 1 leaves behind, in pool order (the order of ``paths``)."""
@@ -54,6 +61,8 @@ class RotationResult:
     losses: np.ndarray  # float32 (N,), mean cross-entropy over the four rotations
     features: np.ndarray  # float32 (N, D), upright image, penultimate layer
     model: nn.Module
+    views: dict[str, np.ndarray] = field(default_factory=dict)  # every view, "upright" included
+    accuracy: float | None = None  # % of rotated pool images whose rotation is predicted right
 
 
 def is_finished(folder: str | os.PathLike) -> bool:
@@ -66,10 +75,12 @@ def write_rotation(folder: Path, result: RotationResult, *, settings: dict, net:
     """Write step 1's files; ``rotation.json`` last, so its presence means they are all complete."""
     write_lines(folder / "paths.txt", result.paths)
     atomic_save_npy(folder / "rotation_loss.npy", result.losses)
-    atomic_save_npy(folder / "features.npy", result.features)
+    views = {"upright": result.features, **result.views}
+    for view, array in views.items():
+        atomic_save_npy(folder / VIEW_FILES[view], array)
     save_model_file(folder / "rotation.pth", result.model, net=net, image_size=image_size,
                     normalisation=normalisation)
-    atomic_write_json(folder / "rotation.json", settings)
+    atomic_write_json(folder / "rotation.json", {**settings, "rotation_accuracy": result.accuracy})
 
 
 def read_rotation(folder: str | os.PathLike, *, pool_paths: Sequence[str] | None = None,
@@ -86,9 +97,9 @@ def read_rotation(folder: str | os.PathLike, *, pool_paths: Sequence[str] | None
     if pool_paths is not None and paths != list(pool_paths):
         raise BalError(f"{folder / 'paths.txt'} lists other images than the dataset now holds; run `bal rotation` again")
     model, _ = load_model_file(folder / "rotation.pth")
-    return RotationResult(
-        paths, np.load(folder / "rotation_loss.npy"), np.load(folder / "features.npy"), model.to(device)
-    )
+    views = {v: np.load(folder / f) for v, f in VIEW_FILES.items() if (folder / f).exists()}
+    return RotationResult(paths, np.load(folder / "rotation_loss.npy"), views["upright"], model.to(device),
+                          views=views, accuracy=read_json(folder / "rotation.json").get("rotation_accuracy"))
 
 
 def write_cdd(folder: Path, paths: Sequence[str], cdd: np.ndarray, order: np.ndarray, settings: dict) -> None:

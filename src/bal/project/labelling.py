@@ -62,8 +62,9 @@ __all__ = [
 
 log = logging.getLogger("bal")
 
-#: A project's task model: 30 epochs of batch 32 at lr 0.05 (a practitioner's few hundred labels).
-FIT_DEFAULTS = TrainConfig(epochs=30, batch_size=32, lr=0.05)
+#: A project's task model: 30 epochs of batch 32 at lr 0.05 (a practitioner's few hundred labels),
+#: the lr divided by 10 at 30/60/90 % of the epochs.
+FIT_DEFAULTS = TrainConfig(epochs=30, batch_size=32, lr=0.05, milestones=(0.3, 0.6, 0.9))
 #: Held-out fraction of each class's labels when fitting.
 HOLDOUT = 0.2
 #: Rotation pretext epochs of a project (PT4AL's authors: 15 is what they meant).
@@ -73,11 +74,6 @@ PRETEXT_EPOCHS = 15
 def _digest(obj: object) -> str:
     text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def scaled_milestones(epochs: int, fractions: Sequence[float]) -> tuple[int, ...]:
-    """Milestones at the given fractions of ``epochs`` (rounded half up), each in ``[1, epochs)``."""
-    return tuple(sorted({m for m in (math.floor(f * epochs + 0.5) for f in fractions) if 1 <= m < epochs}))
 
 
 # -- the pool, decoded -------------------------------------------------------------------
@@ -163,7 +159,7 @@ def pretext(project: Project, pool: ImageSet, rows: Sequence[ImageRow], augment,
     size = int(pool.images.shape[1])
     digest = _digest(["pretext", [(r.path, r.sha256) for r in rows], settings["net"], size,
                       int(settings["seed"]), int(epochs)])[:16]
-    config = replace(ROTATION_DEFAULTS, epochs=int(epochs), milestones=scaled_milestones(int(epochs), (0.25, 0.5, 0.75)))
+    config = replace(ROTATION_DEFAULTS, epochs=int(epochs))
     return build_pretext(pool, augment, net=settings["net"], config=config, seed=int(settings["seed"]),
                          device=device, save=project.folder / "pretext" / digest, progress=progress)
 
@@ -256,7 +252,7 @@ def query(
                            desc="score")
 
     picked, info = select_cycle(strategy, labelled, q, [budget] * n_planned, pretext=pre, outputs=outputs,
-                                seed=int(settings["seed"]))
+                                seed=int(settings["seed"]), n_classes=len(project.classes))
     _, previous = project.current_selection()
     unlabelled_before = sum(1 for r in previous if r.label is None and r.status == "ok")
     selected = [rows[i] for i in picked]
@@ -298,10 +294,7 @@ def fit(
     device="cpu",
     progress: bool = False,
 ) -> FitReport:
-    """Train the task model on every label so far, evaluate on the held-out labels, save, record.
-
-    ``train.milestones`` is replaced by 30/60/90 % of ``train.epochs``.
-    """
+    """Train the task model on every label so far, evaluate on the held-out labels, save, record."""
     import torch
 
     from bal.engine.trainer import evaluate, train_model
@@ -340,7 +333,7 @@ def fit(
     created = cycle_id is None
     if created:
         cycle_id = project.start_cycle("fit", [])
-    config = replace(train, milestones=scaled_milestones(train.epochs, (0.3, 0.6, 0.9)))
+    config = train
     models = project.folder / "models"
     models.mkdir(parents=True, exist_ok=True)
     key = _digest(["fit", settings, [(rows[i].path, rows[i].sha256, int(labels[i])) for i in train_idx],

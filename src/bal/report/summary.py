@@ -299,15 +299,22 @@ def write_results(
     rows: Sequence[Mapping[str, Any]],
     summaries: list[StrategySummary],
     title: str = "",
+    *,
+    split: str = "",
+    extra_markdown: str = "",
+    row_columns: Sequence[str] = ROW_COLUMNS,
+    extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Path]:
     """Write a benchmark's results into ``out_dir`` (created if needed), each file atomically.
 
-    Files: ``results.json`` (``{"rows": rows, "summary": [...]}``), ``results.csv`` (one
-    line per row), ``summary.csv`` (one line per strategy: rank, strategy, aubc_mean,
-    aubc_std, n_seeds, then ``mean_<b>``, ``std_<b>`` per budget ``b`` in %),
-    ``summary.txt`` (:func:`summary_table`), ``summary.md`` (:func:`summary_markdown`),
-    and ``accuracy.png`` / ``accuracy.svg``: mean accuracy (%) against % labelled, one
-    line per strategy in ``summaries`` order, shaded ±1 std where there are 2+ seeds.
+    Files: ``results.json`` (``{"rows": rows, "summary": [...], **extra}``), ``results.csv``
+    (one line per row, ``row_columns``), ``summary.csv`` (one line per strategy: rank,
+    strategy, aubc_mean, aubc_std, n_seeds, then ``mean_<b>``, ``std_<b>`` per budget ``b``
+    in %), ``summary.txt`` (:func:`summary_table`), ``summary.md``
+    (:func:`summary_markdown`, then ``extra_markdown``), and ``accuracy.png`` /
+    ``accuracy.svg``: mean accuracy (%) against % labelled, one line per strategy in
+    ``summaries`` order, shaded ±1 std where there are 2+ seeds. ``split`` (e.g. "test
+    split (5000 images)") heads the text tables and labels the plot's axis.
 
     Returns:
         File name (e.g. ``"summary.csv"``) -> path.
@@ -322,15 +329,17 @@ def write_results(
     paths = {name: out / name for name in (
         "results.json", "results.csv", "summary.csv", "summary.txt", "summary.md", "accuracy.png", "accuracy.svg",
     )}
-    results = {"rows": [dict(r) for r in rows], "summary": [asdict(s) for s in summaries]}
+    results = {"rows": [dict(r) for r in rows], "summary": [asdict(s) for s in summaries], **(extra or {})}
     atomic_write_json(paths["results.json"], results)
-    write_csv(paths["results.csv"], rows, ROW_COLUMNS)
+    write_csv(paths["results.csv"], rows, row_columns)
     write_csv(paths["summary.csv"], summary_rows, summary_columns)
-    atomic_write_text(paths["summary.txt"], table + "\n")
-    atomic_write_text(paths["summary.md"], markdown + "\n")
+    head = f"evaluated on the {split}\n\n" if split else ""
+    atomic_write_text(paths["summary.txt"], head + table + "\n")
+    atomic_write_text(paths["summary.md"], head + markdown + "\n" + (f"\n{extra_markdown}\n" if extra_markdown else ""))
     curves = {s.strategy: (s.budgets, s.mean) for s in summaries}
     # With one seed the std is 0: a zero-width band would only add an empty path.
     bands = {s.strategy: s.std for s in summaries if s.n_seeds > 1}
+    ylabel = f"accuracy on the {split.split(' (')[0]} (%)" if split else "test accuracy (%)"
     for fmt in ("png", "svg"):
-        plot_curves(curves, paths[f"accuracy.{fmt}"], title=title, bands=bands)
+        plot_curves(curves, paths[f"accuracy.{fmt}"], title=title, bands=bands, ylabel=ylabel)
     return paths

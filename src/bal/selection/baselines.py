@@ -6,6 +6,21 @@
   :func:`kmeanspp_seeding`, together :func:`badge_select`.
 * TypiClust (Hacohen, Dekel & Weinshall, ICML 2022, TPC-RP): :func:`typiclust_select`,
   the most typical point of the least-covered k-means cluster of self-supervised features.
+* ProbCover (Yehuda, Dekel, Hacohen & Weinshall, NeurIPS 2022): :func:`probcover_delta`
+  then :func:`probcover_select`, greedy max coverage of δ-balls.
+
+Cost in time and memory, N pool images of D features, k picks, L labelled:
+
+=========== =============================================== ==================================
+rule        time                                            memory
+=========== =============================================== ==================================
+k-center    O(k N D) + O(L N D) (blocked products)          O(N) distances, blocks of 32 MiB
+BADGE       O(k M C D) over M candidates                    O(M C D) float32 embeddings
+TypiClust   k-means O(N K D) + k-NN inside each cluster     O(N); a cluster's block of 32 MiB
+ProbCover   O(N^2 D) in blocks, once per run                O(N + edges), edges = N x mean degree
+=========== =============================================== ==================================
+
+None of them holds an N x N matrix.
 
 No training happens here: the caller runs the models and passes arrays in. Every
 function returns pool (or row) indices in the order they were picked.
@@ -18,7 +33,7 @@ import numpy as np
 from bal.errors import ParameterError
 from bal.selection.uncertainty import log_softmax
 from bal.validation import (
-    as_generator, check_indices, check_int, check_k, check_labelled_mask, check_logits, check_matrix,
+    as_generator, check_indices, check_int, check_k, check_labelled_mask, check_logits, check_matrix, check_real,
 )
 
 __all__ = [
@@ -26,6 +41,10 @@ __all__ = [
     "gradient_embedding",
     "kcenter_greedy",
     "kmeanspp_seeding",
+    "kmeans_labels",
+    "probcover_delta",
+    "probcover_select",
+    "typicality",
     "typiclust_select",
 ]
 
@@ -292,12 +311,12 @@ def typiclust_select(
     generator = as_generator(rng, "typiclust_select")
 
     n_clusters = min(n_labelled + k, max_clusters, n)
-    labels = _cluster(x, n_clusters, int(generator.integers(2**31)))
+    labels = kmeans_labels(x, n_clusters, int(generator.integers(2**31)))
     sizes = np.bincount(labels, minlength=n_clusters)
     counts = np.bincount(labels[mask], minlength=n_clusters)
     unlabelled = ~mask
     remaining = np.bincount(labels[unlabelled], minlength=n_clusters)
-    typicality: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    scored: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     picks: list[int] = []
     for _ in range(k):
@@ -307,10 +326,10 @@ def typiclust_select(
         ids = np.flatnonzero(large if large.any() else open_)
         # lexsort sorts by the last key first: fewest labelled, largest, smallest id.
         cluster = int(ids[np.lexsort((ids, -sizes[ids], counts[ids]))[0]])
-        if cluster not in typicality:
+        if cluster not in scored:
             members = np.flatnonzero(labels == cluster)
-            typicality[cluster] = (members, _typicality(x[members], knn))
-        members, typ = typicality[cluster]
+            scored[cluster] = (members, typicality(x[members], knn))
+        members, typ = scored[cluster]
         j = int(np.argmax(np.where(unlabelled[members], typ, -np.inf)))
         index = int(members[j])
         picks.append(index)
@@ -321,12 +340,145 @@ def typiclust_select(
 
 
 # --------------------------------------------------------------------------------------
+# ProbCover
+# --------------------------------------------------------------------------------------
+
+
+def probcover_delta(features: np.ndarray, pseudo_labels: np.ndarray, alpha: float = 0.95) -> float:
+    """ProbCover's ball radius: the largest δ whose balls are pure for a fraction ``alpha`` of the points.
+
+    A point's δ-ball (the points within distance δ, boundary included) is pure when they
+    all share its pseudo-label (ProbCover uses k-means labels, K = number of classes).
+    With ``d(i)`` the distance from point i to the nearest point of another
+    pseudo-label, the ball is pure iff ``δ < d(i)``, so purity(δ) = mean(d > δ). With
+    ``d`` sorted ascending and ``m = N - ceil(alpha * N)``, purity(δ) ≥ alpha exactly
+    when δ < d[m]; the δ returned is the largest float below ``d[m]``.
+
+    Parameters
+    ----------
+    features : ndarray of shape (N, D), real, finite
+    pseudo_labels : ndarray of shape (N,), int, at least two distinct values
+    alpha : float in (0, 1]
+
+    Returns
+    -------
+    float, > 0 unless duplicates of different pseudo-labels exist.
+    """
+    x = check_matrix("features", features).astype(np.float64, copy=False)
+    labels = np.asarray(pseudo_labels)
+    if labels.shape != (x.shape[0],):
+        raise ParameterError("pseudo_labels", f"{{name}} must have shape ({x.shape[0]},), got {labels.shape}")
+    if np.unique(labels).size < 2:
+        raise ParameterError("pseudo_labels", "{name} must hold at least two different labels")
+    alpha = check_real("alpha", alpha, low=0, low_open=True, high=1)
+    norms2 = np.einsum("ij,ij->i", x, x)
+    nearest_other = np.empty(x.shape[0])
+    rows = max(1, _BLAS_BLOCK // x.shape[0])
+    for start in range(0, x.shape[0], rows):
+        block = x[start : start + rows]
+        d2 = norms2[start : start + rows, None] - 2.0 * (block @ x.T) + norms2[None, :]
+        d2[labels[start : start + rows, None] == labels[None, :]] = np.inf
+        # the nearest one is found by the fast formula, its distance recomputed exactly
+        diff = block - x[np.argmin(d2, axis=1)]
+        nearest_other[start : start + rows] = np.sqrt(np.einsum("ij,ij->i", diff, diff))
+    n = x.shape[0]
+    m = n - int(np.ceil(alpha * n - 1e-9))
+    return float(np.nextafter(np.sort(nearest_other)[m], -np.inf))
+
+
+def _ball_graph(x: np.ndarray, delta: float) -> tuple[np.ndarray, np.ndarray]:
+    """CSR adjacency (indptr (N+1,), sorted indices) of ``||x_i - x_j|| <= delta``, i included.
+
+    Built in row blocks (no N x N matrix); an edge found from either end is kept in both
+    rows, so the float rounding of the fast distance formula cannot make it one-sided.
+    """
+    from scipy import sparse
+
+    n = x.shape[0]
+    norms2 = np.einsum("ij,ij->i", x, x)
+    rows_of, cols_of = [], []
+    step = max(1, _BLAS_BLOCK // n)
+    for start in range(0, n, step):
+        block = x[start : start + step]
+        d2 = norms2[start : start + step, None] - 2.0 * (block @ x.T) + norms2[None, :]
+        r, c = np.nonzero(d2 <= delta * delta)
+        rows_of.append(r + start)
+        cols_of.append(c)
+    r = np.concatenate([np.arange(n), *rows_of])
+    c = np.concatenate([np.arange(n), *cols_of])
+    graph = sparse.csr_matrix((np.ones(r.size, dtype=np.int8), (r, c)), shape=(n, n))
+    graph = (graph + graph.T).tocsr()  # symmetric; duplicates are summed, only the pattern matters
+    graph.sort_indices()
+    return graph.indptr.astype(np.int64), graph.indices.astype(np.int64)
+
+
+def probcover_select(
+    features: np.ndarray,
+    labelled: np.ndarray,
+    k: int,
+    delta: float,
+    rng: np.random.Generator | int | None,
+) -> np.ndarray:
+    """ProbCover: k times, the unlabelled point whose δ-ball covers most still-uncovered points.
+
+    Points within δ of a labelled point start covered. Each pick maximises the number of
+    uncovered points in its ball (itself included if uncovered); equal counts go to the
+    smallest pool index. When no pick would cover anything new, the rest are drawn
+    uniformly at random from the unlabelled points (as the reference code does).
+
+    Parameters
+    ----------
+    features : ndarray of shape (N, D), real, finite (ProbCover uses L2-normalised ones)
+    labelled : ndarray of shape (N,), bool
+    k : int, ``1 <= k <=`` number of unlabelled points
+    delta : float >= 0, the ball radius (:func:`probcover_delta`)
+    rng : numpy.random.Generator or int, for the random fill
+
+    Returns
+    -------
+    ndarray of shape (k,), int64: distinct unlabelled pool indices in pick order.
+    """
+    x = check_matrix("features", features).astype(np.float64, copy=False)
+    n = x.shape[0]
+    mask = check_labelled_mask("labelled", labelled, n)
+    k = check_k(k, n - int(mask.sum()), "unlabelled rows of features")
+    delta = check_real("delta", delta, low=0)
+    generator = as_generator(rng, "probcover_select")
+    indptr, indices = _ball_graph(x, delta)
+    ball = lambda i: indices[indptr[i] : indptr[i + 1]]  # noqa: E731
+    covered = np.zeros(n, dtype=bool)
+    for i in np.flatnonzero(mask):
+        covered[ball(i)] = True
+    # gain[i]: uncovered points in i's ball (never empty: i is in it); updated as points get
+    # covered, which needs the graph to be symmetric (_ball_graph makes sure it is).
+    gain = np.add.reduceat((~covered[indices]).astype(np.int64), indptr[:-1])
+    available = ~mask.copy()
+    picks: list[int] = []
+    while len(picks) < k:
+        score = np.where(available, gain, -1)
+        best = int(np.argmax(score))
+        if score[best] <= 0:
+            rest = np.flatnonzero(available)
+            fill = generator.choice(rest, size=k - len(picks), replace=False)
+            picks.extend(int(i) for i in fill)
+            break
+        picks.append(best)
+        available[best] = False
+        newly = ball(best)[~covered[ball(best)]]
+        covered[newly] = True
+        for j in newly:  # every point whose ball holds j loses one uncovered neighbour
+            gain[ball(j)] -= 1
+    return np.asarray(picks, dtype=np.int64)
+
+
+# --------------------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------------------
 
 
-def _cluster(x: np.ndarray, n_clusters: int, seed: int) -> np.ndarray:
-    """Cluster labels (N,) int64 by scikit-learn k-means seeded with ``seed``."""
+def kmeans_labels(x: np.ndarray, n_clusters: int, seed: int) -> np.ndarray:
+    """Cluster labels (N,) int64 by scikit-learn k-means seeded with ``seed``
+    (``MiniBatchKMeans`` above 50 clusters, as TypiClust's reference code)."""
     if n_clusters == 1:
         return np.zeros(x.shape[0], dtype=np.int64)
     if n_clusters > _MINIBATCH_ABOVE:
@@ -345,7 +497,7 @@ def _cluster(x: np.ndarray, n_clusters: int, seed: int) -> np.ndarray:
     return np.asarray(model.fit_predict(x), dtype=np.int64)
 
 
-def _typicality(x: np.ndarray, knn: int) -> np.ndarray:
+def typicality(x: np.ndarray, knn: int) -> np.ndarray:
     """1 / mean distance to the ``min(knn, s - 1)`` nearest other rows, for each of s rows.
 
     Neighbours are ranked by the fast ``-2 x.y + ||y||^2`` product, then their distances

@@ -32,7 +32,9 @@ from typing import Any
 import numpy as np
 
 from bal.errors import ParameterError
-from bal.selection.baselines import badge_select, kcenter_greedy, typiclust_select
+from bal.selection.baselines import (
+    badge_select, kcenter_greedy, kmeans_labels, probcover_delta, probcover_select, typiclust_select,
+)
 from bal.selection.first import FIRST_RULES, select_first
 from bal.selection.subpool import WINDOW_MODES, build_subpool, subpool_window
 from bal.selection.uncertainty import SAMPLING_RULES, select_uncertain
@@ -81,6 +83,7 @@ class SelectionContext:
     rng: np.random.Generator
     pretext: Pretext = field(default_factory=Pretext)
     outputs: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None
+    n_classes: int | None = None  # for rules that cluster into as many groups as classes
 
     @property
     def k(self) -> int:
@@ -228,44 +231,117 @@ class TypiclustStrategy(Strategy):
         return np.asarray(picked, dtype=np.int64), {"rule": "typiclust"}
 
 
+@register_strategy("probcover")
+class ProbCoverStrategy(Strategy):
+    """Greedy max coverage of δ-balls in the L2-normalised pretext features (Yehuda et al., NeurIPS 2022).
+
+    δ is chosen once per run as ProbCover does: the largest radius whose balls are pure
+    for ``alpha`` of the points, under k-means pseudo-labels with K = number of classes.
+    Needs no task model, so it runs the same rule in cycle 0.
+    """
+
+    name = "probcover"
+    cycle0 = "probcover (no model needed)"
+    needs = frozenset({"features"})
+
+    def __init__(self, *, alpha: float = 0.95):
+        self.alpha = check_real("alpha", alpha, low=0, low_open=True, high=1)
+        self._delta: tuple[int, float] | None = None  # (id of the features, δ)
+
+    def settings(self) -> dict:
+        return {"name": self.name, "alpha": self.alpha}
+
+    def select(self, ctx):
+        x = _unit_rows(ctx.pretext.features)
+        if self._delta is None or self._delta[0] != id(ctx.pretext.features):
+            k = ctx.n_classes or 10
+            pseudo = kmeans_labels(x, min(k, len(x)), int(np.random.default_rng(0).integers(2**31)))
+            self._delta = (id(ctx.pretext.features), probcover_delta(x, pseudo, self.alpha))
+        delta = self._delta[1]
+        picked = probcover_select(x, ctx.labelled, ctx.k, delta, ctx.rng)
+        return picked, {"rule": "probcover", "delta": delta}
+
+
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), np.finfo(np.float64).tiny)
+
+
+#: Named rules for the sub-pool unit A: the per-cycle size (the authors' reference), or the
+#: pool split evenly over the cycles (N // C, PT4AL's batches).
+ADDENDUM_RULES = ("budget", "even")
+#: Where a sub-pool strategy's order comes from in cycles after the first: the pretext's CDD
+#: order throughout (the paper), or the CDD of the previous task model's features.
+ORDER_SOURCES = ("pretext", "model")
+
+
 class SubPoolStrategy(Strategy):
     """BAL and PT4AL: a window slides along a fixed order of the pool (METHOD.md, step 3).
 
     ``order_by="cdd"`` is BAL (CDD ascending); ``order_by="rotation_loss"`` is PT4AL
     (rotation loss descending, β = 1, cycle 0 evenly spaced over the first batch).
-    ``addendum=None`` means :func:`default_addendum` for BAL and ``N // cycles`` for
-    PT4AL, whose C batches split the whole sorted pool.
+    ``addendum`` is A in images, or a rule of :data:`ADDENDUM_RULES`; ``None`` means
+    ``"budget"`` (:func:`default_addendum`) for BAL and ``"even"`` for PT4AL, whose C
+    batches split the whole sorted pool. ``order_from="model"`` re-sorts the pool in every
+    cycle after the first by the CDD (K = number of classes) of the previous task model's
+    features, computed on the whole pool.
     """
 
     def __init__(self, name: str, *, beta: float, order_by: str = "cdd", window: str = "centred",
-                 first: str = "high1st", sampling: str = "confidence", addendum: int | None = None):
+                 first: str = "high1st", sampling: str = "confidence", addendum: int | str | None = None,
+                 order_from: str = "pretext"):
         self.name, self.order_by = name, order_by
         self.beta = check_real("beta", beta, low=0, low_open=True)
         self.window = check_choice("window", window, WINDOW_MODES)
         self.first = check_choice("first", first, FIRST_RULES)
         self.sampling = check_choice("sampling", sampling, SAMPLING_RULES)
-        self.addendum = None if addendum is None else check_int("addendum", addendum, 1)
+        if isinstance(addendum, str):
+            check_choice("addendum", addendum, ADDENDUM_RULES)
+        elif addendum is not None:
+            addendum = check_int("addendum", addendum, 1)
+        self.addendum = addendum
+        self.order_from = check_choice("order_from", order_from, ORDER_SOURCES)
         self.cycle0 = f"{first} over the first window"
-        self.needs = frozenset({"order"} if order_by == "cdd" else {"losses"})
+        needs = {"order"} if order_by == "cdd" else {"losses"}
+        self.needs = frozenset(needs | ({"features"} if first == "typical" else set()))
 
     def settings(self) -> dict:
-        return {"name": self.name, "order_by": self.order_by, "beta": self.beta, "window": self.window,
-                "first": self.first, "sampling": self.sampling, "addendum": self.addendum}
+        out = {"name": self.name, "order_by": self.order_by, "beta": self.beta, "window": self.window,
+               "first": self.first, "sampling": self.sampling, "addendum": self.addendum}
+        if self.order_from != "pretext":
+            out["order_from"] = self.order_from
+        return out
 
-    def order(self, pretext: Pretext) -> np.ndarray:
-        if self.order_by == "cdd":
-            return pretext.order
-        return np.argsort(-np.asarray(pretext.losses, dtype=np.float64), kind="stable")
+    def unit(self, n: int, budgets: Sequence[int]) -> int:
+        """The sub-pool unit A of a pool of ``n`` images over these budgets."""
+        rule = self.addendum
+        if rule is None:
+            rule = "even" if self.order_by == "rotation_loss" else "budget"
+        if rule == "even":
+            return max(1, n // len(budgets))
+        if rule == "budget":
+            return default_addendum(budgets)
+        return int(rule)
+
+    def order(self, ctx: SelectionContext) -> np.ndarray:
+        if self.order_by == "rotation_loss":
+            return np.argsort(-np.asarray(ctx.pretext.losses, dtype=np.float64), kind="stable")
+        if self.order_from == "model" and ctx.outputs is not None:
+            from bal.selection.cdd import cluster_distance_difference, sort_by_cdd
+
+            _, features = ctx.outputs(np.arange(len(ctx.labelled)))
+            k = min(ctx.n_classes or 10, len(features))
+            return sort_by_cdd(cluster_distance_difference(features, k, seed=int(ctx.rng.integers(2**31))))
+        return ctx.pretext.order
 
     def select(self, ctx):
         n = len(ctx.labelled)
-        addendum = self.addendum
-        if addendum is None:
-            addendum = max(1, n // ctx.n_cycles) if self.order_by == "rotation_loss" else default_addendum(ctx.budgets)
+        addendum = self.unit(n, ctx.budgets)
         window = subpool_window(ctx.cycle, ctx.n_cycles, n, addendum, self.beta, self.window)
-        sub = build_subpool(self.order(ctx.pretext), window, ctx.labelled, ctx.k)
+        sub = build_subpool(self.order(ctx), window, ctx.labelled, ctx.k)
         if ctx.outputs is None:
-            positions = select_first(len(sub.candidates), ctx.k, self.first, ctx.rng)
+            features = None if self.first != "typical" else ctx.pretext.features[sub.candidates]
+            positions = select_first(len(sub.candidates), ctx.k, self.first, ctx.rng, features=features)
             rule = self.first
         else:
             logits, _ = ctx.outputs(sub.candidates)
@@ -279,7 +355,7 @@ class SubPoolStrategy(Strategy):
 
 
 @register_strategy("pt4al")
-def pt4al(*, addendum: int | None = None) -> SubPoolStrategy:
+def pt4al(*, addendum: int | str | None = None) -> SubPoolStrategy:
     """PT4AL as METHOD.md gives it: rotation-loss order, C equal batches, ``uni`` in cycle 0."""
     return SubPoolStrategy("pt4al", order_by="rotation_loss", beta=1.0, first="uni", sampling="confidence",
                            addendum=addendum)
@@ -287,14 +363,16 @@ def pt4al(*, addendum: int | None = None) -> SubPoolStrategy:
 
 @register_strategy("bal")
 def bal(*, beta: float, window: str = WINDOW_MODES[0], first: str = FIRST_RULES[0],
-        sampling: str = SAMPLING_RULES[0], addendum: int | None = None) -> SubPoolStrategy:
+        sampling: str = SAMPLING_RULES[0], addendum: int | str | None = None,
+        order_from: str = ORDER_SOURCES[0]) -> SubPoolStrategy:
     """BAL (METHOD.md step 3): the paper's centred windows, ``high1st`` then least confidence by default."""
-    return SubPoolStrategy("bal", beta=beta, window=window, first=first, sampling=sampling, addendum=addendum)
+    return SubPoolStrategy("bal", beta=beta, window=window, first=first, sampling=sampling, addendum=addendum,
+                           order_from=order_from)
 
 
 @register_strategy("bal-released")
 def bal_released(*, beta: float, first: str = FIRST_RULES[0], sampling: str = SAMPLING_RULES[0],
-                 addendum: int | None = None) -> SubPoolStrategy:
+                 addendum: int | str | None = None) -> SubPoolStrategy:
     """``bal`` with the released code's windows."""
     return SubPoolStrategy("bal-released", beta=beta, window="released", first=first, sampling=sampling,
                            addendum=addendum)
@@ -302,7 +380,7 @@ def bal_released(*, beta: float, first: str = FIRST_RULES[0], sampling: str = SA
 
 @register_strategy("bal-fix")
 def bal_fix(*, first: str = FIRST_RULES[0], sampling: str = SAMPLING_RULES[0],
-            addendum: int | None = None) -> SubPoolStrategy:
+            addendum: int | str | None = None) -> SubPoolStrategy:
     """``bal`` with fixed consecutive sub-pools (β = 1)."""
     return SubPoolStrategy("bal-fix", beta=1.0, window=WINDOW_MODES[0], first=first, sampling=sampling,
                            addendum=addendum)

@@ -1,0 +1,125 @@
+"""The cold-start and sub-pool rules added for label efficiency, on hand-computed cases."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+from bal.errors import BalError
+from bal.selection import create_strategy, select_first
+from bal.selection.baselines import probcover_delta, probcover_select
+from bal.selection.strategies import Pretext, SelectionContext
+
+# three blobs of five points: a centre and four neighbours at distance 1
+BLOBS = np.array([[c + dx, dy] for c in (0.0, 10.0, 20.0) for dx, dy in ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))])
+LINE = np.array([[0.0], [0.1], [0.2], [5.0], [5.1], [10.0]])
+
+
+def test_typical_takes_the_centre_of_each_cluster():
+    # a centre's mean distance to its 4 neighbours is 1; a neighbour's is (1 + 2 + 2 * sqrt 2) / 4
+    np.testing.assert_array_equal(select_first(15, 3, "typical", 0, features=BLOBS), [0, 5, 10])
+    # returned in increasing position order whatever the cluster ids
+    shuffled = BLOBS[::-1].copy()
+    np.testing.assert_array_equal(select_first(15, 3, "typical", 0, features=shuffled), [4, 9, 14])
+
+
+def test_typical_fills_empty_clusters_with_the_most_typical_remaining():
+    # five copies of one point and one far point: k-means finds 2 distinct clusters for k = 3
+    x = np.array([[0.0, 0.0]] * 5 + [[9.0, 9.0]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = select_first(6, 3, "typical", 0, features=x, knn=2)
+    assert len(set(out.tolist())) == 3 and 5 in out  # the far point, and two of the copies
+
+
+def test_typical_needs_features_of_every_candidate():
+    with pytest.raises(BalError, match="features"):
+        select_first(15, 3, "typical", 0)
+    with pytest.raises(BalError, match="14 rows"):
+        select_first(15, 3, "typical", 0, features=BLOBS[:14])
+    with pytest.raises(BalError, match="rng"):
+        select_first(15, 3, "typical", None, features=BLOBS)
+
+
+def test_probcover_greedy_coverage_by_hand():
+    # radius 0.15: balls 0:{0,1} 1:{0,1,2} 2:{1,2} 3:{3,4} 4:{3,4} 5:{5}
+    labelled = np.zeros(6, bool)
+    np.testing.assert_array_equal(probcover_select(LINE, labelled, 3, 0.15, 0), [1, 3, 5])
+    labelled[1] = True  # covers 0, 1, 2 already
+    np.testing.assert_array_equal(probcover_select(LINE, labelled, 2, 0.15, 0), [3, 5])
+    # once everything is covered the rest is drawn at random from the unlabelled points
+    out = probcover_select(LINE, np.zeros(6, bool), 5, 0.15, 0)
+    assert out[:3].tolist() == [1, 3, 5] and set(out[3:].tolist()) <= {0, 2, 4} and len(set(out.tolist())) == 5
+    with pytest.raises(BalError, match="delta"):
+        probcover_select(LINE, labelled, 1, -1.0, 0)
+
+
+def purity(x, labels, delta):
+    d = np.abs(x[:, None, 0] - x[None, :, 0])
+    return np.mean([(labels[d[i] <= delta] == labels[i]).all() for i in range(len(x))])
+
+
+def test_probcover_delta_is_the_largest_pure_radius():
+    pseudo = np.array([0, 0, 0, 1, 1, 2])
+    # distance to the nearest point of another pseudo-label: 5.0 4.9 4.8 4.8 4.9 4.9 (in floats)
+    d = np.array([5.0 - 0.0, 5.0 - 0.1, 5.0 - 0.2, 5.0 - 0.2, 10.0 - 5.1, 10.0 - 5.1])
+    for alpha, edge in ((1.0, d[2]), (0.8, d[2]), (0.5, d[1])):  # 0.8: at 4.8 only 4 of 6 balls are pure
+        delta = probcover_delta(LINE, pseudo, alpha)
+        assert delta == np.nextafter(edge, -np.inf), alpha
+        assert purity(LINE, pseudo, delta) >= alpha > purity(LINE, pseudo, edge)
+    with pytest.raises(BalError, match="two different"):
+        probcover_delta(LINE, np.zeros(6, int))
+
+
+def test_probcover_strategy_runs_without_a_model():
+    ctx = SelectionContext(cycle=0, budgets=[3, 3], labelled=np.zeros(15, bool), rng=np.random.default_rng(0),
+                           pretext=Pretext(features=BLOBS + 100.0), n_classes=3)
+    picked, info = create_strategy("probcover").select(ctx)
+    assert sorted(int(i) // 5 for i in picked) == [0, 1, 2] and info["delta"] > 0
+
+
+def context(cycle, budgets, n=40, labelled=None, pretext=None, outputs=None, n_classes=2):
+    return SelectionContext(cycle=cycle, budgets=budgets, labelled=np.zeros(n, bool) if labelled is None else labelled,
+                            rng=np.random.default_rng(0), pretext=pretext or Pretext(order=np.arange(n)),
+                            outputs=outputs, n_classes=n_classes)
+
+
+def test_addendum_rules():
+    _, info = create_strategy("bal", beta=1.0).select(context(0, [4] * 4))
+    assert info["addendum"] == 4 and info["window"] == [0, 4]  # the per-cycle size
+    _, info = create_strategy("bal", beta=1.0, addendum="even").select(context(0, [4] * 4))
+    assert info["addendum"] == 10 and info["window"] == [0, 10]  # 40 images over 4 cycles
+    _, info = create_strategy("bal", beta=2.0, addendum=5).select(context(0, [4] * 4))
+    assert info["window"] == [0, 10]
+    with pytest.raises(BalError, match="addendum"):
+        create_strategy("bal", beta=1.0, addendum="half")
+
+
+def test_first_typical_inside_bal_reads_the_pretext_features():
+    order = np.arange(15)
+    bal = create_strategy("bal", beta=5.0, first="typical")
+    assert bal.needs == {"order", "features"}
+    picked, info = bal.select(context(0, [3, 3], n=15, pretext=Pretext(order=order, features=BLOBS)))
+    assert sorted(picked.tolist()) == [0, 5, 10] and info["rule"] == "typical"
+
+
+def test_order_from_the_model_features():
+    # pretext order: 0..39; the model's features put 30..39 on the boundary between two clusters
+    features = np.zeros((40, 1))
+    features[:15, 0] = np.linspace(-10.0, -9.0, 15)
+    features[15:30, 0] = np.linspace(9.0, 10.0, 15)
+    features[30:, 0] = np.linspace(-0.5, 0.5, 10)
+    logits = np.zeros((40, 2))
+    outputs = lambda idx: (logits[idx], features[idx])  # noqa: E731
+    labelled = np.zeros(40, bool)
+    labelled[:4] = True
+    paper = create_strategy("bal", beta=1.0)
+    _, info = paper.select(context(1, [4, 4, 4], labelled=labelled, outputs=outputs))
+    assert info["window"] == [4, 8]
+    model = create_strategy("bal", beta=1.0, order_from="model")
+    picked, _ = model.select(context(1, [4, 4, 4], labelled=labelled, outputs=outputs))
+    assert set(picked.tolist()) <= set(range(30, 40))  # the window of the new order holds the boundary points
+    with pytest.raises(BalError, match="order_from"):
+        create_strategy("bal", beta=1.0, order_from="labels")
