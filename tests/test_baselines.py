@@ -388,3 +388,13 @@ def test_typiclust_rejects(kwargs, match):
     args.update(kwargs)
     with pytest.raises(BalError, match=match):
         typiclust_select(**args)
+
+
+def test_badge_on_factors_picks_what_the_dense_embeddings_pick(monkeypatch):
+    """Beyond its memory limit BADGE never builds the M x C x D embeddings; the picks are the same."""
+    rng = np.random.default_rng(0)
+    logits, features = rng.normal(size=(300, 4)), rng.normal(size=(300, 6))
+    dense = badge_select(logits, features, 20, 3)
+    monkeypatch.setattr(baselines, "_BADGE_DENSE_LIMIT", 0)
+    monkeypatch.setattr(baselines, "gradient_embedding", lambda *a: pytest.fail("built the embeddings"))
+    np.testing.assert_array_equal(badge_select(logits, features, 20, 3), dense)

@@ -236,12 +236,13 @@ def test_every_mode_and_size_becomes_rgb_square(tmp_path):
         assert diff <= (2 if lossy else 0), (p, img[0, 0], want)
 
 
-def test_resize_is_pil_bilinear_ignoring_aspect(tmp_path):
+def test_resize_keeps_the_aspect_ratio_by_centre_crop(tmp_path):
+    # issue 9: the aspect ratio is kept; up to 2:1 the central square is taken (30x20 -> x 5..25)
     img = noise_rgb(30, 20, seed=5)
     p = save(tmp_path / "x.png", img)
     got = decode_image(str(p), 16)
     assert got.shape == (16, 16, 3) and got.dtype == np.uint8
-    assert np.array_equal(got, np.asarray(img.resize((16, 16), Image.BILINEAR)))
+    assert np.array_equal(got, np.asarray(img.resize((16, 16), Image.BILINEAR, box=(5, 0, 25, 20))))
 
 
 def test_infer_image_size_uses_most_common_size(tmp_path):
@@ -416,6 +417,7 @@ def test_broken_cache_file_is_rebuilt(tmp_path):
     split = scan_split(make_image_folder(tmp_path / "ds", ["a"], 2, splits=("train",)) / "train")
     c = tmp_path / "c"
     first = load_split(split, cache_dir=c, progress=False)
+    first.images = np.array(first.images)  # a copy: the cache is memory-mapped, and we damage its file in place
     (npy,) = c.glob("*.npy")
     npy.write_bytes(npy.read_bytes()[:100])
     again = load_split(split, cache_dir=c, progress=False)

@@ -138,7 +138,7 @@ def test_init_records_every_image_and_class_folder_labels(tmp_path, images):
         assert {r.path: r.label for r in rows.values() if r.label} == {p_: c for p_, c in truth.items() if "/" in p_
                                                                       and p_.split("/")[0] in CLASSES}
         assert {lab.source for r in rows.values() for lab in p.labels_of(r.id)} == {"folder"}
-        assert p.settings() == {"net": "cnn", "image_size": 16, "seed": 0}
+        assert p.settings() == {"net": "cnn", "image_size": 16, "seed": 0, "flip": True}
         assert json.loads(p.conn.execute("SELECT value FROM meta WHERE key = 'settings'").fetchone()[0])["net"] == "cnn"
 
 
@@ -148,7 +148,7 @@ def test_commands_and_flags(tmp_path):
     args = parser.parse_args(["fit", "D", "--batch_size", "8", "--holdout", "0"])
     assert (args.batch_size, args.holdout, args.epochs, args.lr) == (8, 0.0, 30, 0.05)
     args = parser.parse_args(["query", "D", "--budget", "5"])
-    assert (args.beta, args.pretext_epochs) == (1.2, 15)
+    assert (args.beta, args.pretext_epochs) == (1.2, None)  # None: the project's stored value
     assert run_bal("query", "D", "--budget", "0")[0] == 2
     assert run_bal("fit", "D", "--holdout", "1")[0] == 2
 

@@ -6,6 +6,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from bal.data import DEFAULT_REGIME, ImageSet, Preset, augment_for, budgets_from_percentages, generic_preset
@@ -13,7 +14,9 @@ from bal.data import regime_percentages
 from bal.engine.trainer import TrainConfig
 from bal.loop.cycles import run_cycles
 from bal.pretext import ROTATION_DEFAULTS, build_pretext
+from bal.errors import ParameterError
 from bal.selection import Pretext, create_strategy
+from bal.validation import check_matrix
 
 __all__ = ["active_learning"]
 
@@ -34,6 +37,11 @@ def active_learning(
     first: str | None = None,
     sampling: str | None = None,
     warm_start: bool = True,
+    view: str = "upright",
+    feature_norm: str = "none",
+    features: np.ndarray | None = None,
+    backbone: str | None = None,
+    weights: str | os.PathLike | None = None,
     n_clusters: int | None = None,
     preset: Preset | None = None,
     seed: int = 0,
@@ -46,8 +54,11 @@ def active_learning(
     The pool's labels stand in for the annotator. ``percentages`` (new labels per cycle,
     in % of the pool) default to ``regime``'s; ``beta`` defaults to the preset's value
     for ``regime``; ``window``, ``first``, ``sampling`` and ``addendum`` default to the
-    strategy's own (see :func:`bal.selection.strategy_options`). Steps 1 and 2 run only
-    for the strategies that read them (bal, pt4al, typiclust); with ``out_dir`` every
+    strategy's own (see :func:`bal.selection.strategy_options`). The selection rules see
+    the rotation network's ``view``, or ``features`` (N, D) you give (one row per pool
+    image), or the embedding of a pretrained torchvision ``backbone`` whose ``weights``
+    file you have; normalised by ``feature_norm``. Steps 1 and 2 run only for the
+    strategies that read them (bal, pt4al, typiclust, probcover); with ``out_dir`` every
     step writes its files there (``out_dir/pretext`` for steps 1 and 2,
     ``out_dir/cycles`` for the cycles) and a second call resumes.
     """
@@ -57,11 +68,22 @@ def active_learning(
     options = {"beta": preset.beta_for(regime) if beta is None else beta, "addendum": addendum, "window": window,
                "first": first, "sampling": sampling}
     chosen = create_strategy(strategy, ignore_unknown=True, **{k: v for k, v in options.items() if v is not None})
+    if features is not None:
+        features = check_matrix("features", features)
+        if len(features) != len(pool):
+            raise ParameterError("features", f"{{name}} has {len(features)} rows, one per pool image is {len(pool)}")
+    elif backbone is not None or weights is not None:
+        from bal.pretext.backbone import embed_with_backbone
+
+        if backbone is None or weights is None:
+            raise ParameterError("backbone", "{name} and weights go together")
+        features = embed_with_backbone(pool.images, backbone, weights, device=device, progress=progress)
     pretext = Pretext()
     if chosen.needs:
         pretext = build_pretext(pool, augment, net=net, config=rotation, seed=seed, device=device,
                                 save=None if out_dir is None else Path(out_dir) / "pretext",
-                                n_clusters=n_clusters, progress=progress)
+                                n_clusters=n_clusters, progress=progress, needs=chosen.needs, view=view,
+                                feature_norm=feature_norm, features=features)
     budgets = budgets_from_percentages(list(percentages or regime_percentages(regime)), len(pool))
     return run_cycles(
         pool, test, strategy=chosen, budgets=budgets, pretext=pretext, train=train, augment=augment, net=net,

@@ -81,7 +81,7 @@ class BenchConfig:
     lr: float = 0.05
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    milestones: list[float] = field(default_factory=lambda: [20])
+    milestones: list[float] = field(default_factory=lambda: [0.67])  # 20 of 30 epochs
     warm_start: bool = True
     beta: float | None = None  # None: the dataset preset's value for the regime
     window: str | None = None  # None: each strategy's default (strategy_options)
@@ -98,11 +98,12 @@ class BenchConfig:
     rotation_epochs: int = 15
     rotation_batch_size: int = 128
     rotation_lr: float = 0.1
-    rotation_milestones: list[float] = field(default_factory=lambda: [10])
+    rotation_milestones: list[float] = field(default_factory=lambda: [0.67])  # 10 of 15 epochs
     pretext_dir: str | None = None  # finished pretexts, shared by benches whose pretext settings match
     #                                 (default: a folder "pretexts" beside out)
     clusters: int | None = None
     image_size: int | None = None
+    flip: bool | None = None  # None: the preset's horizontal flips; false for digits, signs, text
     cache_dir: str | None = None
     skip_bad_images: bool = False
     out: str = "runs/bench"
@@ -360,8 +361,8 @@ def run_bench(config: BenchConfig, *, progress: bool = True) -> list[dict]:
     device = resolve_device(config.device)
     train_config = config.train_config()  # checked before any decoding
     config.rotation_config()
-    data = open_dataset(config.datapath, config.dataset, image_size=config.image_size,
-                        cache_dir=config.cache_dir, skip_bad=config.skip_bad_images, progress=progress,
+    data = open_dataset(config.datapath, config.dataset, image_size=config.image_size, net=config.net,
+                        flip=config.flip, cache_dir=config.cache_dir, skip_bad=config.skip_bad_images, progress=progress,
                         report_dir=out)
     pool, val, test = bench_splits(config, data.pool, data.test)
     write_lines(out / "pool.txt", pool.paths)  # the row order of a `features` file

@@ -7,7 +7,7 @@
     bal bench    (strategies over seeds)  bal project/query/serve/...  (label your own images)
 
 One module per command group: :mod:`.steps`, :mod:`.bench`, :mod:`.project`,
-:mod:`.serve`; flag spellings and the parameter-to-flag names in :mod:`.flags`. Every
+:mod:`.serve`, :mod:`.cache`; flag spellings and the parameter-to-flag names in :mod:`.flags`. Every
 ``--flag_with_underscores`` of the authors also works as ``--flag-with-dashes``.
 """
 
@@ -33,6 +33,7 @@ SINGLE_PROCESS = ("bench", "demo", "kmeans")
 
 def build_parser() -> argparse.ArgumentParser:
     from bal.cli.bench import add_bench_commands
+    from bal.cli.cache import add_cache_commands
     from bal.cli.project import add_project_commands
     from bal.cli.serve import add_serve_command
     from bal.cli.steps import add_step_commands
@@ -44,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for add in (add_step_commands, add_bench_commands, add_serve_command, add_project_commands):
+    for add in (add_step_commands, add_bench_commands, add_serve_command, add_project_commands, add_cache_commands):
         COMMANDS.update(add(sub))
     return parser
 

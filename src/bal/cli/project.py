@@ -40,7 +40,7 @@ def _run_flags(p) -> None:
 
 def add_project_commands(subparsers) -> dict[str, Handler]:
     """Add the project commands to bal's ``add_subparsers()`` object; returns {command: handler}."""
-    from bal.cli.steps import add_strategy_flags
+    from bal.cli.steps import add_embedding_flags, add_strategy_flags
     from bal.data import DEFAULT_REGIME, generic_preset
     from bal.project.db import DEFAULT_SETTINGS
     from bal.project.labelling import FIT_DEFAULTS, HOLDOUT, PRETEXT_EPOCHS
@@ -62,7 +62,11 @@ def add_project_commands(subparsers) -> dict[str, Handler]:
     add(a, "--net", default=DEFAULT_SETTINGS["net"],
         help="task and pretext network: cnn, resnet18, vgg16 (default: %(default)s)")
     add(a, "--image-size", type=positive_int, default=None,
-         help="square side the images are resized to (default: the smaller side of the most common size)")
+         help="square side the images are decoded to (default: the network's working size, 64 px for the "
+              "built-in networks, or the images' own size when smaller; the aspect ratio is kept by a centre "
+              "crop, or by padding beyond 2:1)")
+    a.add_argument("--no-flip", "--no_flip", dest="flip", action="store_false", default=True,
+                   help="no horizontal flips in training (digits, signs and text change meaning when mirrored)")
     add(a, "--seed", type=int, default=DEFAULT_SETTINGS["seed"], help="fixes every random choice (default: %(default)s)")
     add(a, "--no-progress", action="store_true", help="no progress bars")
     s = actions.add_parser(
@@ -85,8 +89,14 @@ def add_project_commands(subparsers) -> dict[str, Handler]:
     q.add_argument("dir", metavar="DIR", help="project folder")
     add(q, "--budget", type=positive_int, required=True, metavar="K", help="how many images to select")
     add_strategy_flags(q, beta_default=generic_preset("project").beta_for(DEFAULT_REGIME))
-    add(q, "--pretext-epochs", type=positive_int, default=PRETEXT_EPOCHS,
-         help="rotation pretext epochs, when the pool has no pretext yet (default: %(default)s)")
+    add(q, "--pretext-epochs", type=positive_int, default=None,
+         help=f"rotation pretext epochs (default: the project's, set by its first query; {PRETEXT_EPOCHS} then)")
+    add(q, "--pretext-batch-size", type=positive_int, default=None,
+         help="rotation pretext batch, in images (x4 rotations) (default: the project's; at first the authors' 256, "
+              "lowered for images larger than 32 px so a step needs the memory of CIFAR's)")
+    add(q, "--retrain-pretext", action="store_true",
+         help="allow a --pretext-epochs or --pretext-batch-size other than the project's: trains a new pretext")
+    add_embedding_flags(q)
     _run_flags(q)
 
     e = subparsers.add_parser(
@@ -175,14 +185,16 @@ def cmd_init(args) -> int:
     from bal.project.scan import init_project
 
     project, report = init_project(
-        args.dir, args.images, args.classes, net=args.net, image_size=args.image_size, seed=args.seed,
+        args.dir, args.images, args.classes, net=args.net, image_size=args.image_size, seed=args.seed, flip=args.flip,
         progress=not args.no_progress,
     )
     with project:
         classes = project.classes
         n_labelled = sum(report.labelled.values())
         _say(f"project created in {args.dir}: {report.n_images} images under {project.images_root}")
-        _say(f"settings: net {args.net}, image size {report.image_size or '(from the first images)'}, seed {args.seed}")
+        size = (f"image size {report.image_size} px: {report.size_reason}; change it with --image-size"
+                if report.image_size else "image size: chosen from the first images a scan adds")
+        _say(f"settings: net {args.net}, seed {args.seed}, horizontal flips {'on' if args.flip else 'off'}\n{size}")
         _say(f"labelled from class folders: {n_labelled} ({_per_class(report.labelled, classes)}); "
              f"unlabelled: {report.n_images - n_labelled}")
         if report.unreadable:
@@ -240,8 +252,11 @@ def cmd_query(args) -> int:
 
     with _open(args) as project:
         strategy = strategy_from_flags(args, generic_preset("project"))
+        embedding = {"view": args.view, "feature_norm": args.feature_norm, "features": args.features,
+                     "backbone": args.backbone, "weights": args.weights, "backbone_size": args.backbone_size}
         r = query(project, args.budget, strategy=strategy, pretext_epochs=args.pretext_epochs,
-                  device=_device(args), progress=not args.no_progress)
+                  pretext_batch_size=args.pretext_batch_size, retrain_pretext=args.retrain_pretext,
+                  embedding=embedding, device=_device(args), progress=not args.no_progress)
         d = args.dir
         if r.unlabelled_before:
             _say(f"note: {r.unlabelled_before} image(s) of the previous selection are still unlabelled; they may "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 from bal.cli.flags import add, flatten, milestone, number_list, positive_float, positive_int
@@ -31,7 +32,11 @@ def add_data_flags(p: argparse.ArgumentParser) -> None:
     add(g, "--net", default="vgg16", choices=list_models(),
         help="network (default: %(default)s, the paper's; cnn is a small one for CPUs)")
     add(g, "--image_size", type=positive_int, default=None,
-        help="square image side in pixels (default: the preset's, else the most common size of the files)")
+        help="square image side in pixels (default: the preset's; for any other folder the network's working "
+             "size, 64 px for the built-in networks, or the images' own size when smaller)")
+    g.add_argument("--no-flip", "--no_flip", dest="flip", action="store_false", default=None,
+                   help="no horizontal flips in training (digits, signs and text change meaning when mirrored); "
+                        "default: the preset's (cifar10 flips, svhn does not)")
     add(g, "--cache_dir", default=None,
         help="where decoded images are cached (default: $BAL_CACHE_DIR or ~/.cache/bal)")
     add(g, "--skip_bad_images", action="store_true",
@@ -66,8 +71,51 @@ def add_kmeans_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("step 2: k-means and CDD")
     add(g, "--clusters", type=positive_int, default=None, help="k-means clusters (default: the number of classes)")
     add(g, "--kmeans", choices=list(KMEANS_ALGORITHMS), default=KMEANS_ALGORITHMS[0],
-        help="k-means implementation: scikit-learn's exact or mini-batch, or faiss (extra bal[faiss]) "
-             "(default: %(default)s)")
+        help="k-means implementation: scikit-learn's exact or mini-batch, or faiss (extra bal[faiss]); auto is "
+             "exact k-means up to 200,000 images, above that faiss if installed, else mini-batch (default: %(default)s)")
+
+
+def add_embedding_flags(p: argparse.ArgumentParser, backbone: bool = True) -> None:
+    """Which features the selection rules see: a rotation view, normalised or not, or your own."""
+    from bal.pretext.backbone import BACKBONES
+    from bal.pretext.features import FEATURE_NORMS, VIEWS
+
+    g = p.add_argument_group("features the selection rules see (CDD, typiclust, probcover, --first typical)")
+    add(g, "--view", choices=list(VIEWS), default=VIEWS[0],
+        help="rotation view embedded: the upright image (METHOD.md), the mean over the four rotations, "
+             "or one random rotation per image (the authors' kmeans.py) (default: %(default)s)")
+    add(g, "--feature_norm", choices=list(FEATURE_NORMS), default=FEATURE_NORMS[0],
+        help="normalisation before k-means: none (the authors'), or l2 (unit rows) (default: %(default)s)")
+    add(g, "--features", default=None, metavar="FILE.npy",
+        help="your own embedding instead of the rotation features: one row per pool image, in the order of "
+             "paths.txt (the pool as bal lists it)")
+    if backbone:
+        add(g, "--backbone", choices=list(BACKBONES), default=None,
+            help="embed the pool with this pretrained torchvision network instead (needs --weights)")
+        add(g, "--weights", default=None, metavar="FILE",
+            help="the backbone's weights, a state dict file you already have (nothing is downloaded)")
+        add(g, "--backbone_size", type=positive_int, default=224,
+            help="side the images are resized to for the backbone (default: %(default)s)")
+
+
+def given_features(args, pool_paths, images=None, device="cpu"):
+    """The embedding --features or --backbone/--weights give, one row per pool image; None without them."""
+    from bal.pretext.features import load_features_file
+
+    if getattr(args, "features", None) and getattr(args, "backbone", None):
+        raise BalError("give --features or --backbone, not both")
+    if getattr(args, "features", None):
+        return load_features_file(args.features, len(pool_paths))
+    if getattr(args, "backbone", None) or getattr(args, "weights", None):
+        if not (args.backbone and args.weights):
+            raise BalError("--backbone and --weights go together: name the network and its weights file")
+        from bal.pretext.backbone import embed_with_backbone
+
+        if images is None:
+            raise BalError("--backbone needs the images: give --datapath and --dataset")
+        return embed_with_backbone(images, args.backbone, args.weights, device=device,
+                                   input_size=args.backbone_size, progress=not getattr(args, "no_progress", False))
+    return None
 
 
 def add_strategy_flags(g, beta_default: float | None = None) -> None:
@@ -144,7 +192,12 @@ def add_step_commands(sub) -> dict:
     add(p, "--dataset", default=None, help="accepted for compatibility; the pool is the one of --load")
     add(p, "--datapath", default=None, help="accepted for compatibility; the pool is the one of --load")
     add_kmeans_flags(p)
+    add_embedding_flags(p)
+    add(p, "--image_size", type=positive_int, default=None, help="with --backbone: the decoded size of the pool")
+    add(p, "--cache_dir", default=None, help="with --backbone: where decoded images are cached")
     add(p, "--seed", type=int, default=0, help="k-means seed (default: %(default)s)")
+    add(p, "--device", default="auto", help="with --backbone: auto, cpu, cuda, ... (default: %(default)s)")
+    add(p, "--no_progress", action="store_true", help="no progress bars")
 
     p = sub.add_parser("train", help="step 3: the active-learning cycles",
                        description="Step 3 (the authors' main.py): per cycle, select from the sliding "
@@ -153,6 +206,7 @@ def add_step_commands(sub) -> dict:
                                    "metrics.jsonl and metrics.csv into --save.")
     add_data_flags(p)
     add_train_flags(p)
+    add_embedding_flags(p, backbone=False)
     add(p, "--sorted_dataset_path", default="checkpoint/unlabeled_pool.txt",
         help="the pool sorted by CDD, from `bal kmeans` (default: %(default)s)")
     add(p, "--save", default="runs/bal", help="run folder (default: %(default)s)")
@@ -165,6 +219,7 @@ def add_step_commands(sub) -> dict:
     add_rotation_flags(p, prefix="rotation_")
     add_kmeans_flags(p)
     add_train_flags(p)
+    add_embedding_flags(p)
     add(p, "--save", default="runs/bal", help="run folder (default: %(default)s)")
     add_common_flags(p)
     return {"rotation": cmd_rotation, "kmeans": cmd_kmeans, "train": cmd_train, "run": cmd_run}
@@ -204,22 +259,56 @@ def _open(args, report_dir: Path):
     # Under torchrun rank 0 decodes and fills the cache first; the others then read it.
     with runtime.main_first():
         return open_dataset(
-            args.datapath, args.dataset, image_size=args.image_size, cache_dir=args.cache_dir,
+            args.datapath, args.dataset, image_size=args.image_size, net=args.net, flip=args.flip,
+            cache_dir=args.cache_dir,
             skip_bad=args.skip_bad_images, progress=not args.no_progress and runtime.is_main(),
             report_dir=report_dir if runtime.is_main() else None,
         )
 
 
-def _rotation(args, data, save: Path, prefix: str = "") -> None:
-    from bal.pretext import ROTATION_DEFAULTS, train_rotation
+@dataclass
+class Plan:
+    """What a command will do, checked from its flags before any image is decoded or any file written."""
 
-    config = _schedule(args, prefix, ROTATION_DEFAULTS)
+    rotation: object = None  # TrainConfig of step 1
+    strategy: object = None  # Strategy of step 3
+    train: object = None  # TrainConfig of step 3
+    percentages: list | None = None
+
+
+def plan_from_flags(args, steps: tuple[str, ...]) -> Plan:
+    """Every setting of ``steps`` ("rotation", "train") built, so a bad value stops the command at once."""
+    from bal.data import get_preset, regime_percentages
+    from bal.engine.trainer import TrainConfig
+    from bal.pretext import ROTATION_DEFAULTS
+
+    plan = Plan()
+    if "rotation" in steps:
+        plan.rotation = _schedule(args, "rotation_" if hasattr(args, "rotation_epochs") else "", ROTATION_DEFAULTS)
+    if "train" in steps:
+        plan.strategy = strategy_from_flags(args, get_preset(args.dataset))
+        plan.train = _schedule(args, "", TrainConfig())
+        percentages = flatten(args.per_samples_list) or regime_percentages(args.regime)
+        if args.cycles is not None:
+            if args.cycles > len(percentages):
+                raise BalError(
+                    f"--cycles {args.cycles} is more than the {len(percentages)} cycles of the budget list "
+                    f"{','.join(f'{p:g}' for p in percentages)} (--per_samples_list / --regime)"
+                )
+            percentages = percentages[: args.cycles]
+        plan.percentages = percentages
+    return plan
+
+
+def _rotation(args, data, save: Path, config) -> None:
+    from bal.pretext import train_rotation
+
     log.info("step 1: rotation pretext, %s on %d images, %d epochs -> %s", args.net, len(data.pool), config.epochs, save)
     train_rotation(data.pool, data.augment, net=args.net, config=config, seed=args.seed,
                    device=args.device, save=save, progress=not args.no_progress)
 
 
-def _kmeans(args, load: Path) -> None:
+def _kmeans(args, load: Path, features=None) -> None:
     import numpy as np
 
     from bal.engine import runtime
@@ -227,31 +316,25 @@ def _kmeans(args, load: Path) -> None:
 
     with runtime.main_first():  # rank 0 clusters and writes; the others wait for the files
         if runtime.is_main():
-            cdd, _ = kmeans_step(load, n_clusters=args.clusters, algorithm=args.kmeans, seed=args.seed)
+            cdd, _ = kmeans_step(load, n_clusters=args.clusters, algorithm=args.kmeans, seed=args.seed,
+                                 view=args.view, feature_norm=args.feature_norm, features=features)
             log.info("step 2: CDD of %d images (median %.4g) -> %s", len(cdd), float(np.median(cdd)),
                      load / "unlabeled_pool.txt")
 
 
-def _train(args, data, order_path: Path, save: Path) -> list[dict]:
-    from bal.data import budgets_from_percentages, regime_percentages
+def _train(args, data, plan: Plan, order_path: Path, save: Path, features=None) -> list[dict]:
+    from bal.data import budgets_from_percentages
     from bal.engine import runtime
-    from bal.engine.trainer import TrainConfig
     from bal.loop.cycles import METRIC_COLUMNS, run_cycles
     from bal.pretext import load_pretext
     from bal.report import format_table, plot_curves
 
-    percentages = flatten(args.per_samples_list) or regime_percentages(args.regime)
-    if args.cycles is not None:
-        if args.cycles > len(percentages):
-            raise BalError(
-                f"--cycles {args.cycles} is more than the {len(percentages)} cycles of the budget list "
-                f"{','.join(f'{p:g}' for p in percentages)} (--per_samples_list / --regime)"
-            )
-        percentages = percentages[: args.cycles]
-    strategy = strategy_from_flags(args, data.preset)
-    budgets = budgets_from_percentages(percentages, len(data.pool))
-    train = _schedule(args, "", TrainConfig())
-    pretext = load_pretext(order_path.parent, data.pool.paths, strategy.needs, order_path)
+    strategy, train = plan.strategy, plan.train
+    budgets = budgets_from_percentages(plan.percentages, len(data.pool))
+    if features is None:
+        features = given_features(args, data.pool.paths)
+    pretext = load_pretext(order_path.parent, data.pool.paths, strategy.needs, order_path, view=args.view,
+                           feature_norm=args.feature_norm, features=features)
     log.info("step 3: %d cycles of %s (%s labels), %s, %s, %d epochs each -> %s", len(budgets), args.strategy,
              ",".join(map(str, budgets)), strategy.settings(), args.net, train.epochs, save)
     rows = run_cycles(
@@ -277,34 +360,59 @@ def say(text: str) -> None:
 
 
 def cmd_rotation(args) -> int:
+    plan = plan_from_flags(args, ("rotation",))
     save = Path(args.save)
     save.mkdir(parents=True, exist_ok=True)
-    _rotation(args, _open(args, save), save)
+    _rotation(args, _open(args, save), save, plan.rotation)
     say(f"rotation finished: {save}/rotation.pth, paths.txt, rotation_loss.npy, features.npy")
     return 0
 
 
 def cmd_kmeans(args) -> int:
+    from bal.files import read_lines
+
     load = Path(args.load)
-    _kmeans(args, load)
+    features = None
+    if args.features or args.backbone or args.weights:
+        paths = read_lines(load / "paths.txt") if (load / "paths.txt").exists() else None
+        if paths is None:
+            raise BalError(f"--load {load} has no paths.txt (the pool's order); run `bal rotation --save {load}` first")
+        images = None
+        if args.backbone:
+            if not args.datapath or not args.dataset:
+                raise BalError("--backbone needs the images: give --datapath and --dataset")
+            from bal.data import open_dataset
+
+            data = open_dataset(args.datapath, args.dataset, image_size=args.image_size, net=None,
+                                cache_dir=args.cache_dir,
+                                progress=not args.no_progress)
+            from bal.pretext.store import read_sorted_pool
+
+            rows = read_sorted_pool(load / "paths.txt", data.pool.paths)  # pool index of each line
+            images = data.pool.images[rows]
+        features = given_features(args, paths, images, device=args.device)
+    _kmeans(args, load, features)
     say(f"kmeans finished: {load}/unlabeled_pool.txt, cdd.npy")
     return 0
 
 
 def cmd_train(args) -> int:
+    plan = plan_from_flags(args, ("train",))
     save = Path(args.save)
     save.mkdir(parents=True, exist_ok=True)
-    _train(args, _open(args, save), Path(args.sorted_dataset_path), save)
+    _train(args, _open(args, save), plan, Path(args.sorted_dataset_path), save)
     return 0
 
 
 def cmd_run(args) -> int:
+    plan = plan_from_flags(args, ("rotation", "train"))
     save = Path(args.save)
     pretext = save / "pretext"
     pretext.mkdir(parents=True, exist_ok=True)
     data = _open(args, save)
-    if strategy_from_flags(args, data.preset).needs:
-        _rotation(args, data, pretext, prefix="rotation_")
-        _kmeans(args, pretext)
-    _train(args, data, pretext / "unlabeled_pool.txt", save)
+    features = given_features(args, data.pool.paths, data.pool.images, device=args.device)
+    if plan.strategy.needs:
+        _rotation(args, data, pretext, plan.rotation)
+        _kmeans(args, pretext, features)
+    _train(args, data, plan, pretext / "unlabeled_pool.txt", save, features)
     return 0

@@ -7,11 +7,11 @@ decoded (:mod:`.decode`) once into a cached uint8 array (:mod:`.cache`), held as
 """
 
 from bal.data.augment import BatchAugment
-from bal.data.cache import default_cache_dir, load_dataset, load_split
-from bal.data.decode import ImageDecodeError, decode_image, infer_image_size
+from bal.data.cache import cached_split, default_cache_dir, load_dataset, load_split
+from bal.data.decode import ImageDecodeError, decode_image, encode_png, infer_image_size
 from bal.data.folders import IMAGE_EXTENSIONS, FolderSplit, scan_dataset, scan_split, walk_images
 from bal.data.imageset import ImageSet, images_from_arrays, stratified_subset, subset
-from bal.data.open import Dataset, augment_for, open_dataset
+from bal.data.open import Dataset, augment_for, choose_image_size, open_dataset
 from bal.data.presets import (
     DEFAULT_REGIME, PRESETS, REGIMES, Preset, budgets_from_percentages, generic_preset, get_preset,
     regime_percentages,
@@ -30,7 +30,10 @@ __all__ = [
     "Preset",
     "augment_for",
     "budgets_from_percentages",
+    "choose_image_size",
+    "cached_split",
     "decode_image",
+    "encode_png",
     "default_cache_dir",
     "generic_preset",
     "get_preset",

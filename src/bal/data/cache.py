@@ -1,19 +1,36 @@
-"""Decoding image folders once into a uint8 array, cached on disk (decoding rules: :mod:`.decode`).
+"""Decoding image folders once into a uint8 array on disk, read through a memory map.
 
-The cache is one ``{key}.npy`` (images) plus one ``{key}.json`` (paths, labels,
-skipped files) per split, where the key hashes the file list with sizes and
-modification times, so any change in the folder gives a new key.
+The cache of one split is ``{key}.npy`` (uint8, N x S x S x 3) plus ``{key}.json``
+(paths, labels, classes, skipped files), where the key hashes the file list with sizes
+and modification times, the size S and the decoding format, so any change in the folder
+gives a new key (decoding rules: :mod:`.decode`).
+
+Memory. The array is never built whole in memory: decoded chunks of 256 images are
+written straight into the file, and readers open it with ``mmap_mode="r"``. Training
+and scoring gather their batches through the map and hand the pages back once a batch
+is copied out (:func:`release`), so the resident memory of a run follows its batch, not
+its pool. A pool larger than RAM works; it must fit on disk, and
+:func:`check_cache_room` refuses a size whose cache would not, before any decoding.
+
+Resuming. While a cache is built, ``{key}.partial.npy`` holds the rows decoded so far and
+``{key}.progress.json`` which chunks they are (written after the rows are on disk). A
+killed build started again decodes only the chunks that are missing. The metadata file
+is written last: a cache without it is not a cache.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import mmap
 import os
+import shutil
+import threading
+import time
 import warnings
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 from tqdm import tqdm
@@ -21,17 +38,22 @@ from tqdm import tqdm
 from bal.data.decode import ImageDecodeError, decode_image, infer_image_size, short_reason
 from bal.data.folders import FolderSplit, scan_dataset
 from bal.data.imageset import ImageSet
-from bal.errors import DataError
-from bal.files import atomic_save_npy, atomic_write_json
+from bal.errors import DataError, ParameterError
+from bal.files import atomic_write_json
 
-__all__ = ["default_cache_dir", "load_dataset", "load_split"]
+__all__ = ["CacheEntry", "cached_split", "check_cache_room", "default_cache_dir", "list_caches", "load_dataset", "load_split",
+           "release"]
 
 # Bump when decoding changes in a way that changes pixels, so old caches are not reused.
-CACHE_FORMAT_VERSION = 1
+# 2: aspect ratio kept (centre crop / pad), EXIF orientation applied, draft decoding of large JPEGs.
+CACHE_FORMAT_VERSION = 2
 
 # Decoding a small image costs ~50 us, a good part of it in C code that releases the
-# GIL, so a few threads help; chunks amortise the executor's per-task overhead.
+# GIL, so a few threads help; chunks amortise the executor's per-task overhead and are
+# the unit a killed build resumes from.
 _CHUNK = 256
+# Write the progress file at most this often (seconds): each write syncs the data first.
+_PROGRESS_EVERY = 2.0
 
 
 def default_cache_dir() -> Path:
@@ -63,96 +85,195 @@ def _key(parts: object) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def _load_cached(npy: Path, meta_path: Path, size: int) -> ImageSet | None:
-    """The cached set, or None when it is missing or unusable (then it is rebuilt)."""
+def _open_cached(npy: Path, meta_path: Path, size: int) -> ImageSet | None:
+    """The cached set read through a memory map, or None when it is missing or unusable (then rebuilt)."""
     if not (npy.is_file() and meta_path.is_file()):
         return None
     try:
         with open(meta_path, encoding="utf-8") as f:
             meta = json.load(f)
-        images = np.load(npy, allow_pickle=False)
+        if meta.get("format") != CACHE_FORMAT_VERSION:
+            return None
+        images = np.load(npy, mmap_mode="r", allow_pickle=False)
         labels = np.asarray(meta["labels"], dtype=np.int64)
         paths = list(meta["paths"])
         if images.dtype != np.uint8 or images.shape != (len(paths), size, size, 3) or len(labels) != len(paths):
             return None
-        return ImageSet(
-            images=images,
-            labels=labels,
-            paths=paths,
-            classes=list(meta["classes"]),
-            skipped=[(str(p), str(r)) for p, r in meta["skipped"]],
-        )
+        return ImageSet(images=images, labels=labels, paths=paths, classes=list(meta["classes"]),
+                        skipped=[(str(p), str(r)) for p, r in meta["skipped"]])
     except Exception:
         return None
 
 
-def _save_cached(npy: Path, meta_path: Path, data: ImageSet) -> None:
-    try:
-        npy.parent.mkdir(parents=True, exist_ok=True)
-        # Images first, metadata last: a reader needs both, so a kill in between
-        # leaves only an orphan .npy that is overwritten next time.
-        atomic_save_npy(npy, data.images)
-        atomic_write_json(
-            meta_path,
-            {
-                "format": CACHE_FORMAT_VERSION,
-                "paths": data.paths,
-                "labels": data.labels.tolist(),
-                "classes": data.classes,
-                "skipped": [list(x) for x in data.skipped],
-            },
-        )
-    except OSError as e:
-        warnings.warn(
-            f"cannot write the image cache in {str(npy.parent)!r} ({e.strerror or e}); "
-            f"continuing without a cache (set BAL_CACHE_DIR to a writable folder)",
-            stacklevel=3,
-        )
+def release(images: np.ndarray, rows: np.ndarray | None = None) -> None:
+    """Hand the memory pages of ``rows`` (all rows by default) of a memory-mapped array back to the OS.
+
+    The data stay in the page cache and on disk; the process's resident memory drops.
+    A no-op for arrays in memory. Contiguous rows are released in one call.
+    """
+    mm = getattr(images, "_mmap", None)
+    if not isinstance(mm, mmap.mmap) or images.ndim == 0 or len(images) == 0:
+        return
+    row_bytes = int(np.prod(images.shape[1:], dtype=np.int64)) * images.itemsize
+    base = getattr(images, "offset", 0)
+    page = mmap.PAGESIZE
+    if rows is None:
+        spans = [(0, len(images))]
+    else:
+        r = np.unique(np.asarray(rows, dtype=np.int64))
+        breaks = np.flatnonzero(np.diff(r) != 1) + 1
+        spans = [(int(run[0]), int(run[-1]) + 1) for run in np.split(r, breaks) if run.size]
+    for start, stop in spans:
+        lo = (base + start * row_bytes) // page * page
+        hi = base + stop * row_bytes
+        try:
+            mm.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
+        except (OSError, ValueError, AttributeError):  # not every platform; harmless to skip
+            return
 
 
-def _decode_chunk(paths: list[str], size: int, out: np.ndarray, start: int) -> list[tuple[int, str]]:
+class _Writer:
+    """Decoded chunks written into a .npy file at their rows' offsets; progress kept for a resume."""
+
+    def __init__(self, partial: Path, progress_file: Path, shape: tuple[int, ...], fingerprint: str):
+        self.partial, self.progress_file, self.shape = partial, progress_file, shape
+        self.row_bytes = int(np.prod(shape[1:]))
+        done: set[int] = set()
+        failures: dict[int, str] = {}
+        try:
+            state = json.loads(progress_file.read_text(encoding="utf-8"))
+            if state["fingerprint"] == fingerprint and partial.is_file():
+                done, failures = set(state["done"]), {int(k): v for k, v in state["failures"].items()}
+        except Exception:
+            done, failures = set(), {}
+        if not done:
+            partial.parent.mkdir(parents=True, exist_ok=True)
+            header = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=shape)
+            del header  # the file now has its header and its full (sparse) length
+        self.offset = _header_length(partial)
+        self.fd = os.open(partial, os.O_RDWR)
+        self.fingerprint, self.done, self.failures = fingerprint, done, failures
+        self.lock = threading.Lock()
+        self.last = time.monotonic()
+
+    def write(self, start: int, rows: np.ndarray) -> None:
+        os.pwrite(self.fd, np.ascontiguousarray(rows).tobytes(), self.offset + start * self.row_bytes)
+
+    def chunk_done(self, chunk: int, failures: list[tuple[int, str]], force: bool = False) -> None:
+        with self.lock:
+            self.done.add(chunk)
+            self.failures.update(failures)
+            if force or time.monotonic() - self.last >= _PROGRESS_EVERY:
+                os.fsync(self.fd)  # the rows first, then the claim that they are there
+                atomic_write_json(self.progress_file, {"fingerprint": self.fingerprint, "done": sorted(self.done),
+                                                       "failures": {str(k): v for k, v in self.failures.items()}})
+                self.last = time.monotonic()
+
+    def close(self) -> None:
+        os.fsync(self.fd)
+        os.close(self.fd)
+
+
+def _header_length(npy: Path) -> int:
+    with open(npy, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        read(f)
+        return f.tell()
+
+
+def _decode_chunk(paths: list[str], size: int, start: int, writer: _Writer | None,
+                  out: np.ndarray | None) -> list[tuple[int, str]]:
+    rows = np.zeros((len(paths), size, size, 3), dtype=np.uint8)
     failures = []
     for i, p in enumerate(paths):
         try:
-            out[start + i] = decode_image(p, size)
+            rows[i] = decode_image(p, size)
         except ImageDecodeError as e:
             failures.append((start + i, e.reason))
         except MemoryError:
             raise
         except Exception as e:  # a replaced decode_image may raise anything
             failures.append((start + i, f"truncated/corrupt: {short_reason(e)}"))
+    if writer is not None:
+        writer.write(start, rows)
+    else:
+        out[start : start + len(paths)] = rows
     return failures
 
 
-def _chunks(n: int) -> Iterator[tuple[int, int]]:
-    for s in range(0, n, _CHUNK):
-        yield s, min(s + _CHUNK, n)
-
-
-def _decode_all(paths: list[str], size: int, progress: bool, desc: str) -> tuple[np.ndarray, dict[int, str]]:
-    """Decode every path into row i of one preallocated array; failures by index."""
+def _decode_all(paths: list[str], size: int, progress: bool, desc: str, writer: _Writer | None = None
+                ) -> tuple[np.ndarray | None, dict[int, str]]:
+    """Decode every path into its row: of the writer's file, or (no writer) of an array in memory."""
     n = len(paths)
-    out = np.zeros((n, size, size, 3), dtype=np.uint8)
-    failures: dict[int, str] = {}
-    workers = min(4, os.cpu_count() or 1, max(1, n // _CHUNK))
-    with tqdm(total=n, desc=desc, disable=not progress, unit="img") as bar:
-        if workers <= 1:
-            for s, e in _chunks(n):
-                failures.update(_decode_chunk(paths[s:e], size, out, s))
-                bar.update(e - s)
-        else:
-            # Every chunk writes its own rows of `out`, so the result does not depend on
-            # thread timing.
-            pool = ThreadPoolExecutor(max_workers=workers)
-            try:
-                jobs = [(s, e, pool.submit(_decode_chunk, paths[s:e], size, out, s)) for s, e in _chunks(n)]
-                for s, e, job in jobs:
-                    failures.update(job.result())
-                    bar.update(e - s)
-            finally:
-                # On Ctrl-C or an error, do not wait for the queued chunks to finish.
-                pool.shutdown(wait=True, cancel_futures=True)
+    out = None if writer is not None else np.zeros((n, size, size, 3), dtype=np.uint8)
+    done = writer.done if writer is not None else set()
+    failures: dict[int, str] = dict(writer.failures) if writer is not None else {}
+    todo = [c for c in range((n + _CHUNK - 1) // _CHUNK) if c not in done]
+    workers = min(4, os.cpu_count() or 1, max(1, len(todo)))
+    with tqdm(total=n, initial=n - sum(min(_CHUNK, n - c * _CHUNK) for c in todo), desc=desc,
+              disable=not progress, unit="img") as bar:
+        # Every chunk writes its own rows, so the result does not depend on thread timing.
+        pool = ThreadPoolExecutor(max_workers=workers)
+        try:
+            jobs = {pool.submit(_decode_chunk, paths[c * _CHUNK : (c + 1) * _CHUNK], size, c * _CHUNK, writer,
+                                out): c for c in todo}
+            for job in as_completed(jobs):
+                chunk_failures = job.result()
+                failures.update(chunk_failures)
+                if writer is not None:
+                    writer.chunk_done(jobs[job], chunk_failures)
+                bar.update(min(_CHUNK, n - jobs[job] * _CHUNK))
+        finally:
+            # On Ctrl-C or an error, do not wait for the queued chunks to finish.
+            pool.shutdown(wait=True, cancel_futures=True)
     return out, failures
+
+
+def _finish(writer: _Writer, npy: Path, keep: np.ndarray | None) -> np.ndarray:
+    """Turn the partial file into the cache file (only the ``keep`` rows, when given), memory-mapped."""
+    writer.close()
+    if keep is None:
+        os.replace(writer.partial, npy)
+    else:
+        full = np.load(writer.partial, mmap_mode="r")
+        tmp = npy.with_name(npy.name + ".compact.tmp")
+        compact = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(int(keep.sum()), *full.shape[1:]))
+        kept = np.flatnonzero(keep)
+        for s in range(0, len(kept), _CHUNK):
+            compact[s : s + _CHUNK] = full[kept[s : s + _CHUNK]]
+            release(compact, np.arange(s, min(s + _CHUNK, len(kept))))
+        compact.flush()
+        del compact, full
+        os.replace(tmp, npy)
+        writer.partial.unlink(missing_ok=True)
+    writer.progress_file.unlink(missing_ok=True)
+    return np.load(npy, mmap_mode="r")
+
+
+def check_cache_room(n_images: int, image_size: int, cache_dir: str | os.PathLike | None = None,
+                     what: str = "the images") -> int:
+    """The bytes a cache of ``n_images`` at ``image_size`` needs; refuses (naming ``image_size``) when
+    the disk of ``cache_dir`` has not that much free."""
+    need = int(n_images) * int(image_size) ** 2 * 3
+    folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        free = shutil.disk_usage(probe).free
+    except OSError:
+        return need
+    if need > free:
+        raise ParameterError(
+            "image_size", f"{{name}} {image_size} needs a cache of {_gb(need)} for {n_images} {what} "
+                          f"({image_size} x {image_size} x 3 bytes each), but only {_gb(free)} are free on the disk "
+                          f"of {folder}; choose a smaller size, or another cache folder (--cache_dir or BAL_CACHE_DIR)")
+    return need
+
+
+def _gb(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
 
 
 def _bad_files_error(root: str, bad: list[tuple[str, str]], none_left: bool = False) -> DataError:
@@ -165,6 +286,14 @@ def _bad_files_error(root: str, bad: list[tuple[str, str]], none_left: bool = Fa
             f"or pass --skip-bad-images to leave them out"
         )
     return DataError(f"{head}:\n{lines}")
+
+
+def cached_split(split: FolderSplit, image_size: int, cache_dir: str | os.PathLike | None = None,
+                 skip_bad: bool = False) -> ImageSet | None:
+    """The split's finished cache, memory-mapped, or None: never decodes (for readers such as a web page)."""
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    key = _key(["images", CACHE_FORMAT_VERSION, int(image_size), bool(skip_bad), _fingerprint(split)])
+    return _open_cached(cache / f"{key}.npy", cache / f"{key}.json", int(image_size))
 
 
 def load_split(
@@ -185,7 +314,7 @@ def load_split(
         Square side S of the output; ``None`` infers it with :func:`infer_image_size`.
     cache_dir : path, optional
         Where ``{key}.npy`` / ``{key}.json`` live; ``None`` means :func:`default_cache_dir`.
-        An unwritable folder only gives a warning.
+        An unwritable folder only gives a warning (the images are then held in memory).
     skip_bad : bool
         Leave bad files out (listed in ``ImageSet.skipped``) instead of raising.
     progress : bool
@@ -224,26 +353,44 @@ def load_split(
 
     key = _key(["images", CACHE_FORMAT_VERSION, image_size, bool(skip_bad), fingerprint])
     npy, meta_path = cache / f"{key}.npy", cache / f"{key}.json"
-    cached = _load_cached(npy, meta_path, image_size)
+    cached = _open_cached(npy, meta_path, image_size)
     if cached is not None:
         return cached
 
-    images, failures = _decode_all(split.paths, image_size, progress, desc)
+    shape = (len(split.paths), image_size, image_size, 3)
+    writer = None
+    try:
+        check_cache_room(len(split.paths), image_size, cache, f"images under {split.root!r}")
+        writer = _Writer(cache / f"{key}.partial.npy", cache / f"{key}.progress.json", shape, key)
+    except OSError as e:
+        warnings.warn(
+            f"cannot write the image cache in {str(cache)!r} ({e.strerror or e}); "
+            f"continuing without a cache, in memory (set BAL_CACHE_DIR to a writable folder)",
+            stacklevel=2,
+        )
+    images, failures = _decode_all(split.paths, image_size, progress, desc, writer)
     bad = sorted([*split.bad, *((split.paths[i], r) for i, r in failures.items())])
 
-    if bad and not skip_bad:
-        raise _bad_files_error(split.root, bad)
+    none_left = len(failures) == len(split.paths)
+    if (bad and not skip_bad) or none_left:
+        if writer is not None:  # nothing to resume once the files are fixed: their keys change
+            writer.close()
+            writer.partial.unlink(missing_ok=True)
+            writer.progress_file.unlink(missing_ok=True)
+        raise _bad_files_error(split.root, bad, none_left=none_left and skip_bad)
 
+    keep = None
     if failures:
         keep = np.array([i not in failures for i in range(len(split.paths))], dtype=bool)
-        images = images[keep]
         labels = split.labels[keep]
         paths = [p for p, k in zip(split.paths, keep) if k]
     else:
         labels = np.asarray(split.labels, dtype=np.int64)
         paths = list(split.paths)
-    if not paths:
-        raise _bad_files_error(split.root, bad, none_left=True)
+    if writer is not None:
+        images = _finish(writer, npy, keep)
+    elif keep is not None:
+        images = images[keep]
 
     present = set(labels.tolist())
     lost = [c for i, c in enumerate(split.classes) if i not in present and i in set(split.labels.tolist())]
@@ -254,7 +401,12 @@ def load_split(
         )
 
     data = ImageSet(images=images, labels=labels, paths=paths, classes=list(split.classes), skipped=bad)
-    _save_cached(npy, meta_path, data)
+    if writer is not None:
+        # the commit point: written last, so a cache without it is never read
+        atomic_write_json(meta_path, {"format": CACHE_FORMAT_VERSION, "paths": paths, "labels": labels.tolist(),
+                                      "classes": list(split.classes), "skipped": [list(x) for x in bad],
+                                      "root": os.path.abspath(split.root), "image_size": image_size,
+                                      "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
     return data
 
 
@@ -265,14 +417,16 @@ def load_dataset(
     cache_dir: str | os.PathLike | None = None,
     skip_bad: bool = False,
     progress: bool = True,
+    splits: tuple[FolderSplit, FolderSplit] | None = None,
 ) -> tuple[ImageSet, ImageSet]:
     """Scan and decode ``datapath/dataset/{train,test}``; returns ``(train, test)``.
 
     The image size is inferred from the train split when ``image_size`` is None and
     then used for the test split too. Bad files of both splits are checked before
-    anything is raised, so the error lists them all in one go.
+    anything is raised, so the error lists them all in one go. ``splits`` are the two
+    scanned splits when the caller has them already.
     """
-    train_split, test_split = scan_dataset(datapath, dataset)
+    train_split, test_split = splits if splits is not None else scan_dataset(datapath, dataset)
     errors: list[str] = []
     train = test = None
     try:
@@ -290,3 +444,46 @@ def load_dataset(
         raise DataError("\n".join(errors))
     assert train is not None and test is not None
     return train, test
+
+
+# -- managing caches (bal cache) -----------------------------------------------------------
+@dataclass(frozen=True)
+class CacheEntry:
+    """One decoded split in a cache folder (``partial``: a build that has not finished)."""
+
+    key: str
+    files: tuple[Path, ...]
+    bytes: int
+    images: int | None
+    image_size: int | None
+    root: str | None
+    modified: float  # seconds since the epoch
+    partial: bool
+
+
+def list_caches(cache_dir: str | os.PathLike | None = None) -> list[CacheEntry]:
+    """Every cache (finished or partial) in ``cache_dir``, newest first."""
+    folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    if not folder.is_dir():
+        return []
+    groups: dict[str, list[Path]] = {}
+    for f in folder.iterdir():
+        key = f.name.split(".")[0]
+        if len(key) == 64 and all(c in "0123456789abcdef" for c in key):
+            groups.setdefault(key, []).append(f)
+    entries = []
+    for key, files in groups.items():
+        meta: dict = {}
+        meta_file = folder / f"{key}.json"
+        if meta_file.exists():
+            try:
+                meta = json.loads(meta_file.read_text(encoding="utf-8"))
+            except Exception:
+                meta = {}
+        stats = [f.stat() for f in files if f.exists()]
+        entries.append(CacheEntry(
+            key=key, files=tuple(sorted(files)), bytes=sum(st.st_size for st in stats),
+            images=len(meta["paths"]) if "paths" in meta else None, image_size=meta.get("image_size"),
+            root=meta.get("root"), modified=max((st.st_mtime for st in stats), default=0.0),
+            partial=not (folder / f"{key}.npy").exists() or not meta_file.exists()))
+    return sorted(entries, key=lambda e: -e.modified)

@@ -1,7 +1,13 @@
-"""Decoding one image file into RGB pixels of one square size.
+"""Decoding one image file into RGB pixels of one square size, fast for large photos.
 
-Every image becomes RGB of one square size:
+Every image becomes RGB of one square size S:
 
+* a JPEG much larger than S is decoded at a reduced scale (Pillow's ``draft``: the
+  decoder skips detail, 1/2 to 1/8 of each side, never below S); any other image much
+  larger than S is first shrunk by an integer factor with ``Image.reduce`` (box filter);
+  a 12-megapixel photo so decodes several times faster than a full decode and resize
+  (``benchmarks/scale.py`` measures it);
+* the EXIF orientation is applied (``ImageOps.exif_transpose``), so a phone photo is upright;
 * grayscale (``1``, ``L``, ``LA``) is repeated into three channels;
 * 16/32-bit grayscale (``I;16*``, ``I``) is scaled from 0..65535 down to 0..255
   (PIL's own conversion would clip everything above 255 to white);
@@ -10,9 +16,12 @@ Every image becomes RGB of one square size:
 * an alpha channel is dropped, keeping the colour stored under transparent pixels.
   This is what torchvision's ``ImageFolder`` loader (``convert("RGB")``) does, so the
   pixels match the reference implementation's;
-* an image that is not ``size x size`` is resized with PIL bilinear filtering,
-  ignoring its aspect ratio. EXIF orientation is not applied (as in ``ImageFolder``).
-
+* the aspect ratio is kept (:func:`fit_square`): an image whose long side is at most
+  twice its short side (every camera and phone format, 16:9 included) is centre-cropped
+  to its central square; a longer one (a panorama, a scanned strip) is scaled so its long
+  side is S and padded with black above and below (or left and right), so it is seen
+  whole. The square is then resized to S x S with PIL's antialiased bilinear filter. A
+  square image of size S is left exactly as it is (CIFAR's pixels are the files').
 """
 
 from __future__ import annotations
@@ -21,11 +30,16 @@ import io
 from collections import Counter
 
 import numpy as np
-from PIL import Image, ImageFile, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from bal.errors import DataError
 
-__all__ = ["ImageDecodeError", "decode_image", "infer_image_size"]
+__all__ = [
+    "PAD_ABOVE", "ImageDecodeError", "decode_image", "encode_png", "fit_square", "image_header", "infer_image_size",
+]
+
+#: Aspect ratio (long side / short side) above which an image is padded rather than cropped.
+PAD_ABOVE = 2.0
 
 # A truncated JPEG must be reported, not silently padded with grey.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -73,8 +87,25 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+def fit_square(img: Image.Image, size: int) -> Image.Image:
+    """``img`` (RGB) as a ``size`` x ``size`` square by the module's aspect rule: centre crop, or pad beyond 2:1."""
+    w, h = img.size
+    if (w, h) == (size, size):
+        return img
+    long, short = max(w, h), min(w, h)
+    if long <= PAD_ABOVE * short:
+        left, top = (w - short) // 2, (h - short) // 2
+        box = (left, top, left + short, top + short)
+        return img.resize((size, size), Image.BILINEAR, box=box, reducing_gap=None if short < 3 * size else 3.0)
+    scaled = (size, max(1, round(h * size / w))) if w >= h else (max(1, round(w * size / h)), size)
+    inner = img.resize(scaled, Image.BILINEAR, reducing_gap=None if long < 3 * size else 3.0)
+    canvas = Image.new("RGB", (size, size))
+    canvas.paste(inner, ((size - scaled[0]) // 2, (size - scaled[1]) // 2))
+    return canvas
+
+
 def decode_image(path: str, size: int) -> np.ndarray:
-    """Decode one file fully into RGB pixels of shape (size, size, 3), dtype uint8.
+    """Decode one file into RGB pixels of shape (size, size, 3), dtype uint8 (see the module docstring).
 
     Raises
     ------
@@ -88,10 +119,14 @@ def decode_image(path: str, size: int) -> np.ndarray:
     ImageFile.LOAD_TRUNCATED_IMAGES = False
     try:
         with Image.open(io.BytesIO(data)) as img:
+            if img.format == "JPEG" and min(img.size) > 2 * size:
+                img.draft(img.mode, (size, size))  # decode at 1/2, 1/4 or 1/8 scale, each side >= size
             img.load()  # Image.open only reads the header; force the full decode
-            rgb = _to_rgb(img)
-            if rgb.size != (size, size):
-                rgb = rgb.resize((size, size), Image.BILINEAR)
+            factor = min(img.size) // (2 * size)
+            if factor >= 2 and img.mode not in _SIXTEEN_BIT_MODES:
+                img = img.reduce(factor)  # box filter by an integer factor: cheap, and keeps >= 2 * size
+            img = ImageOps.exif_transpose(img)
+            rgb = fit_square(_to_rgb(img), size)
             arr = np.asarray(rgb, dtype=np.uint8)
     except UnidentifiedImageError:
         raise ImageDecodeError(path, "cannot identify image file") from None
@@ -102,6 +137,27 @@ def decode_image(path: str, size: int) -> np.ndarray:
     if arr.shape != (size, size, 3):  # defensive: a plugin returning an odd layout
         raise ImageDecodeError(path, f"truncated/corrupt: decoded to shape {arr.shape}")
     return arr
+
+
+def encode_png(pixels: np.ndarray, max_side: int = 256) -> bytes:
+    """uint8 RGB pixels (H, W, 3) as PNG bytes, shrunk (antialiased) to at most ``max_side`` per side."""
+    img = Image.fromarray(np.ascontiguousarray(pixels))
+    if max(img.size) > max_side:
+        img.thumbnail((max_side, max_side), Image.BILINEAR)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def image_header(path: str) -> tuple[int, int] | None:
+    """``(width, height)`` as the image is shown (EXIF orientation applied), from the header only; None if unreadable."""
+    try:
+        with Image.open(path) as img:
+            w, h = img.size
+            orientation = img.getexif().get(0x0112, 1)
+    except Exception:
+        return None
+    return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
 
 
 def _header_size(path: str) -> tuple[int, int] | None:

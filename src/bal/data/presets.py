@@ -49,17 +49,25 @@ class Preset:
         return float(self.beta[check_choice("regime", regime, list(REGIMES))])
 
     def resolve(self, images: np.ndarray) -> "Preset":
-        """Fill the ``None`` fields from the decoded training images, uint8 (N, S, S, 3)."""
+        """Fill the ``None`` fields from the decoded training images, uint8 (N, S, S, 3).
+
+        Mean and standard deviation are one streaming pass over the images (a memory-mapped
+        cache is read in chunks of about 64 MiB of float64, each chunk's pages handed back),
+        so a split larger than memory is measured in the memory of one chunk.
+        """
+        from bal.data.cache import release
+
         size = int(images.shape[1])
         mean, std = self.mean, self.std
         if mean is None or std is None:
-            # float64 accumulation over a uint8 array in chunks keeps memory flat.
             total = np.zeros(3)
             total_sq = np.zeros(3)
-            for start in range(0, len(images), 4096):
-                chunk = images[start : start + 4096].reshape(-1, 3).astype(np.float64) / 255.0
+            rows = max(1, (1 << 23) // (size * size * 3))  # 8 Mi values of float64 = 64 MiB
+            for start in range(0, len(images), rows):
+                chunk = images[start : start + rows].reshape(-1, 3).astype(np.float64) / 255.0
                 total += chunk.sum(0)
                 total_sq += (chunk**2).sum(0)
+                release(images, np.arange(start, min(start + rows, len(images))))
             count = images.shape[0] * images.shape[1] * images.shape[2]
             m = total / count
             s = np.sqrt(np.maximum(total_sq / count - m**2, 1e-12))

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -85,11 +86,31 @@ def scoring_batch_size(device: torch.device) -> int:
     return 512 if device.type == "cuda" else 128
 
 
-def images_on(images: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """The uint8 image tensor where batches will be gathered: on the GPU when it fits easily."""
-    if device.type == "cuda" and images.numel() < 4 * 2**30:
+#: The largest image array moved whole onto a GPU (bytes); larger ones stay where they are
+#: (in memory or memory-mapped on disk) and every batch is gathered there and sent.
+GPU_IMAGES_LIMIT = 4 * 2**30
+
+
+def images_on(images, device: torch.device):
+    """Where batches will be gathered from: the uint8 images on the GPU when they fit easily, else as given.
+
+    ``images`` is a uint8 array (N, S, S, 3) in memory or memory-mapped (bal's cache), or
+    a tensor. A memory-mapped array is copied to the GPU in chunks, each chunk's pages
+    handed back at once, so host memory never holds it whole.
+    """
+    size = images.nbytes if isinstance(images, np.ndarray) else images.numel() * images.element_size()
+    if device.type != "cuda" or size >= GPU_IMAGES_LIMIT:
+        return images
+    if isinstance(images, torch.Tensor):
         return images.to(device)
-    return images
+    from bal.data.cache import release
+
+    out = torch.empty(images.shape, dtype=torch.uint8, device=device)
+    step = max(1, (64 * 2**20) // max(1, images[0].nbytes))  # 64 MiB at a time
+    for start in range(0, len(images), step):
+        out[start : start + step] = torch.from_numpy(np.ascontiguousarray(images[start : start + step])).to(device)
+        release(images, np.arange(start, min(start + step, len(images))))
+    return out
 
 
 # -- seeds -------------------------------------------------------------------------------

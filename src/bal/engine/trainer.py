@@ -24,11 +24,15 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from bal.data.augment import BatchAugment
+from bal.data.cache import release
 from bal.engine import runtime
 from bal.engine.runtime import autocast, derive_seed, images_on, scoring_batch_size, to_device
 from bal.errors import ParameterError
 from bal.files import atomic_torch_save
 from bal.validation import check_int, check_real
+
+#: uint8 images (N, S, S, 3): an array in memory, one memory-mapped on disk (bal's cache), or a tensor
+Images = np.ndarray | torch.Tensor
 
 #: loss_fn(model, inputs (B,3,S,S) float, targets (B,) int64) -> scalar loss
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -117,8 +121,18 @@ def epoch_batches(
     return batch_indices(share, -(-batch_size // d.world_size), None), aug
 
 
-def gather(images: torch.Tensor, idx: np.ndarray, device: torch.device) -> torch.Tensor:
-    batch = images[torch.tensor(idx, dtype=torch.int64)]
+def gather(images: "Images", idx: np.ndarray, device: torch.device) -> torch.Tensor:
+    """The uint8 batch ``images[idx]`` (B, S, S, 3) on ``device``.
+
+    From an array (in memory or memory-mapped) the rows are copied out and their pages
+    handed back (:func:`bal.data.cache.release`), so a run's resident memory follows its
+    batch, not its pool.
+    """
+    if isinstance(images, torch.Tensor):
+        batch = images[torch.tensor(idx, dtype=torch.int64, device=images.device)]
+    else:
+        batch = torch.from_numpy(np.take(images, idx, axis=0))
+        release(images, idx)
     return batch.to(device, non_blocking=True)
 
 
@@ -129,7 +143,7 @@ def prepare(augment: BatchAugment, batch: torch.Tensor, train: bool, generator=N
 
 def train_model(
     model: nn.Module,
-    images: torch.Tensor,
+    images: Images,
     labels: torch.Tensor,
     indices: np.ndarray,
     config: TrainConfig,
@@ -227,7 +241,7 @@ def train_model(
 @torch.inference_mode()
 def predict(
     model: nn.Module,
-    images: torch.Tensor,
+    images: Images,
     indices: np.ndarray,
     augment: BatchAugment,
     *,
@@ -267,7 +281,7 @@ def predict(
 
 def evaluate(
     model: nn.Module,
-    images: torch.Tensor,
+    images: Images,
     labels: np.ndarray,
     augment: BatchAugment,
     n_classes: int,

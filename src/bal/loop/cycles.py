@@ -184,9 +184,9 @@ class _Run:
             raise BalError(f"the test split's classes {test.classes} differ from the pool's {pool.classes}")
         self.pretext = check_pretext(pretext, strategy, n)
         self.index_of = {p: i for i, p in enumerate(pool.paths)}
-        self.images = torch.from_numpy(pool.images)
+        self.images = pool.images  # memory-mapped or in memory: batches are gathered from it
         self.labels = torch.from_numpy(np.asarray(pool.labels, dtype=np.int64))
-        self.test_images = torch.from_numpy(test.images)
+        self.test_images = test.images
         self.n_classes = len(pool.classes)
         self.out = Path()
 

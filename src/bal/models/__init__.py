@@ -4,6 +4,10 @@ Importing this package registers ``vgg16``, ``resnet18`` and ``cnn``.
 """
 
 from bal.models import cnn, resnet, vgg  # noqa: F401  (imported to register the models)
-from bal.models.registry import BalModel, create_model, list_models, load_model_file, register_model, save_model_file
+from bal.models.registry import (
+    BalModel, create_model, list_models, load_model_file, register_model, save_model_file, working_size,
+)
 
-__all__ = ["BalModel", "create_model", "list_models", "load_model_file", "register_model", "save_model_file"]
+__all__ = [
+    "BalModel", "create_model", "list_models", "load_model_file", "register_model", "save_model_file", "working_size",
+]

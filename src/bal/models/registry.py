@@ -17,10 +17,17 @@ from bal.validation import check_int
 ModelFactory = Callable[[int, int], nn.Module]
 
 _MODELS: Registry[ModelFactory] = Registry("model")
+_WORKING_SIZES: dict[str, int] = {}
 
+#: The image side a network works at on a folder of ordinary photos, unless told otherwise. The
+#: three built-in networks are CIFAR-style (stride-1 stems, made for 32 px): at 64 px a photo keeps
+#: its subject recognisable and a CPU still trains in minutes; 224 px would cost each of them
+#: about 12 times more per image.
+DEFAULT_WORKING_SIZE = 64
 MIN_IMAGE_SIZE = 8
 
-__all__ = ["BalModel", "create_model", "list_models", "load_model_file", "register_model", "save_model_file"]
+__all__ = ["BalModel", "create_model", "list_models", "load_model_file", "register_model", "save_model_file",
+           "working_size"]
 
 
 class BalModel(nn.Module):
@@ -54,13 +61,23 @@ class BalModel(nn.Module):
         return self.head(self.forward_features(x))
 
 
-def register_model(name: str) -> Callable[[ModelFactory], ModelFactory]:
+def register_model(name: str, working_size: int = DEFAULT_WORKING_SIZE) -> Callable[[ModelFactory], ModelFactory]:
     """Decorator that makes ``factory(num_classes, image_size)`` available as ``name``.
+
+    ``working_size`` is the image side the network works at on a photo folder whose
+    size bal chooses (see :func:`bal.data.open.choose_image_size`).
 
     Raises:
         ValueError: ``name`` is already taken (a programming error, not bad user input).
     """
+    _WORKING_SIZES[name] = int(working_size)
     return _MODELS.register(name)
+
+
+def working_size(name: str) -> int:
+    """The image side ``name`` works at on a photo folder (:data:`DEFAULT_WORKING_SIZE` unless registered otherwise)."""
+    _MODELS.get(name)
+    return _WORKING_SIZES.get(name, DEFAULT_WORKING_SIZE)
 
 
 def list_models() -> list[str]:

@@ -37,7 +37,7 @@ def normalise_features(features: np.ndarray, norm: str) -> np.ndarray:
     return x
 
 
-def cdd_order(features: np.ndarray, n_clusters: int, *, seed: int = 0, algorithm: str = "kmeans"
+def cdd_order(features: np.ndarray, n_clusters: int, *, seed: int = 0, algorithm: str = "auto"
               ) -> tuple[np.ndarray, np.ndarray]:
     """CDD (N,) of every row and the pool order by CDD ascending (METHOD.md step 2)."""
     cdd = cluster_distance_difference(features, n_clusters, seed=seed, algorithm=algorithm)

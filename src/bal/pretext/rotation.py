@@ -63,25 +63,30 @@ class RotationScores:
 @torch.inference_mode()
 def rotation_scores(
     model: nn.Module,
-    images: torch.Tensor,
+    images: np.ndarray,
     augment: BatchAugment,
     *,
     device: torch.device,
     batch_size: int | None = None,
     seed: int = 0,
+    into: str | os.PathLike | None = None,
 ) -> RotationScores:
     """Mean rotation loss, features of every :data:`VIEWS` and rotation accuracy of every image.
 
     Each batch is scored in its four rotations, so it takes a quarter of the usual
     scoring batch (:func:`bal.engine.runtime.scoring_batch_size`). The ``random`` view of
     image i is rotation ``k_i``, with ``k`` drawn from ``derive_seed(seed, "rotation-view")``.
+    With ``into`` (a folder), the arrays are written there batch by batch as memory-mapped
+    ``.part`` files (:func:`bal.pretext.store.write_rotation` renames them), so scoring a
+    million images holds one batch of features in memory, not three views of the pool.
     """
     to_device(model, device).eval()
     images = images_on(images, device)
     n = len(images)
     pick = torch.from_numpy(np.random.default_rng(derive_seed(seed, "rotation-view")).integers(0, N_ROTATIONS, n))
-    losses, correct = [], 0
-    views: dict[str, list[torch.Tensor]] = {v: [] for v in VIEWS}
+    dim = getattr(model, "feature_dim", None)
+    out: dict[str, np.ndarray] = {}
+    correct, start = 0, 0
     for idx in batch_indices(np.arange(n), batch_size or scoring_batch_size(device) // 4, None):
         x = prepare(augment, gather(images, idx, device), False)
         rotated, targets = rotate_batch(x)
@@ -90,17 +95,30 @@ def rotation_scores(
             features = model.forward_features(rotated)
             logits = model.head(features)
         per_sample = F.cross_entropy(logits.float(), targets, reduction="none")
-        losses.append(per_sample.view(N_ROTATIONS, len(idx)).mean(0).cpu())
         correct += int((logits.argmax(1) == targets).sum())
         blocks = features.float().view(N_ROTATIONS, len(idx), -1).cpu()
-        views["upright"].append(blocks[0])  # the first block is the upright image
-        views["mean"].append(blocks.mean(0))
-        views["random"].append(blocks[pick[idx], torch.arange(len(idx))])
-    return RotationScores(
-        losses=torch.cat(losses).numpy(),
-        views={v: torch.cat(f).numpy() for v, f in views.items()},
-        accuracy=100.0 * correct / max(1, N_ROTATIONS * n),
-    )
+        batch = {"losses": per_sample.view(N_ROTATIONS, len(idx)).mean(0).cpu(),
+                 "upright": blocks[0],  # the first block is the upright image
+                 "mean": blocks.mean(0),
+                 "random": blocks[pick[idx], torch.arange(len(idx))]}
+        if not out:
+            dim = blocks.shape[-1]
+            out = {name: _allocate(into, name, (n,) if name == "losses" else (n, dim)) for name in batch}
+        for name, values in batch.items():
+            out[name][start : start + len(idx)] = values.numpy()
+        start += len(idx)
+    if not out:
+        out = {name: np.zeros((0,) if name == "losses" else (0, dim or 0), np.float32)
+               for name in ("losses", *VIEWS)}
+    return RotationScores(losses=out["losses"], views={v: out[v] for v in VIEWS},
+                          accuracy=100.0 * correct / max(1, N_ROTATIONS * n))
+
+
+def _allocate(folder: str | os.PathLike | None, name: str, shape: tuple[int, ...]) -> np.ndarray:
+    """float32 zeros of ``shape``: in memory, or a memory-mapped ``.{name}.npy.part`` file in ``folder``."""
+    if folder is None:
+        return np.zeros(shape, dtype=np.float32)
+    return np.lib.format.open_memmap(Path(folder) / f".{name}.npy.part", mode="w+", dtype=np.float32, shape=shape)
 
 
 def train_rotation(
@@ -140,7 +158,7 @@ def train_rotation(
 
     torch.manual_seed(derive_seed(seed, "rotation", "init"))
     model = create_model(net, num_classes=N_ROTATIONS, image_size=image_size)
-    images = torch.from_numpy(pool.images)
+    images = pool.images
     dummy_targets = torch.zeros(len(pool), dtype=torch.int64)
     train_model(
         model,
@@ -161,7 +179,7 @@ def train_rotation(
         return _result(pool, rotation_scores(model, images, augment, device=device, seed=seed), model)
     with runtime.main_first():  # rank 0 scores the pool and writes the files; the others read them
         if runtime.is_main():
-            result = _result(pool, rotation_scores(model, images, augment, device=device, seed=seed), model)
+            result = _result(pool, rotation_scores(model, images, augment, device=device, seed=seed, into=out), model)
             write_rotation(out, result, settings=settings, net=net, image_size=image_size,
                            normalisation=augment.state())
             (out / "rotation_ckpt.pth").unlink(missing_ok=True)

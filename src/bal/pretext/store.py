@@ -74,13 +74,23 @@ def write_rotation(folder: Path, result: RotationResult, *, settings: dict, net:
                    normalisation: dict) -> None:
     """Write step 1's files; ``rotation.json`` last, so its presence means they are all complete."""
     write_lines(folder / "paths.txt", result.paths)
-    atomic_save_npy(folder / "rotation_loss.npy", result.losses)
+    _save_array(folder / "rotation_loss.npy", result.losses)
     views = {"upright": result.features, **result.views}
     for view, array in views.items():
-        atomic_save_npy(folder / VIEW_FILES[view], array)
+        _save_array(folder / VIEW_FILES[view], array)
     save_model_file(folder / "rotation.pth", result.model, net=net, image_size=image_size,
                     normalisation=normalisation)
     atomic_write_json(folder / "rotation.json", {**settings, "rotation_accuracy": result.accuracy})
+
+
+def _save_array(path: Path, array: np.ndarray) -> None:
+    """Save ``array`` atomically; one streamed into a memory-mapped file of the same folder is flushed and renamed."""
+    filename = getattr(array, "filename", None)
+    if isinstance(array, np.memmap) and filename and Path(filename).parent == path.parent:
+        array.flush()
+        os.replace(filename, path)
+    else:
+        atomic_save_npy(path, array)
 
 
 def read_rotation(folder: str | os.PathLike, *, pool_paths: Sequence[str] | None = None,
@@ -97,7 +107,8 @@ def read_rotation(folder: str | os.PathLike, *, pool_paths: Sequence[str] | None
     if pool_paths is not None and paths != list(pool_paths):
         raise BalError(f"{folder / 'paths.txt'} lists other images than the dataset now holds; run `bal rotation` again")
     model, _ = load_model_file(folder / "rotation.pth")
-    views = {v: np.load(folder / f) for v, f in VIEW_FILES.items() if (folder / f).exists()}
+    # memory-mapped: a view is read when used (a million images x 512 features is 2 GiB a view)
+    views = {v: np.load(folder / f, mmap_mode="r") for v, f in VIEW_FILES.items() if (folder / f).exists()}
     return RotationResult(paths, np.load(folder / "rotation_loss.npy"), views["upright"], model.to(device),
                           views=views, accuracy=read_json(folder / "rotation.json").get("rotation_accuracy"))
 
@@ -109,28 +120,52 @@ def write_cdd(folder: Path, paths: Sequence[str], cdd: np.ndarray, order: np.nda
     atomic_write_json(folder / "kmeans.json", settings)
 
 
+def read_features(folder: str | os.PathLike, view: str = "upright") -> np.ndarray:
+    """The pretext folder's features of ``view`` (rows in ``paths.txt`` order)."""
+    from bal.pretext.features import check_view
+
+    path = Path(folder) / VIEW_FILES[check_view(view)]
+    if not path.exists():
+        raise BalError(f"{path} is missing: this pretext folder was written before bal kept the {view!r} view; "
+                       f"run `bal rotation` into a new folder, or use --view upright")
+    return np.load(path)
+
+
 def kmeans_step(
-    load: str | os.PathLike, *, n_clusters: int | None = None, algorithm: str = "kmeans", seed: int = 0
+    load: str | os.PathLike,
+    *,
+    n_clusters: int | None = None,
+    algorithm: str = "auto",
+    seed: int = 0,
+    view: str = "upright",
+    feature_norm: str = "none",
+    features: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Cluster the features of a finished step 1 in ``load``; write the CDD order there.
 
-    Writes ``unlabeled_pool.txt`` (every pool image once, CDD ascending), ``cdd.npy``
-    (CDD per line of ``paths.txt``) and ``kmeans.json``; returns ``(cdd (N,), order (N,))``.
-    ``n_clusters`` defaults to the number of classes the pool was read with.
+    The features are the folder's ``view`` or, when given, ``features`` (one row per line
+    of ``paths.txt``: the user's own embedding or a backbone's), normalised by
+    ``feature_norm`` (:mod:`bal.pretext.features`). Writes ``unlabeled_pool.txt`` (every
+    pool image once, CDD ascending), ``cdd.npy`` (CDD per line of ``paths.txt``) and
+    ``kmeans.json``; returns ``(cdd (N,), order (N,))``. ``n_clusters`` defaults to the
+    number of classes the pool was read with.
     """
+    from bal.pretext.features import cdd_order, normalise_features
+
     load = Path(load)
     if not is_finished(load):
         raise BalError(f"{load}: no finished rotation run there (no rotation.json); "
                        f"run `bal rotation --save {load}` first")
     settings = read_json(load / "rotation.json")
     k = n_clusters if n_clusters is not None else len(settings["classes"])
-    features = np.load(load / "features.npy")
     paths = read_lines(load / "paths.txt")
-    if len(paths) != len(features):
-        raise BalError(f"{load}: paths.txt has {len(paths)} lines but features.npy {len(features)} rows")
-    cdd = cluster_distance_difference(features, k, seed=seed, algorithm=algorithm)
-    order = sort_by_cdd(cdd)
-    write_cdd(load, paths, cdd, order, {"clusters": k, "algorithm": algorithm, "seed": seed})
+    raw = features if features is not None else read_features(load, view)
+    if len(paths) != len(raw):
+        raise BalError(f"{load}: paths.txt has {len(paths)} lines but the features {len(raw)} rows")
+    cdd, order = cdd_order(normalise_features(raw, feature_norm), k, seed=seed, algorithm=algorithm)
+    source = "given" if features is not None else view
+    write_cdd(load, paths, cdd, order, {"clusters": k, "algorithm": algorithm, "seed": seed, "features": source,
+                                        "feature_norm": feature_norm})
     return cdd, order
 
 
@@ -161,12 +196,17 @@ def read_sorted_pool(path: str | os.PathLike, pool_paths: Sequence[str]) -> np.n
 
 
 def load_pretext(folder: str | os.PathLike, pool_paths: Sequence[str], needs: frozenset[str],
-                 sorted_path: str | os.PathLike | None = None) -> Pretext:
+                 sorted_path: str | os.PathLike | None = None, *, view: str = "upright",
+                 feature_norm: str = "none", features: np.ndarray | None = None) -> Pretext:
     """The step-1/2 artifacts a strategy ``needs``, read from a pretext folder.
 
     Rows are put into pool order by path, so the folder may list the pool in any order.
     ``sorted_path`` replaces the folder's ``unlabeled_pool.txt`` (``--sorted_dataset_path``).
+    The features are the folder's ``view``, or ``features`` when given (one row per pool
+    image, in pool order), normalised by ``feature_norm``.
     """
+    from bal.pretext.features import normalise_features
+
     folder = Path(folder)
     pretext = Pretext()
     if "order" in needs:
@@ -174,6 +214,9 @@ def load_pretext(folder: str | os.PathLike, pool_paths: Sequence[str], needs: fr
             raise ParameterError("sorted_path", f"{{name}} {sorted_path} does not exist; run `bal kmeans --load DIR` "
                                                 f"and pass DIR/unlabeled_pool.txt")
         pretext.order = read_sorted_pool(sorted_path or folder / "unlabeled_pool.txt", pool_paths)
+    if "features" in needs and features is not None:
+        pretext.features = normalise_features(features, feature_norm)
+        needs = needs - {"features"}
     if needs & {"losses", "features"}:
         if not is_finished(folder):
             raise BalError(f"{folder}: no finished `bal rotation` there (it holds the features and losses "
@@ -184,5 +227,5 @@ def load_pretext(folder: str | os.PathLike, pool_paths: Sequence[str], needs: fr
         if "losses" in needs:
             pretext.losses = np.load(folder / "rotation_loss.npy")[where]
         if "features" in needs:
-            pretext.features = np.load(folder / "features.npy")[where]
+            pretext.features = normalise_features(read_features(folder, view)[where], feature_norm)
     return pretext

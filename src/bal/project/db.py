@@ -32,7 +32,7 @@ from bal.errors import BalError
 DB_NAME = "project.db"
 SETTINGS_KEY = "settings"
 #: The settings of a project that stored none (every project made by ``bal project init`` stores them).
-DEFAULT_SETTINGS = {"net": "cnn", "image_size": None, "seed": 0}
+DEFAULT_SETTINGS = {"net": "cnn", "image_size": None, "seed": 0, "flip": True}
 
 #: One SQL script per schema version; version N is reached by running scripts 1..N.
 MIGRATIONS: list[str] = [

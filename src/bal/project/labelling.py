@@ -47,10 +47,12 @@ from pathlib import Path
 import numpy as np
 
 from bal.data.imageset import ImageSet
+from bal.engine.runtime import derive_seed
 from bal.engine.trainer import TrainConfig
 from bal.errors import BalError, DataError
-from bal.engine.runtime import derive_seed
+from bal.files import write_lines
 from bal.loop.pool import LabelledPool
+from bal.pretext.rotation import ROTATION_DEFAULTS
 from bal.project.db import ImageRow, Project
 from bal.project.scan import check_pool_files
 from bal.validation import check_real
@@ -62,6 +64,8 @@ __all__ = [
 
 log = logging.getLogger("bal")
 
+#: The pretext batch of a project before the memory cap (the authors').
+ROTATION_BATCH = ROTATION_DEFAULTS.batch_size
 #: A project's task model: 30 epochs of batch 32 at lr 0.05 (a practitioner's few hundred labels),
 #: the lr divided by 10 at 30/60/90 % of the epochs.
 FIT_DEFAULTS = TrainConfig(epochs=30, batch_size=32, lr=0.05, milestones=(0.3, 0.6, 0.9))
@@ -69,6 +73,15 @@ FIT_DEFAULTS = TrainConfig(epochs=30, batch_size=32, lr=0.05, milestones=(0.3, 0
 HOLDOUT = 0.2
 #: Rotation pretext epochs of a project (PT4AL's authors: 15 is what they meant).
 PRETEXT_EPOCHS = 15
+#: Pixels of one training batch, rotations included: the authors' 256 images x 4 rotations at
+#: 32 px. A larger image size gets a smaller batch, so the memory a step needs stays that of
+#: CIFAR's (157 photos at 128 px in one batch of four rotations needed 9.6 GB).
+BATCH_PIXELS = 256 * 4 * 32 * 32
+
+
+def batch_for(batch_size: int, image_size: int, copies: int = 1) -> int:
+    """``batch_size``, lowered so that ``copies`` (4 for rotations) x batch x S x S stays within BATCH_PIXELS."""
+    return max(1, min(int(batch_size), BATCH_PIXELS // (copies * image_size * image_size)))
 
 
 def _digest(obj: object) -> str:
@@ -94,15 +107,34 @@ def no_images_error(project: Project) -> BalError:
 
 
 def image_size(project: Project, rows: Sequence[ImageRow]) -> int:
-    """The square side from the settings; inferred from the pool (and stored) when init had no images."""
+    """The square side from the settings; chosen (and stored) from the pool when init had no images."""
     settings = project.settings()
     if settings.get("image_size"):
         return int(settings["image_size"])
-    from bal.data import infer_image_size
+    from bal.data import choose_image_size, generic_preset
 
-    size = infer_image_size([str(project.absolute_path(r)) for r in rows])
+    size, why = choose_image_size([str(project.absolute_path(r)) for r in rows], preset=generic_preset("project"),
+                                  net=settings["net"])
+    log.info("image size %d px: %s; change it with bal project init --image-size", size, why)
     project.write_settings({**settings, "image_size": size})
     return size
+
+
+def pool_split(project: Project, rows: Sequence[ImageRow]):
+    """The pool as bal.data sees a folder split (labels all 0: the project's live in its database)."""
+    from bal.data.folders import FolderSplit
+
+    root = project.images_root
+    return FolderSplit(str(root), [str(root / r.path) for r in rows], np.zeros(len(rows), dtype=np.int64),
+                       project.classes)
+
+
+def cached_pool(project: Project, rows: Sequence[ImageRow], size: int) -> np.ndarray | None:
+    """The pool's decoded images if they are cached already (memory-mapped), else None: never decodes."""
+    from bal.data.cache import cached_split
+
+    found = cached_split(pool_split(project, rows), size, project.folder / "cache")
+    return None if found is None else found.images
 
 
 def load_pool(project: Project, rows: Sequence[ImageRow], size: int, *, progress: bool = False) -> ImageSet:
@@ -112,23 +144,22 @@ def load_pool(project: Project, rows: Sequence[ImageRow], size: int, *, progress
     by them would be rebuilt at every label.
     """
     from bal.data.cache import load_split
-    from bal.data.folders import FolderSplit
 
-    root = project.images_root
-    split = FolderSplit(str(root), [str(root / r.path) for r in rows], np.zeros(len(rows), dtype=np.int64),
-                        project.classes)
     try:
-        decoded = load_split(split, size, cache_dir=project.folder / "cache", progress=progress, desc="decode")
+        decoded = load_split(pool_split(project, rows), size, cache_dir=project.folder / "cache", progress=progress,
+                             desc="decode")
     except DataError as e:
         raise BalError(f"{e}\nfix or remove them and run `bal project scan {project.folder}`") from None
     return ImageSet(decoded.images, decoded.labels, [r.path for r in rows], project.classes)
 
 
-def pool_augment(images: np.ndarray):
-    """The batch transform for a project: mean and std measured on the pool, crop size/8, flips."""
+def pool_augment(project: Project, images: np.ndarray):
+    """The batch transform for a project: mean and std measured on the pool (one streaming pass),
+    crop padding size/8, horizontal flips unless the project was made with ``--no-flip``."""
     from bal.data import augment_for, generic_preset
 
-    return augment_for(generic_preset("project").resolve(images))
+    preset = replace(generic_preset("project"), hflip=bool(project.settings().get("flip", True)))
+    return augment_for(preset.resolve(images))
 
 
 def labelled_pool(project: Project, rows: Sequence[ImageRow]) -> LabelledPool:
@@ -139,15 +170,19 @@ def labelled_pool(project: Project, rows: Sequence[ImageRow]) -> LabelledPool:
 
 
 # -- pretext -----------------------------------------------------------------------------
-def pretext(project: Project, pool: ImageSet, rows: Sequence[ImageRow], augment, *, epochs: int, device,
-            progress: bool = False):
-    """Rotation features, losses and CDD order of the pool, built once per pool in ``DIR/pretext/<digest>``.
+def pretext(project: Project, pool: ImageSet, rows: Sequence[ImageRow], augment, *, epochs: int, batch_size: int,
+            device, needs: frozenset[str], embedding: dict | None = None, progress: bool = False):
+    """What the strategy ``needs`` of the rotation pretext and the CDD order of the pool, built once
+    per pool in ``DIR/pretext/<digest>``.
 
     The digest covers the pool (paths and hashes) and the pretext settings (net, size,
     seed, epochs), so adding images or changing ``--pretext-epochs`` trains a new pretext
-    in a new sub-folder; a killed run resumes from its last epoch.
+    in a new sub-folder; a killed run resumes from its last epoch. ``embedding`` chooses
+    the features (``view``, ``feature_norm``, or ``features``: a .npy file with one row
+    per line of ``DIR/pool.txt``, or ``backbone`` and ``weights``).
     """
     from bal.pretext import ROTATION_DEFAULTS, build_pretext
+    from bal.pretext.features import load_features_file
 
     settings = project.settings()
     classes = project.classes
@@ -158,10 +193,26 @@ def pretext(project: Project, pool: ImageSet, rows: Sequence[ImageRow], augment,
         )
     size = int(pool.images.shape[1])
     digest = _digest(["pretext", [(r.path, r.sha256) for r in rows], settings["net"], size,
-                      int(settings["seed"]), int(epochs)])[:16]
-    config = replace(ROTATION_DEFAULTS, epochs=int(epochs))
+                      int(settings["seed"]), int(epochs), int(batch_size)])[:16]
+    config = replace(ROTATION_DEFAULTS, epochs=int(epochs), batch_size=int(batch_size))
+    embedding = dict(embedding or {})
+    features = None
+    if embedding.get("features") and embedding.get("backbone"):
+        raise BalError("give --features or --backbone, not both")
+    if embedding.get("features"):
+        features = load_features_file(embedding["features"], len(rows), f"the pool of {project.folder} "
+                                      f"(listed in {project.folder / 'pool.txt'})")
+    elif embedding.get("backbone") or embedding.get("weights"):
+        from bal.pretext.backbone import embed_with_backbone
+
+        if not (embedding.get("backbone") and embedding.get("weights")):
+            raise BalError("--backbone and --weights go together: name the network and its weights file")
+        features = embed_with_backbone(pool.images, embedding["backbone"], embedding["weights"], device=device,
+                                       input_size=embedding.get("backbone_size") or 224, progress=progress)
     return build_pretext(pool, augment, net=settings["net"], config=config, seed=int(settings["seed"]),
-                         device=device, save=project.folder / "pretext" / digest, progress=progress)
+                         device=device, save=project.folder / "pretext" / digest, progress=progress, needs=needs,
+                         view=embedding.get("view", "upright"), feature_norm=embedding.get("feature_norm", "none"),
+                         features=features)
 
 
 # -- models ------------------------------------------------------------------------------
@@ -207,11 +258,19 @@ def query(
     budget: int,
     *,
     strategy,
-    pretext_epochs: int = PRETEXT_EPOCHS,
+    pretext_epochs: int | None = None,
+    pretext_batch_size: int | None = None,
+    retrain_pretext: bool = False,
+    embedding: dict | None = None,
     device="cpu",
     progress: bool = False,
 ) -> QueryReport:
-    """Select the next ``budget`` images with ``strategy`` (a :class:`bal.selection.Strategy`) and record them."""
+    """Select the next ``budget`` images with ``strategy`` (a :class:`bal.selection.Strategy`) and record them.
+
+    The pretext's epochs and batch size are the project's (stored at its first query);
+    a value given here that differs from them would train a new pretext, and is refused
+    unless ``retrain_pretext``, with the cost of the last one said. Every stage is logged.
+    """
     import torch
 
     from bal.engine.trainer import predict
@@ -233,24 +292,52 @@ def query(
     check_pool_files(project)
     device = torch.device(device)
     settings = project.settings()
-    pool = load_pool(project, rows, image_size(project, rows), progress=progress)
+    size = image_size(project, rows)
+    stored = settings.get("pretext") or {}
+    wanted = {"epochs": pretext_epochs or stored.get("epochs", PRETEXT_EPOCHS),
+              "batch_size": pretext_batch_size or stored.get("batch_size",
+                                                             batch_for(ROTATION_BATCH, size, copies=4))}
+    changed = [f"--pretext-{k.replace('_', '-')} {wanted[k]} (the project's is {stored[k]})"
+               for k in ("epochs", "batch_size") if k in stored and wanted[k] != stored[k]]
+    if changed and strategy.needs and not retrain_pretext:
+        cost = (f"; the last one took {settings['pretext_seconds'] / 60:.1f} min"
+                if settings.get("pretext_seconds") else "")
+        raise BalError(f"{' and '.join(changed)} would train a new pretext{cost}. Leave the flag out to keep the "
+                       f"project's, or add --retrain-pretext to train a new one")
+    log.info("query: pool of %d images at %d px (cache in %s)", len(rows), size, project.folder / "cache")
+    pool = load_pool(project, rows, size, progress=progress)
+    write_lines(project.folder / "pool.txt", [r.path for r in rows])  # the row order of a --features file
     pre = Pretext()
     if strategy.needs:
-        pre = pretext(project, pool, rows, pool_augment(pool.images), epochs=pretext_epochs, device=device,
-                      progress=progress)
+        batch = batch_for(wanted["batch_size"], size, copies=4)
+        if batch < wanted["batch_size"]:
+            log.info("query: pretext batch %d instead of %d at %d px, so a step's memory stays that of CIFAR's",
+                     batch, wanted["batch_size"], size)
+        log.info("query: rotation pretext (%s, %d epochs, batch %d) and CDD order, reused once trained",
+                 settings["net"], wanted["epochs"], batch)
+        t0 = time.perf_counter()
+        pre = pretext(project, pool, rows, pool_augment(project, pool.images), epochs=wanted["epochs"],
+                      batch_size=batch, device=device, needs=strategy.needs, embedding=embedding, progress=progress)
+        seconds = time.perf_counter() - t0
+        new = {**settings, "pretext": wanted}
+        if seconds > 5:  # a pretext trained now, not one read back
+            new["pretext_seconds"] = round(seconds, 1)
+        if new != settings:
+            project.write_settings(new)
 
     q = sum(1 for c in project.cycles() if c["budget"] > 0)
     n_planned = planned_cycles(q, len(rows), budget)
     fitted = latest_fitted_cycle(project)
     outputs = None
     if fitted is not None:
+        log.info("query: scoring with the model of cycle %d", fitted["id"])
         model, augment = load_task_model(project, fitted)
-        images_t = torch.from_numpy(pool.images)
 
         def outputs(indices: np.ndarray):
-            return predict(model, images_t, indices, augment, device=device, features=True, progress=progress,
+            return predict(model, pool.images, indices, augment, device=device, features=True, progress=progress,
                            desc="score")
 
+    log.info("query: selecting %d of %d unlabelled images with %s", budget, n_unlabelled, strategy.name)
     picked, info = select_cycle(strategy, labelled, q, [budget] * n_planned, pretext=pre, outputs=outputs,
                                 seed=int(settings["seed"]), n_classes=len(project.classes))
     _, previous = project.current_selection()
@@ -319,7 +406,7 @@ def fit(
     seed = int(settings["seed"])
     size = image_size(project, rows)
     images = load_pool(project, rows, size, progress=progress).images
-    augment = pool_augment(images)
+    augment = pool_augment(project, images)
     class_index = {c: k for k, c in enumerate(classes)}
     items = [(r.path, class_index[r.label]) for _, r in labelled]
     train_pos, held_pos = holdout_split(items, holdout, seed)
@@ -333,7 +420,7 @@ def fit(
     created = cycle_id is None
     if created:
         cycle_id = project.start_cycle("fit", [])
-    config = train
+    config = replace(train, batch_size=batch_for(train.batch_size, size))
     models = project.folder / "models"
     models.mkdir(parents=True, exist_ok=True)
     key = _digest(["fit", settings, [(rows[i].path, rows[i].sha256, int(labels[i])) for i in train_idx],
@@ -345,12 +432,11 @@ def fit(
     t0 = time.perf_counter()
     torch.manual_seed(derive_seed(seed, "fit-init", cycle_id))
     model = create_model(settings["net"], num_classes=len(classes), image_size=size)
-    images_t = torch.from_numpy(images)
-    train_model(model, images_t, torch.from_numpy(labels), train_idx, config, augment, device=device, seed=seed,
+    train_model(model, images, torch.from_numpy(labels), train_idx, config, augment, device=device, seed=seed,
                 stream=("fit", cycle_id), checkpoint=checkpoint, progress=progress, desc="fit")
     accuracy, per_class_acc = None, None
     if len(held_idx):
-        acc, per_class = evaluate(model, torch.from_numpy(images[held_idx]), labels[held_idx], augment,
+        acc, per_class = evaluate(model, images[held_idx], labels[held_idx], augment,
                                   len(classes), device=device)
         accuracy = float(acc)
         per_class_acc = {c: (None if np.isnan(v) else float(v)) for c, v in zip(classes, per_class)}

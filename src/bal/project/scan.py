@@ -106,6 +106,7 @@ class InitReport:
     n_images: int
     labelled: Counter  # class -> images labelled from class folders
     image_size: int | None
+    size_reason: str = ""  # why that size (bal.data.choose_image_size)
     unreadable: list[tuple[str, str]] = field(default_factory=list)
 
 
@@ -124,6 +125,7 @@ def init_project(
     net: str = DEFAULT_SETTINGS["net"],
     image_size: int | None = None,
     seed: int = DEFAULT_SETTINGS["seed"],
+    flip: bool = DEFAULT_SETTINGS["flip"],
     progress: bool = False,
 ) -> tuple[Project, InitReport]:
     """Create the project in ``folder`` over the images folder ``images``; scan and hash every image."""
@@ -137,18 +139,18 @@ def init_project(
     if not images.is_dir():
         raise BalError(f"--images {images} is not a folder")
     check_net(net)
-    if image_size is not None and image_size < 8:
-        raise BalError(f"--image-size must be at least 8 pixels, got {image_size}")
-    records, unreadable = _records(images, list_image_files(images, skip=folder), progress)
-    if image_size is None and records:
-        from bal.data import infer_image_size
+    from bal.data import choose_image_size, generic_preset
 
-        image_size = infer_image_size([str(images / r.path) for r in records])
+    records, unreadable = _records(images, list_image_files(images, skip=folder), progress)
+    why = ""
+    if image_size is not None or records:
+        image_size, why = choose_image_size([str(images / r.path) for r in records], preset=generic_preset("project"),
+                                            net=net, given=image_size)
     project = Project.create(folder, images, classes)
     with project.transaction():
-        project.write_settings({"net": net, "image_size": image_size, "seed": int(seed)})
+        project.write_settings({"net": net, "image_size": image_size, "seed": int(seed), "flip": bool(flip)})
         labelled = _add(project, records)
-    return project, InitReport(len(records), labelled, image_size, unreadable)
+    return project, InitReport(len(records), labelled, image_size, why, unreadable)
 
 
 # -- scan --------------------------------------------------------------------------------

@@ -12,7 +12,9 @@ Routes (anything else is 404)::
     GET  /                 the page (static/index.html; nothing fetched from elsewhere)
     GET  /static/NAME      its script and style sheet (app.js, style.css), package data
     GET  /api/state        {classes, cycle_id, items: [{id, path, label}], labelled, total}
-    GET  /image/ID         the file of image ID (any image of the project; ids, never paths)
+    GET  /image/ID         a thumbnail of image ID, PNG, at most THUMBNAIL px a side, from the pool's
+                           decoded cache (what the model sees); ?original=1 sends the file itself
+                           (any image of the project; ids, never paths)
     POST /api/label        {image_id, label[, cycle_id]} -> {label_id, image_id, label, labelled, total}
     POST /api/undo         {label_id} -> {label_id, image_id, label, labelled, total}
 
@@ -98,6 +100,12 @@ class HttpError(Exception):
         self.message = message
 
 
+#: Longest side of a thumbnail (px); the page shows images 140 px high.
+THUMBNAIL = 256
+#: Thumbnails kept encoded in memory.
+_THUMBNAILS_KEPT = 512
+
+
 class LabelApp:
     """The project behind the page: one connection, every use under one lock."""
 
@@ -106,6 +114,8 @@ class LabelApp:
         self.project_dir = Path(project_dir)
         self.token = token
         self.lock = threading.Lock()
+        self._pool: tuple[dict[int, int], object] | None = None  # image id -> row, the cached images
+        self._thumbnails: dict[int, bytes] = {}
 
     def close(self) -> None:
         with self.lock:
@@ -164,6 +174,28 @@ class LabelApp:
         _, rows = self._selection()
         return {"label_id": label_id, "image_id": image_id, "label": self.project.image(image_id).label,
                 **self._counts(rows)}
+
+    def thumbnail(self, image_id: int) -> bytes | None:
+        """PNG bytes of the image as the pool's cache holds it, or None when it is not cached (yet)."""
+        if image_id in self._thumbnails:
+            return self._thumbnails[image_id]
+        if self._pool is None or image_id not in self._pool[0]:
+            from bal.project.labelling import cached_pool, pool_rows
+
+            rows = pool_rows(self.project)
+            size = self.project.settings().get("image_size")
+            images = cached_pool(self.project, rows, int(size)) if size else None
+            self._pool = ({r.id: i for i, r in enumerate(rows)}, images)
+        index, images = self._pool
+        if images is None or image_id not in index:
+            return None
+        from bal.data import encode_png
+
+        data = encode_png(images[index[image_id]], THUMBNAIL)
+        if len(self._thumbnails) >= _THUMBNAILS_KEPT:
+            self._thumbnails.pop(next(iter(self._thumbnails)))
+        self._thumbnails[image_id] = data
+        return data
 
     def image_file(self, image_id: int) -> Path:
         try:
@@ -249,7 +281,7 @@ class Handler(BaseHTTPRequestHandler):
                     data = self.app.state()
                 return self._json(200, data)
             if method == "GET" and (m := _IMAGE_ROUTE.fullmatch(path)):
-                return self._image(int(m.group(1)))
+                return self._image(int(m.group(1)), original=query.get("original") == ["1"])
             if method == "POST" and path in ("/api/label", "/api/undo"):
                 body = self._body()
                 with self.app.lock:
@@ -285,9 +317,12 @@ class Handler(BaseHTTPRequestHandler):
             raise HttpError(400, "the body must be a JSON object")
         return body
 
-    def _image(self, image_id: int) -> None:
+    def _image(self, image_id: int, original: bool = False) -> None:
         with self.app.lock:
-            path = self.app.image_file(image_id)
+            path = self.app.image_file(image_id)  # 404 for an unknown or missing image
+            thumbnail = None if original else self.app.thumbnail(image_id)
+        if thumbnail is not None:
+            return self._send(200, thumbnail, "image/png", cache="private, max-age=300")
         try:
             if not path.is_file():  # no folders, devices or pipes
                 raise HttpError(404, "not found")

@@ -21,7 +21,12 @@ __all__ = [
     "sort_by_cdd",
 ]
 
-KMEANS_ALGORITHMS = ("kmeans", "minibatch", "faiss")
+KMEANS_ALGORITHMS = ("auto", "kmeans", "minibatch", "faiss")
+
+#: ``algorithm="auto"`` runs exact k-means up to this many rows; above, faiss when it is
+#: installed, else mini-batch k-means (exact k-means on 10^6 x 512 takes minutes per
+#: iteration on a CPU; mini-batch takes seconds).
+AUTO_EXACT_ROWS = 200_000
 
 # Rows per chunk of the exact distance computation, and the cap on the number of
 # float64 elements of one (rows, K, D) difference block (2**22 elements = 32 MiB).
@@ -63,7 +68,7 @@ def kmeans_distances(
     features: np.ndarray,
     n_clusters: int,
     seed: int = 0,
-    algorithm: str = "kmeans",
+    algorithm: str = "auto",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Fit k-means on the features and return the centres and every row's distances to them.
 
@@ -77,7 +82,9 @@ def kmeans_distances(
         Number of clusters K, ``2 <= K <= N``.
     seed : int, default 0
         Random state of the k-means initialisation, in ``[0, 2**32 - 1]``.
-    algorithm : {"kmeans", "minibatch", "faiss"}, default "kmeans"
+    algorithm : {"auto", "kmeans", "minibatch", "faiss"}, default "auto"
+        ``"auto"``: ``"kmeans"`` up to :data:`AUTO_EXACT_ROWS` rows (CIFAR's 50,000
+        included), above that ``"faiss"`` when installed, else ``"minibatch"``.
         ``"kmeans"``: ``sklearn.cluster.KMeans(init="k-means++", n_init=1)``.
         ``"minibatch"``: ``sklearn.cluster.MiniBatchKMeans(init="k-means++", n_init=1,
         batch_size=min(4096, N))``. ``"faiss"``: ``faiss.Kmeans`` seeded with ``seed``
@@ -99,6 +106,8 @@ def kmeans_distances(
                                            f"got {k}")
     seed = check_seed("seed", seed)
     check_choice("algorithm", algorithm, KMEANS_ALGORITHMS)
+    if algorithm == "auto":
+        algorithm = "kmeans" if n <= AUTO_EXACT_ROWS else ("faiss" if _has_faiss() else "minibatch")
 
     if algorithm == "kmeans":
         from sklearn.cluster import KMeans
@@ -128,9 +137,12 @@ def cluster_distance_difference(
     features: np.ndarray,
     n_clusters: int,
     seed: int = 0,
-    algorithm: str = "kmeans",
+    algorithm: str = "auto",
 ) -> np.ndarray:
     """CDD of every pool image: k-means on the features, then ``d2 - d1``.
+
+    Cost: k-means O(N K D) per iteration (mini-batch above :data:`AUTO_EXACT_ROWS` rows),
+    exact distances O(N K D) in row blocks of 32 MiB; memory O(N K) besides the features.
 
     Parameters are those of :func:`kmeans_distances`.
 
@@ -162,6 +174,12 @@ def sort_by_cdd(cdd: np.ndarray) -> np.ndarray:
     if c.size:
         check_matrix("cdd", c[:, None], "(N,)")
     return np.argsort(c, kind="stable").astype(np.int64, copy=False)
+
+
+def _has_faiss() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("faiss") is not None
 
 
 def _faiss_centres(x: np.ndarray, k: int, seed: int) -> np.ndarray:

@@ -19,6 +19,27 @@ has none here, because it belongs to the dataset's preset (:mod:`bal.data.preset
 All strategies draw from the same per-cycle random stream, so for one seed every
 strategy that starts at random (``cycle0 == "random"``) labels the same images in
 cycle 0: the comparison starts from a common initial set.
+
+Cost of one selection, for a pool of N images, k picks, C classes, D features, a window
+of W = β·A images (a forward pass of the task model is "scoring"; measured figures for
+N up to 10^6 in ``benchmarks/scale.py`` and the README):
+
+============================ ================================================ ===========================
+strategy                     time                                             memory
+============================ ================================================ ===========================
+random                       O(N)                                             O(N)
+confidence, margin, entropy  scoring N images; O(N C)                         O(N (C + D)) outputs
+coreset                      scoring N images; O(k N D) greedy k-center       O(N D)
+badge                        scoring N; O(k N C D), factored O(k N (C + D))    O(N C D) up to 512 MiB, then O(N (C + D))
+typiclust                    k-means O(N K D), K <= 500; k-NN in K clusters   O(N D)
+probcover                    O(N^2 D) once per run, in blocks; O(k + edges)   O(N + edges)
+bal, bal-*, pt4al            scoring W images; O(N) for the sub-pool          O(N + W (C + D))
+bal[order_from=model]        scoring N images; k-means O(N C D)               O(N D)
+bal[first=typical] cycle 0   k-means of W rows into k clusters; k-NN inside    O(W D)
+============================ ================================================ ===========================
+
+None builds an N x N matrix; ProbCover's time makes it a choice for pools up to about
+10^5 images on a CPU.
 """
 
 from __future__ import annotations

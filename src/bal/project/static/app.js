@@ -52,6 +52,8 @@ function build() {
     fig.dataset.id = item.id;
     const img = document.createElement("img");
     img.src = imageUrl(item.id);
+    // tiny images (digits, icons) stay crisp when enlarged; photos are smoothed
+    img.addEventListener("load", () => img.classList.toggle("small", img.naturalWidth <= 48));
     img.alt = item.path;
     img.loading = "lazy";
     const cap = document.createElement("figcaption");
