@@ -113,8 +113,10 @@ def test_a_cache_that_would_not_fit_is_refused_before_decoding(tmp_path, capsys,
         check_cache_room(1000, 30000, tmp_path)
     root = make_image_folder(tmp_path / "data" / "toy", ["a", "b"], 2, size=(16, 16))
     flags = ["--datapath", str(root.parent), "--dataset", "toy", "--cache_dir", str(tmp_path / "c"), "--no_progress"]
-    assert main(["rotation", *flags, "--image_size", "2000", "--save", str(tmp_path / "s")]) == 2
-    assert "--image_size must be <= 1024" in capsys.readouterr().err  # the cap
+    with pytest.raises(SystemExit) as refused:  # the cap, at the flag
+        main(["rotation", *flags, "--image_size", "2000", "--save", str(tmp_path / "s")])
+    err = capsys.readouterr().err
+    assert refused.value.code == 2 and "--image_size" in err and "8 to 1024" in err
     # a disk with 1 MiB free: 8 images at 256 px (1.5 MiB) do not fit, and nothing is decoded
     monkeypatch.setattr(cache_mod.shutil, "disk_usage", lambda p: type("U", (), {"free": 2**20})())
     monkeypatch.setattr(cache_mod, "decode_image", lambda p, s: pytest.fail("decoded before the check"))

@@ -144,7 +144,7 @@ def test_init_records_every_image_and_class_folder_labels(tmp_path, images):
 
 def test_commands_and_flags(tmp_path):
     parser, handlers = build_parser()
-    assert set(handlers) == {"project", "query", "export", "import", "fit", "status"}
+    assert set(handlers) == {"project", "query", "export", "import", "undo", "fit", "status"}
     args = parser.parse_args(["fit", "D", "--batch_size", "8", "--holdout", "0"])
     assert (args.batch_size, args.holdout, args.epochs, args.lr) == (8, 0.0, 30, 0.05)
     args = parser.parse_args(["query", "D", "--budget", "5"])
@@ -347,18 +347,21 @@ def test_label_studio_export_and_import(tmp_path, images):
 
     tasks[0]["annotations"] = [choice("cat")]
     tasks[1]["annotations"] = [choice("dog"), choice("frog", cancelled=True)]  # the cancelled one does not count
-    tasks[2]["annotations"] = [choice("dog"), choice("frog")]  # the last one wins
+    tasks[2]["annotations"] = [choice("dog"), choice("frog")]  # annotators disagree: left for a person (issue 11)
     del tasks[3]["data"]["bal_path"]  # the path comes back from data.image
     tasks[3]["annotations"] = [choice("frog")]
     tasks[4]["annotations"] = []  # not labelled yet
     done = tmp_path / "project-1-at-2024.json"
     done.write_text(json.dumps(tasks))
     code, out, err = run_bal("import", d, done)
+    assert code == 2 and "task 3: unsorted/a/001.png: annotators disagree: 'dog' (annotation 1), 'frog'" in err
+    code, out, err = run_bal("import", d, done, "--partial")
     assert code == 0, err
-    assert "imported 4 label(s)" in out and "1 task(s) without a label skipped" in out
+    assert "imported 3 label(s)" in out and "1 task(s) without a label skipped" in out
+    assert "not imported (--partial): 1 task(s)" in out and "annotators disagree" in out
     with Project.open(d) as p:
         got = {x: p.image_by_path(x).label for x in picked}
-    assert got == {SPECIAL: "cat", "unsorted/a/000.png": "dog", "unsorted/a/001.png": "frog",
+    assert got == {SPECIAL: "cat", "unsorted/a/000.png": "dog", "unsorted/a/001.png": None,
                    "unsorted/a/002.png": "frog", "unsorted/b/deeper/020.png": None}
 
     tasks[4]["annotations"] = [choice("bird")]

@@ -27,7 +27,8 @@ CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 
 
 # -- fixtures ----------------------------------------------------------------------------
-def make_project(root: Path, n_images: int = 6, n_selected: int = 5) -> tuple[Path, list[int], list[int]]:
+def make_project(root: Path, n_images: int = 6, n_selected: int = 5,
+                 classes: list[str] = CLASSES) -> tuple[Path, list[int], list[int]]:
     """A project in ``root/proj`` with ``n_images`` small PNGs; the first ``n_selected`` are selected.
 
     Returns (project folder, selected ids, other ids).
@@ -42,7 +43,7 @@ def make_project(root: Path, n_images: int = 6, n_selected: int = 5) -> tuple[Pa
         st = (images / rel).stat()
         rows.append((rel, file_sha256(images / rel), st.st_size, st.st_mtime_ns))
     (root / "secret.txt").write_text("TOP-SECRET-CONTENT\n")
-    with Project.create(folder, images, CLASSES) as project:
+    with Project.create(folder, images, classes) as project:
         project.add_images(rows)
         ids = [project.image_by_path(r[0]).id for r in rows]
         project.start_cycle("bal", ids[:n_selected])
@@ -401,3 +402,154 @@ def test_no_confirmed_label_lost_on_kill(tmp_path):
             assert len(rows) == 1 and rows[0].label == name and rows[0].source == "serve", label_id
         stored = p.conn.execute("SELECT COUNT(*) FROM labels").fetchone()[0]
         assert len(confirmed) <= stored <= len(confirmed) + 2  # at most the two in flight beyond
+
+
+def _chrome(tmp_path, monkeypatch):
+    webdriver = _browser_or_skip()
+    from selenium.webdriver.chrome.service import Service
+
+    monkeypatch.setenv("SE_OFFLINE", "true")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--no-first-run", f"--user-data-dir={tmp_path / 'chrome-profile'}", "--window-size=1200,900"]:
+        options.add_argument(arg)
+    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+
+
+def _page(driver, url):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    wait = WebDriverWait(driver, 20)
+    driver.get(url)
+    wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "1")
+    keys = lambda text: ActionChains(driver).send_keys(text).perform()  # noqa: E731
+    done = lambda i: lambda d: "done" in d.find_element(By.ID, f"item-{i}").get_attribute("class").split()  # noqa: E731
+    return wait, keys, done
+
+
+def test_digit_named_classes_take_their_own_digit_in_a_browser(tmp_path, served, monkeypatch):
+    """Issue 11: with classes 0..9, pressing 5 records "5" (not the fifth class, "4"), and 9 and 0 have keys."""
+    from selenium.webdriver.common.by import By
+
+    digits = [str(d) for d in range(10)]
+    folder, selected, _ = make_project(tmp_path, n_images=4, n_selected=4, classes=digits)
+    s = served(folder)
+    driver = _chrome(tmp_path, monkeypatch)
+    try:
+        wait, keys, done = _page(driver, s.url)
+        buttons = driver.find_elements(By.CSS_SELECTOR, "#classes button")
+        assert [b.find_element(By.TAG_NAME, "kbd").text for b in buttons] == digits  # each its own digit
+        for key, image_id in zip("590", selected):
+            keys(key)
+            # the pressed class shows at once, before the server has confirmed it
+            wait.until(done(image_id))
+            assert driver.find_element(By.ID, f"item-{image_id}").find_element(By.CLASS_NAME, "label").text == key
+        with Project.open(folder) as p:
+            assert p.current_labels() == dict(zip(selected, "590"))
+    finally:
+        driver.quit()
+
+
+def test_forty_three_classes_each_reachable_in_a_browser(tmp_path, served, monkeypatch):
+    """Issue 11: 43 classes (traffic signs): digits for the first ten, "/" and a name for any class."""
+    from selenium.webdriver.common.by import By
+
+    signs = [f"sign-{i:02d}" for i in range(43)]
+    folder, selected, _ = make_project(tmp_path, n_images=3, n_selected=3, classes=signs)
+    s = served(folder)
+    driver = _chrome(tmp_path, monkeypatch)
+    try:
+        wait, keys, done = _page(driver, s.url)
+        shown = [b.find_element(By.TAG_NAME, "kbd").text for b in driver.find_elements(By.CSS_SELECTOR, "#classes button")]
+        assert shown == list("1234567890") + ["/"] * 33  # every class shows how to reach it
+        keys("0")  # the tenth class
+        wait.until(done(selected[0]))
+        keys("/")
+        box = driver.find_element(By.ID, "search")
+        assert box.is_displayed()
+        box.send_keys("sign-42")
+        box.send_keys("\n")
+        wait.until(done(selected[1]))
+        keys("/")
+        box.send_keys("4")  # 14, 24, 34, 40..42: ambiguous, nothing is saved
+        box.send_keys("\n")
+        assert "several classes match" in driver.find_element(By.ID, "status").text
+        box.send_keys("1")  # "41": one match
+        box.send_keys("\n")
+        wait.until(done(selected[2]))
+        with Project.open(folder) as p:
+            assert p.current_labels() == {selected[0]: "sign-09", selected[1]: "sign-42", selected[2]: "sign-41"}
+    finally:
+        driver.quit()
+
+
+# -- a page that stays up (issue 11) -------------------------------------------------------
+def test_silent_connections_time_out_and_threads_are_bounded(project, served, monkeypatch):
+    import socket
+
+    import bal.project.serve as serve_mod
+
+    monkeypatch.setattr(serve_mod, "SOCKET_TIMEOUT", 1)
+    monkeypatch.setattr(serve_mod, "MAX_THREADS", 3)
+    folder, _, _ = project
+    s = served(folder)
+    idle = [socket.create_connection(("127.0.0.1", s.port)) for _ in range(3)]  # say nothing: hold 3 threads
+    try:
+        time.sleep(0.2)
+        extra = socket.create_connection(("127.0.0.1", s.port))
+        extra.settimeout(5)
+        assert extra.recv(100).startswith(b"HTTP/1.0 503")  # at once, not after the others
+        extra.close()
+        for sock in idle:  # the server drops a silent client after SOCKET_TIMEOUT
+            sock.settimeout(5)
+            assert sock.recv(100) == b""
+        time.sleep(0.2)
+        status, _ = s.json("GET", "/api/state")
+        assert status == 200  # the slots are free again
+    finally:
+        for sock in idle:
+            sock.close()
+
+
+def test_a_label_while_another_command_writes_answers_busy_not_hangs(project, served):
+    import sqlite3
+
+    folder, selected, _ = project
+    s = served(folder)
+    blocker = sqlite3.connect(folder / "project.db", isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # what a long `bal import` holds
+    try:
+        t0 = time.monotonic()
+        status, data = s.json("POST", "/api/label", {"image_id": selected[0], "label": "cat"})
+        assert status == 503 and "busy" in data["error"] and time.monotonic() - t0 < 10
+        status, _ = s.json("GET", "/api/state")  # reading still works meanwhile
+        assert status == 200
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    status, data = s.json("POST", "/api/label", {"image_id": selected[0], "label": "cat"})
+    assert status == 200 and data["label"] == "cat"
+
+
+def test_hostile_json_gets_400_and_the_token_never_reaches_the_log(project, tmp_path, capfd):
+    folder, selected, _ = project
+    server, url = make_server(folder, host="127.0.0.1", port=0, token="s3cret-token", quiet=False)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        running = Running(server, url)
+        deep = b"[" * 8000 + b"]" * 8000  # under the 16 KiB limit, far deeper than Python's recursion
+        status, _, body = running.request("POST", "/api/label?token=s3cret-token", deep,
+                                          headers={"Content-Type": "application/json"})
+        assert status == 400 and b"not valid JSON" in body
+        status, _, _ = running.request("GET", "/api/state?token=s3cret-token")
+        assert status == 200
+    finally:
+        server.shutdown()
+        server.server_close()
+    err = capfd.readouterr().err
+    assert "/api/state" in err and "s3cret-token" not in err and "token=[hidden]" in err

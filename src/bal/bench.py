@@ -28,6 +28,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 import re
 import time
 from dataclasses import dataclass, field
@@ -50,7 +51,8 @@ from bal.pretext.rotation import train_rotation
 from bal.report import summarise, summary_table, write_results
 from bal.report.diagnostics import DIAGNOSTIC_COLUMNS, diagnostics_markdown, plot_balance
 from bal.selection import Pretext, create_strategy, list_strategies, strategy_options
-from bal.validation import check_choice, check_int
+from bal.data.presets import check_percentages
+from bal.validation import check_choice, check_int, check_real
 
 log = logging.getLogger("bal")
 
@@ -122,6 +124,8 @@ class BenchConfig:
             if name not in names:
                 raise BalError(f"{source}: unknown key {key!r}; known keys: {', '.join(sorted(names))}")
             clean[name] = value
+        for name, value in clean.items():
+            clean[name] = _typed(name, value, _FIELD_TYPES[name], source)
         config = cls(**clean)
         config.validate(source)
         return config
@@ -144,6 +148,19 @@ class BenchConfig:
     def validate(self, source: str = "configuration") -> None:
         try:
             specs = [parse_strategy(s) for s in self.strategies]
+            self.train_config()
+            self.rotation_config()
+            if self.per_samples_list is not None:
+                check_percentages(self.per_samples_list)
+            for name, low, high in (("pool_size", 1, None), ("val_size", 0, None), ("test_size", 1, None),
+                                    ("subset_seed", 0, 2**32 - 1), ("clusters", 2, None), ("image_size", 8, 1024),
+                                    ("backbone_size", 16, 1024)):
+                if getattr(self, name) is not None:
+                    check_int(name, getattr(self, name), low, high)
+            for s in self.seeds:
+                check_int("seeds", s, 0, 2**32 - 1)
+            if self.beta is not None:
+                check_real("beta", self.beta, low=0, low_open=True)
         except ParameterError as e:
             raise BalError(f"{source}: {e}") from None
         known = list_strategies()
@@ -181,6 +198,45 @@ class BenchConfig:
     def rotation_config(self) -> TrainConfig:
         return TrainConfig(epochs=self.rotation_epochs, batch_size=self.rotation_batch_size, lr=self.rotation_lr,
                            milestones=tuple(self.rotation_milestones))
+
+
+#: Each field's type as declared in BenchConfig (strings: the module has postponed annotations).
+_FIELD_TYPES = {f.name: str(f.type) for f in dataclasses.fields(BenchConfig)}
+
+
+def _typed(name: str, value: Any, kind: str, source: str) -> Any:
+    """``value`` of key ``name`` checked against its declared type (``kind``, as written in the class)."""
+    optional = kind.endswith(" | None")
+    base = kind.removesuffix(" | None")
+    if value is None:
+        if optional:
+            return None
+        raise BalError(f"{source}: {name} needs a value ({base})")
+    scalar = {"int": "a whole number", "float": "a number", "str": "a text", "bool": "true or false"}
+
+    def one(v: Any, t: str) -> Any:
+        if t == "bool" and isinstance(v, bool):
+            return v
+        if t == "int" and isinstance(v, int) and not isinstance(v, bool):
+            return v
+        if t == "float" and isinstance(v, (int, float)) and not isinstance(v, bool):
+            if not math.isfinite(v):
+                raise BalError(f"{source}: {name} must be a finite number, got {v!r}")
+            return float(v) if isinstance(v, float) else v
+        if t == "str" and isinstance(v, str):
+            return v
+        if t == "int | str" and (isinstance(v, str) or (isinstance(v, int) and not isinstance(v, bool))):
+            return v
+        raise BalError(f"{source}: {name} must be {scalar.get(t, t)}, got {v!r}")
+
+    if base.startswith("list["):
+        inner = base[5:-1]
+        values = value if isinstance(value, list) else None
+        if values is None:
+            plural = {"int": "whole numbers", "float": "numbers", "str": "texts"}.get(inner, inner)
+            raise BalError(f"{source}: {name} must be a list ([a, b, ...]) of {plural}, got {value!r}")
+        return [one(v, inner) for v in values]
+    return one(value, base)
 
 
 # -- strategy specs ----------------------------------------------------------------------

@@ -46,7 +46,7 @@ def digits_split(seed: int = 0):
     return make(pool_idx), make(test_idx)
 
 
-def run_demo(out: Path, *, seed: int = 0, progress: bool = True) -> list[dict]:
+def run_demo(out: Path, *, seed: int = 0, device="cpu", progress: bool = True) -> list[dict]:
     pool, test = digits_split()
     print(f"bal demo: digits, pool {len(pool)} images, test {len(test)}, network cnn, seed {seed}")
     results, seconds = {}, {}
@@ -55,7 +55,7 @@ def run_demo(out: Path, *, seed: int = 0, progress: bool = True) -> list[dict]:
         print(f"  running {strategy} ...", flush=True)
         results[strategy] = active_learning(
             pool, test, percentages=PERCENTAGES, strategy=strategy, net="cnn", train=TRAIN, rotation=ROTATION,
-            beta=BETA, seed=seed, out_dir=out / strategy, progress=progress,
+            beta=BETA, seed=seed, device=device, out_dir=out / strategy, progress=progress,
         )
         seconds[strategy] = time.perf_counter() - t0
     rows = []

@@ -48,6 +48,11 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        if e.filename is None:  # a failed write says which file it was writing (a full disk, say)
+            raise OSError(e.errno, e.strerror, str(path)) from e
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -88,8 +93,28 @@ def write_lines(path: str | os.PathLike, lines: list[str]) -> None:
 
 
 def read_lines(path: str | os.PathLike) -> list[str]:
-    with open(path, encoding="utf-8") as f:
-        return [line.rstrip("\n") for line in f if line.strip()]
+    """The non-empty lines of a UTF-8 text file; a folder, a missing file or a binary one is a BalError naming it."""
+    if Path(path).is_dir():
+        raise BalError(f"{path} is a folder, not a text file of one path per line")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return [line.rstrip("\n") for line in f if line.strip()]
+    except FileNotFoundError:
+        raise BalError(f"{path} does not exist") from None
+    except UnicodeDecodeError as e:
+        raise BalError(f"{path} is not a UTF-8 text file (byte {e.start} cannot be read); it must list one "
+                       f"path per line") from None
+
+
+def load_npy(path: str | os.PathLike, what: str, mmap: bool = False) -> np.ndarray:
+    """A .npy array bal wrote; a missing, truncated or foreign file is a BalError naming it and ``what`` it held."""
+    try:
+        return np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
+    except FileNotFoundError:
+        raise BalError(f"{path} is missing: the {what} are not there") from None
+    except (ValueError, OSError, EOFError) as e:
+        raise BalError(f"{path} is truncated or not a NumPy file ({e}); it should hold the {what}: "
+                       f"produce it again (delete it and run the step that writes it)") from None
 
 
 def read_json(path: str | os.PathLike) -> Any:

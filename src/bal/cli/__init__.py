@@ -82,14 +82,72 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("bal: interrupted; run the same command again to resume where it stopped", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader went away (`bal export DIR | head`): stop quietly, as `cat` does
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
+    except OSError as e:  # the disk, the file system, permissions: the user's to fix, not a bug
+        print(f"bal: error{where}: {os_error_message(e)}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print(f"bal: error{where}: out of memory; lower --batch_size or --image_size", file=sys.stderr)
+        return 2
     except Exception as e:
-        if not runtime.launched_by_torchrun():
-            raise
-        # torchrun stops the other ranks when this one exits non-zero
-        print(f"bal: rank {os.environ.get('RANK', '?')} failed: {type(e).__name__}: {e}", file=sys.stderr)
+        if _is_out_of_memory(e):
+            print(f"bal: error{where}: out of memory ({str(e).splitlines()[0][:160]}); lower --batch_size or "
+                  f"--image_size", file=sys.stderr)
+            return 2
+        if runtime.launched_by_torchrun():
+            # torchrun stops the other ranks when this one exits non-zero
+            print(f"bal: rank {os.environ.get('RANK', '?')} failed: {type(e).__name__}: {e}", file=sys.stderr)
+            return 1
+        log_file = write_bug_report(args, argv)
+        print(f"bal: internal error, a bug in bal ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}); "
+              f"the traceback is in {log_file}; please report it", file=sys.stderr)
         return 1
     finally:
         runtime.shutdown()
+
+
+def os_error_message(e: OSError) -> str:
+    """An OSError in the user's terms: what failed, on which file; a full disk said as such."""
+    import errno
+
+    where = f" (writing {e.filename})" if e.filename else ""
+    if e.errno == errno.ENOSPC:
+        return f"no space left on device{where}; free some space or choose another folder, then run the same command again"
+    if e.filename:
+        return f"{e.filename}: {e.strerror or e}"
+    return str(e.strerror or e)
+
+
+def _is_out_of_memory(e: Exception) -> bool:
+    text = str(e)
+    return isinstance(e, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
+def write_bug_report(args, argv) -> Path:
+    """Write the current exception's traceback to a log file in the command's folder; returns its path."""
+    import time
+    import traceback
+    from pathlib import Path
+
+    from bal.data import default_cache_dir
+
+    name = f"bal-error-{time.strftime('%Y%m%d-%H%M%S')}.log"
+    candidates = [getattr(args, k, None) for k in ("save", "dir", "out", "load")]
+    folders = [Path(c) for c in candidates if c and Path(c).is_dir()] + [default_cache_dir() / "logs"]
+    text = (f"bal {_version()}\ncommand: bal {' '.join(map(str, argv if argv is not None else sys.argv[1:]))}\n\n"
+            + traceback.format_exc())
+    for folder in folders:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / name).write_text(text, encoding="utf-8")
+            return folder / name
+        except OSError:
+            continue
+    return Path("(could not be written)")
 
 
 if __name__ == "__main__":

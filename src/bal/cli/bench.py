@@ -6,7 +6,9 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from bal.cli.flags import add, flatten, number_list, positive_float, positive_int
+from bal.cli.flags import (
+    add, flatten, image_side, milestone, number_list, output_folder, positive_float, positive_int, seed,
+)
 
 
 def add_bench_commands(sub) -> dict:
@@ -44,7 +46,24 @@ def add_bench_commands(sub) -> dict:
     add(g, "--epochs", type=positive_int, default=None, help="epochs per cycle")
     add(g, "--batch_size", type=positive_int, default=None, help="batch size per cycle")
     add(g, "--lr", type=positive_float, default=None, help="learning rate per cycle")
+    add(g, "--momentum", type=float, default=None, help="SGD momentum per cycle")
+    add(g, "--weight_decay", type=float, default=None, help="SGD weight decay per cycle")
+    add(g, "--milestones", type=number_list(milestone), nargs="+", default=None,
+        help="lr milestones per cycle: epochs, or fractions of the epochs")
+    add(g, "--beta", type=positive_float, default=None,
+        help="sub-pool width factor of the BAL family (default: the preset's for the regime)")
+    add(g, "--window", default=None, help="window placement of the BAL family")
+    add(g, "--first", default=None, help="cycle-0 rule of the BAL family")
+    add(g, "--sampling", default=None, help="uncertainty rule of the BAL family")
     add(g, "--rotation_epochs", type=positive_int, default=None, help="pretext epochs")
+    add(g, "--rotation_batch_size", type=positive_int, default=None, help="pretext batch size")
+    add(g, "--rotation_lr", type=positive_float, default=None, help="pretext learning rate")
+    add(g, "--clusters", type=positive_int, default=None, help="k-means clusters (default: the number of classes)")
+    add(g, "--image_size", type=image_side, default=None, help="square image side (default: the preset's, or the "
+                                                               "network's working size)")
+    g.add_argument("--no-flip", "--no_flip", dest="flip", action="store_false", default=None,
+                   help="no horizontal flips in training")
+    add(g, "--skip_bad_images", action="store_true", default=None, help="leave unreadable files out")
     add(g, "--view", choices=list(VIEWS), default=None, help="rotation view the strategies embed")
     add(g, "--feature_norm", choices=list(FEATURE_NORMS), default=None, help="normalisation before k-means")
     add(g, "--features", default=None, metavar="FILE.npy",
@@ -62,7 +81,8 @@ def add_bench_commands(sub) -> dict:
                                    "(fixed split), BAL against random, a per-cycle table and a PNG plot.",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add(p, "--out", default="bal-demo", help="output folder")
-    add(p, "--seed", type=int, default=0, help="seed")
+    add(p, "--seed", type=seed, default=0, help="seed")
+    add(p, "--device", default="cpu", help="cpu (the figures of the README), auto, cuda, ...")
     add(p, "--no_progress", action="store_true", help="no progress bars")
     return {"bench": cmd_bench, "demo": cmd_demo}
 
@@ -73,10 +93,11 @@ def cmd_bench(args) -> int:
     config = BenchConfig.from_yaml(args.config) if args.config else BenchConfig()
     overrides = {k: v for k, v in vars(args).items()
                  if k not in ("command", "config", "no_progress") and v is not None}
-    for key in ("per_samples_list", "seeds"):
+    for key in ("per_samples_list", "seeds", "milestones"):
         if key in overrides:
             overrides[key] = flatten(overrides[key])
     config = BenchConfig.from_mapping({**dataclasses.asdict(config), **overrides}, source="bal bench")
+    output_folder(config.out, "--out")
     run_bench(config, progress=not args.no_progress)
     return 0
 
@@ -84,5 +105,5 @@ def cmd_bench(args) -> int:
 def cmd_demo(args) -> int:
     from bal.demo import run_demo
 
-    run_demo(Path(args.out), seed=args.seed, progress=not args.no_progress)
+    run_demo(output_folder(args.out, "--out"), seed=args.seed, device=args.device, progress=not args.no_progress)
     return 0

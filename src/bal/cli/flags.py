@@ -12,6 +12,9 @@ where the two vocabularies meet.
 from __future__ import annotations
 
 import argparse
+import math
+import os
+from pathlib import Path
 
 from bal.errors import BalError, ParameterError
 
@@ -110,6 +113,52 @@ def positive_float(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}")
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {value}")
+    if not math.isfinite(value) or not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {value}")
     return value
+
+
+def seed(text: str) -> int:
+    """A seed: a whole number from 0 to 2**32 - 1 (what NumPy and scikit-learn accept)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}")
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 0 to {2**32 - 1}, got {value}")
+    return value
+
+
+def image_side(text: str) -> int:
+    """An image side in pixels, 8 to 1024 (bal.data.open.MAX_IMAGE_SIZE)."""
+    value = positive_int(text)
+    if not 8 <= value <= 1024:
+        raise argparse.ArgumentTypeError(f"expected a side from 8 to 1024 pixels, got {value}")
+    return value
+
+
+def output_folder(path: str | os.PathLike, flag: str) -> Path:
+    """``path`` as a folder bal can write into (created if missing); else a BalError naming ``flag``."""
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise BalError(f"{flag} {folder} is a file, not a folder; give a folder for the results")
+    for parent in folder.parents:
+        if parent.exists() and not parent.is_dir():
+            raise BalError(f"{flag} {folder}: {parent} is a file, so no folder can be made under it")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise BalError(f"{flag} {folder}: cannot create this folder ({e.strerror or e})") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise BalError(f"{flag} {folder} is not writable; give a folder you can write into")
+    return folder
+
+
+def input_folder(path: str | os.PathLike, flag: str, hint: str = "") -> Path:
+    """``path`` as an existing folder; else a BalError naming ``flag`` (and ``hint``: what makes it)."""
+    folder = Path(path)
+    if not folder.exists():
+        raise BalError(f"{flag} {folder} does not exist" + (f"; {hint}" if hint else ""))
+    if not folder.is_dir():
+        raise BalError(f"{flag} {folder} is a file, not a folder")
+    return folder

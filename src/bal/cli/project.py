@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from bal.cli.flags import add, positive_float, positive_int
+from bal.cli.flags import add, image_side, positive_float, positive_int, seed
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -61,13 +61,13 @@ def add_project_commands(subparsers) -> dict[str, Handler]:
     add(a, "--classes", required=True, type=_class_list, metavar="A,B,...", help="the class names, comma-separated")
     add(a, "--net", default=DEFAULT_SETTINGS["net"],
         help="task and pretext network: cnn, resnet18, vgg16 (default: %(default)s)")
-    add(a, "--image-size", type=positive_int, default=None,
+    add(a, "--image-size", type=image_side, default=None,
          help="square side the images are decoded to (default: the network's working size, 64 px for the "
               "built-in networks, or the images' own size when smaller; the aspect ratio is kept by a centre "
               "crop, or by padding beyond 2:1)")
     a.add_argument("--no-flip", "--no_flip", dest="flip", action="store_false", default=True,
                    help="no horizontal flips in training (digits, signs and text change meaning when mirrored)")
-    add(a, "--seed", type=int, default=DEFAULT_SETTINGS["seed"], help="fixes every random choice (default: %(default)s)")
+    add(a, "--seed", type=seed, default=DEFAULT_SETTINGS["seed"], help="fixes every random choice (default: %(default)s)")
     add(a, "--no-progress", action="store_true", help="no progress bars")
     s = actions.add_parser(
         "scan", help="pick up added, changed and vanished images",
@@ -123,6 +123,18 @@ def add_project_commands(subparsers) -> dict[str, Handler]:
     i.add_argument("file", metavar="FILE", help=".csv or .json")
     add(i, "--format", choices=["csv", "labelstudio"], default=None, help="(default: from the extension)")
     add(i, "--partial", action="store_true", help="record the valid rows and list the others")
+    add(i, "--relabel", action="store_true",
+        help="a row giving a labelled image another class replaces its label (the old one stays in the "
+             "history, retracted); without it such a row is a conflict")
+
+    u = subparsers.add_parser(
+        "undo", help="take labels back: of given images, or the last ones given",
+        description="Retract labels (they stay in the history, marked retracted): the current label of each "
+                    "PATH (relative to the images folder, as bal export writes them), or the --last N labels "
+                    "given, whatever their source. The images become unlabelled again.")
+    u.add_argument("dir", metavar="DIR", help="project folder")
+    u.add_argument("paths", metavar="PATH", nargs="*", help="images whose label to take back")
+    add(u, "--last", type=positive_int, default=None, metavar="N", help="take back the last N labels given")
 
     f = subparsers.add_parser(
         "fit", help="train the task model on all labels; accuracy on a held-out split",
@@ -141,7 +153,7 @@ def add_project_commands(subparsers) -> dict[str, Handler]:
     st = subparsers.add_parser("status", help="counts, class balance, cycles and what to do next")
     st.add_argument("dir", metavar="DIR", help="project folder")
 
-    return {"project": cmd_project, "query": cmd_query, "export": cmd_export, "import": cmd_import,
+    return {"project": cmd_project, "query": cmd_query, "export": cmd_export, "import": cmd_import, "undo": cmd_undo,
             "fit": cmd_fit, "status": cmd_status}
 
 
@@ -319,15 +331,40 @@ def cmd_import(args) -> int:
     from bal.project.formats import import_labels
 
     with _open(args) as project:
-        r = import_labels(project, args.file, fmt=args.format, partial=args.partial)
+        r = import_labels(project, args.file, fmt=args.format, partial=args.partial, relabel=args.relabel)
         extra = []
+        if r.relabelled:
+            extra.append(f"{r.relabelled} relabelled")
         if r.unchanged:
             extra.append(f"{r.unchanged} already had that label")
         if r.no_label:
             extra.append(f"{r.no_label} {r.unit}(s) without a label skipped")
         _say(f"imported {r.applied} label(s) from {args.file}" + (f" ({'; '.join(extra)})" if extra else ""))
-        if r.bad:
-            _say(f"not imported (--partial): {len(r.bad)} {r.unit}(s):\n{r.bad_lines()}")
+        if r.bad_count:
+            _say(f"not imported (--partial): {r.bad_count} {r.unit}(s):\n{r.bad_lines()}")
+    return 0
+
+
+def cmd_undo(args) -> int:
+    from bal.errors import BalError
+
+    if bool(args.paths) == bool(args.last):
+        raise BalError("give the images whose label to take back (PATH ...), or --last N, one of the two")
+    with _open(args) as project:
+        if args.last:
+            undone = project.retract_last(args.last)
+        else:
+            rows = [project.image_by_path(p.strip().replace("\\", "/")) for p in args.paths]
+            unknown = [p for p, r in zip(args.paths, rows) if r is None]
+            if unknown:
+                raise BalError(f"not images of this project: {', '.join(unknown)}")
+            unlabelled = [r.path for r in rows if r.label is None]
+            if unlabelled:
+                raise BalError(f"these images have no label to take back: {', '.join(unlabelled)}")
+            undone = project.retract_current([r.id for r in rows])
+        for path, label in undone:
+            _say(f"took back {label!r} from {path}")
+        _say(f"{len(undone)} label(s) taken back (kept in the history, retracted)")
     return 0
 
 
@@ -347,8 +384,11 @@ def cmd_fit(args) -> int:
             _say(f"held-out accuracy: none (no class has enough labels; a class with n labels holds out "
                  f"floor({args.holdout:g}*n + 0.5), at most n-1)")
         else:
-            per = ", ".join(f"{c} {v:.1f}" for c, v in m["per_class_accuracy"].items() if v is not None)
+            per = ", ".join(f"{c} {v:.1f} % of {m['held_out_per_class'][c]}"
+                            for c, v in m["per_class_accuracy"].items() if v is not None)
             _say(f"held-out accuracy: {m['accuracy']:.1f} % on {m['held_out']} images ({per})")
+            for warning in m["warnings"]:
+                _say(f"  careful: {warning}")
         _say(f"model: {Path(args.dir) / r.model_path} (cycle {r.cycle_id})")
         _say(f"next: bal query {args.dir} --budget K")
     return 0

@@ -13,7 +13,9 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from bal.cli.flags import add, flatten, milestone, number_list, positive_float, positive_int
+from bal.cli.flags import (
+    add, flatten, image_side, input_folder, milestone, number_list, output_folder, positive_float, positive_int, seed,
+)
 from bal.errors import BalError
 
 log = logging.getLogger("bal")
@@ -31,7 +33,7 @@ def add_data_flags(p: argparse.ArgumentParser) -> None:
         help="folder holding DATASET/train/CLASS/* and DATASET/test/CLASS/* (default: %(default)s)")
     add(g, "--net", default="vgg16", choices=list_models(),
         help="network (default: %(default)s, the paper's; cnn is a small one for CPUs)")
-    add(g, "--image_size", type=positive_int, default=None,
+    add(g, "--image_size", type=image_side, default=None,
         help="square image side in pixels (default: the preset's; for any other folder the network's working "
              "size, 64 px for the built-in networks, or the images' own size when smaller)")
     g.add_argument("--no-flip", "--no_flip", dest="flip", action="store_false", default=None,
@@ -45,7 +47,7 @@ def add_data_flags(p: argparse.ArgumentParser) -> None:
 
 def add_common_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("run")
-    add(g, "--seed", type=int, default=0, help="fixes every random choice (default: %(default)s)")
+    add(g, "--seed", type=seed, default=0, help="fixes every random choice (default: %(default)s)")
     add(g, "--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ... (default: %(default)s)")
     add(g, "--no_progress", action="store_true", help="no progress bars")
 
@@ -94,7 +96,7 @@ def add_embedding_flags(p: argparse.ArgumentParser, backbone: bool = True) -> No
             help="embed the pool with this pretrained torchvision network instead (needs --weights)")
         add(g, "--weights", default=None, metavar="FILE",
             help="the backbone's weights, a state dict file you already have (nothing is downloaded)")
-        add(g, "--backbone_size", type=positive_int, default=224,
+        add(g, "--backbone_size", type=image_side, default=224,
             help="side the images are resized to for the backbone (default: %(default)s)")
 
 
@@ -193,9 +195,9 @@ def add_step_commands(sub) -> dict:
     add(p, "--datapath", default=None, help="accepted for compatibility; the pool is the one of --load")
     add_kmeans_flags(p)
     add_embedding_flags(p)
-    add(p, "--image_size", type=positive_int, default=None, help="with --backbone: the decoded size of the pool")
+    add(p, "--image_size", type=image_side, default=None, help="with --backbone: the decoded size of the pool")
     add(p, "--cache_dir", default=None, help="with --backbone: where decoded images are cached")
-    add(p, "--seed", type=int, default=0, help="k-means seed (default: %(default)s)")
+    add(p, "--seed", type=seed, default=0, help="k-means seed (default: %(default)s)")
     add(p, "--device", default="auto", help="with --backbone: auto, cpu, cuda, ... (default: %(default)s)")
     add(p, "--no_progress", action="store_true", help="no progress bars")
 
@@ -279,6 +281,7 @@ class Plan:
 def plan_from_flags(args, steps: tuple[str, ...]) -> Plan:
     """Every setting of ``steps`` ("rotation", "train") built, so a bad value stops the command at once."""
     from bal.data import get_preset, regime_percentages
+    from bal.data.presets import check_percentages
     from bal.engine.trainer import TrainConfig
     from bal.pretext import ROTATION_DEFAULTS
 
@@ -296,7 +299,7 @@ def plan_from_flags(args, steps: tuple[str, ...]) -> Plan:
                     f"{','.join(f'{p:g}' for p in percentages)} (--per_samples_list / --regime)"
                 )
             percentages = percentages[: args.cycles]
-        plan.percentages = percentages
+        plan.percentages = check_percentages(percentages)
     return plan
 
 
@@ -361,8 +364,7 @@ def say(text: str) -> None:
 
 def cmd_rotation(args) -> int:
     plan = plan_from_flags(args, ("rotation",))
-    save = Path(args.save)
-    save.mkdir(parents=True, exist_ok=True)
+    save = output_folder(args.save, "--save")
     _rotation(args, _open(args, save), save, plan.rotation)
     say(f"rotation finished: {save}/rotation.pth, paths.txt, rotation_loss.npy, features.npy")
     return 0
@@ -371,7 +373,7 @@ def cmd_rotation(args) -> int:
 def cmd_kmeans(args) -> int:
     from bal.files import read_lines
 
-    load = Path(args.load)
+    load = input_folder(args.load, "--load", f"run `bal rotation --save {args.load}` first")
     features = None
     if args.features or args.backbone or args.weights:
         paths = read_lines(load / "paths.txt") if (load / "paths.txt").exists() else None
@@ -398,17 +400,15 @@ def cmd_kmeans(args) -> int:
 
 def cmd_train(args) -> int:
     plan = plan_from_flags(args, ("train",))
-    save = Path(args.save)
-    save.mkdir(parents=True, exist_ok=True)
+    save = output_folder(args.save, "--save")
     _train(args, _open(args, save), plan, Path(args.sorted_dataset_path), save)
     return 0
 
 
 def cmd_run(args) -> int:
     plan = plan_from_flags(args, ("rotation", "train"))
-    save = Path(args.save)
-    pretext = save / "pretext"
-    pretext.mkdir(parents=True, exist_ok=True)
+    save = output_folder(args.save, "--save")
+    pretext = output_folder(save / "pretext", "--save")
     data = _open(args, save)
     features = given_features(args, data.pool.paths, data.pool.images, device=args.device)
     if plan.strategy.needs:

@@ -107,6 +107,9 @@ def open_dataset(
     if flip is not None:
         preset = replace(preset, hflip=bool(flip))
     train_split, test_split = scan_dataset(datapath, dataset)
+    if len(train_split.classes) < 2:
+        raise BalError(f"{train_split.root!r} has one class folder ({train_split.classes[0]!r}); a classifier "
+                       f"needs at least two classes, each a folder of images under train/ and test/")
     size, why = choose_image_size(train_split.paths, preset=preset, net=net, given=image_size)
     log.info("image size %d px: %s; change it with --image_size", size, why)
     check_cache_room(len(train_split) + len(test_split), size, cache_dir,

@@ -115,6 +115,22 @@ def regime_percentages(regime: str) -> list[float]:
     return list(REGIMES[check_choice("regime", regime, list(REGIMES))])
 
 
+def check_percentages(percentages) -> list[float]:
+    """Per-cycle percentages as floats, each finite, > 0 and <= 100 (checked before any data is read)."""
+    name = "percentages"
+    if not len(percentages):
+        raise ParameterError(name, "{name} is empty: give one percentage per cycle, e.g. 10,5,5")
+    out = []
+    for c, p in enumerate(percentages):
+        if isinstance(p, bool) or not isinstance(p, (int, float, np.integer, np.floating)) or not np.isfinite(p):
+            raise ParameterError(name, f"{{name}}: cycle {c} asks for {p!r}% of the pool; give finite numbers")
+        if not 0 < p <= 100:
+            raise ParameterError(name, f"{{name}}: cycle {c} asks for {p}% of the pool; percentages must be > 0 "
+                                       f"and at most 100")
+        out.append(float(p))
+    return out
+
+
 def budgets_from_percentages(percentages: list[float], pool_size: int) -> list[int]:
     """Per-cycle label counts ``k_c = floor(p_c / 100 * N)``, validated.
 
@@ -122,12 +138,9 @@ def budgets_from_percentages(percentages: list[float], pool_size: int) -> list[i
     would label nothing or the cycles together ask for more images than the pool holds.
     """
     name = "percentages"
-    if not len(percentages):
-        raise ParameterError(name, "{name} is empty: give one percentage per cycle, e.g. 10,5,5")
+    percentages = check_percentages(percentages)
     budgets = []
     for c, p in enumerate(percentages):
-        if not p > 0:
-            raise ParameterError(name, f"{{name}}: cycle {c} asks for {p}% of the pool; percentages must be > 0")
         k = int(np.floor(p / 100.0 * pool_size + 1e-9))
         if k < 1:
             raise ParameterError(

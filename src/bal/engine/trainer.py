@@ -27,7 +27,7 @@ from bal.data.augment import BatchAugment
 from bal.data.cache import release
 from bal.engine import runtime
 from bal.engine.runtime import autocast, derive_seed, images_on, scoring_batch_size, to_device
-from bal.errors import ParameterError
+from bal.errors import BalError, ParameterError
 from bal.files import atomic_torch_save
 from bal.validation import check_int, check_real
 
@@ -180,12 +180,16 @@ def train_model(
     start_epoch = 0
     dist_info = runtime.info()
     if checkpoint is not None and Path(checkpoint).exists():
-        state = torch.load(checkpoint, map_location=device, weights_only=False)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        start_epoch = state["epoch"] + 1
+        try:
+            state = torch.load(checkpoint, map_location=device, weights_only=False)
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            scaler.load_state_dict(state["scaler"])
+            start_epoch = state["epoch"] + 1
+        except Exception as e:  # truncated, or another run's
+            raise BalError(f"the checkpoint {checkpoint} is damaged ({type(e).__name__}); delete it to train "
+                           f"this step again from its first epoch") from None
 
     net = model
     if dist_info.enabled:
@@ -209,16 +213,23 @@ def train_model(
         model.train()
         batches, gen = epoch_batches(indices, config.batch_size, seed, stream, epoch)
         total, count = 0.0, 0
-        for idx in batches:
+        for b, idx in enumerate(batches):
             x = prepare(augment, gather(images, idx, device), True, gen)
             y = labels[torch.tensor(idx, dtype=torch.int64, device=labels.device)]
             with autocast(device):
                 loss = loss_fn(net, x, y)
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                # stop before the step: a NaN would spread into every weight and every later result
+                raise BalError(
+                    f"{desc}: the training loss became {value} at epoch {epoch + 1} of {config.epochs} (batch "
+                    f"{b + 1}); the learning rate {config.lr:g} (--lr) is the likely cause, lower it. Nothing of "
+                    f"this epoch was saved; the folder still holds the last finished one")
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
-            total += float(loss.detach()) * len(idx)
+            total += value * len(idx)
             count += len(idx)
             bar.update(1)
         scheduler.step()

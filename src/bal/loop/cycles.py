@@ -34,7 +34,7 @@ import torch
 
 from bal.data import BatchAugment, ImageSet
 from bal.engine import runtime
-from bal.engine.runfolder import bind_config
+from bal.engine.runfolder import bind_config, bind_content
 from bal.engine.runtime import derive_seed
 from bal.engine.trainer import TrainConfig, evaluate, predict, train_model
 from bal.errors import BalError
@@ -275,6 +275,7 @@ class _Run:
         self.out = out
         out.mkdir(parents=True, exist_ok=True)
         bind_config(out / "config.json", self.settings(), "active-learning run")
+        bind_content(out, {"pool": (self.pool.paths, self.images), "test": (self.test.paths, self.test_images)})
         state_path = out / "state.json"
         rows: list[dict] = read_json(state_path)["cycles"] if state_path.exists() else []
         labelled = self.pool_after(len(rows) - 1) if rows else LabelledPool(self.n)

@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from torch import Tensor, nn
 
+from bal.errors import BalError
 from bal.registry import Registry
 from bal.validation import check_int
 
@@ -125,10 +126,21 @@ def save_model_file(path, model: BalModel, *, net: str, image_size: int, normali
 
 
 def load_model_file(path) -> tuple[BalModel, dict]:
-    """The model stored by :func:`save_model_file` (on the CPU), and the file's other entries."""
+    """The model stored by :func:`save_model_file` (on the CPU), and the file's other entries.
+
+    A missing, truncated or foreign file is a :class:`~bal.errors.BalError` naming it.
+    """
     import torch
 
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    model = create_model(state["net"], num_classes=int(state["num_classes"]), image_size=int(state["image_size"]))
-    model.load_state_dict(state.pop("model"))
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        model = create_model(state["net"], num_classes=int(state["num_classes"]), image_size=int(state["image_size"]))
+        model.load_state_dict(state.pop("model"))
+    except FileNotFoundError:
+        raise BalError(f"model file {path} is missing") from None
+    except BalError:
+        raise
+    except Exception as e:  # a truncated zip, a pickle of something else, keys that do not fit...
+        raise BalError(f"model file {path} is truncated or not a bal model file ({type(e).__name__}); delete it "
+                       f"and run the same command again to train that model anew") from None
     return model, state

@@ -19,7 +19,7 @@ from torch import nn
 
 from bal.data import BatchAugment, ImageSet
 from bal.engine import runtime
-from bal.engine.runfolder import bind_config
+from bal.engine.runfolder import bind_config, bind_content
 from bal.engine.runtime import autocast, derive_seed, images_on, scoring_batch_size, to_device
 from bal.engine.trainer import TrainConfig, batch_indices, gather, prepare, train_model
 from bal.models import create_model
@@ -153,6 +153,7 @@ def train_rotation(
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         bind_config(out / "rotation_config.json", settings, "rotation run")
+        bind_content(out, {"pool": (pool.paths, pool.images)})
         if is_finished(out):
             return read_rotation(out, pool_paths=pool.paths, device=device)
 

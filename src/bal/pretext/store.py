@@ -34,7 +34,7 @@ from torch import nn
 
 from bal.engine import runtime
 from bal.errors import BalError, ParameterError
-from bal.files import atomic_save_npy, atomic_write_json, read_json, read_lines, write_lines
+from bal.files import atomic_save_npy, atomic_write_json, load_npy, read_json, read_lines, write_lines
 from bal.models import load_model_file, save_model_file
 from bal.selection.cdd import cluster_distance_difference, sort_by_cdd
 from bal.selection.strategies import Pretext
@@ -108,8 +108,14 @@ def read_rotation(folder: str | os.PathLike, *, pool_paths: Sequence[str] | None
         raise BalError(f"{folder / 'paths.txt'} lists other images than the dataset now holds; run `bal rotation` again")
     model, _ = load_model_file(folder / "rotation.pth")
     # memory-mapped: a view is read when used (a million images x 512 features is 2 GiB a view)
-    views = {v: np.load(folder / f, mmap_mode="r") for v, f in VIEW_FILES.items() if (folder / f).exists()}
-    return RotationResult(paths, np.load(folder / "rotation_loss.npy"), views["upright"], model.to(device),
+    views = {v: load_npy(folder / f, f"rotation features ({v})", mmap=True) for v, f in VIEW_FILES.items()
+             if v == "upright" or (folder / f).exists()}
+    losses = load_npy(folder / "rotation_loss.npy", "rotation losses")
+    for name, array in (("rotation_loss.npy", losses), ("features.npy", views["upright"])):
+        if len(array) != len(paths):
+            raise BalError(f"{folder / name} has {len(array)} rows but paths.txt {len(paths)} lines; the folder is "
+                           f"damaged: run `bal rotation --save {folder}` into a new folder")
+    return RotationResult(paths, losses, views["upright"], model.to(device),
                           views=views, accuracy=read_json(folder / "rotation.json").get("rotation_accuracy"))
 
 
@@ -125,10 +131,10 @@ def read_features(folder: str | os.PathLike, view: str = "upright") -> np.ndarra
     from bal.pretext.features import check_view
 
     path = Path(folder) / VIEW_FILES[check_view(view)]
-    if not path.exists():
+    if not path.exists() and view != "upright":
         raise BalError(f"{path} is missing: this pretext folder was written before bal kept the {view!r} view; "
                        f"run `bal rotation` into a new folder, or use --view upright")
-    return np.load(path)
+    return load_npy(path, f"rotation features ({view})")
 
 
 def kmeans_step(
@@ -157,7 +163,9 @@ def kmeans_step(
         raise BalError(f"{load}: no finished rotation run there (no rotation.json); "
                        f"run `bal rotation --save {load}` first")
     settings = read_json(load / "rotation.json")
-    k = n_clusters if n_clusters is not None else len(settings["classes"])
+    if n_clusters is None and not isinstance(settings, dict) or not isinstance(settings.get("classes", []), list):
+        raise BalError(f"{load / 'rotation.json'} was not written by bal rotation (no list of classes)")
+    k = n_clusters if n_clusters is not None else len(settings.get("classes") or []) or 2
     paths = read_lines(load / "paths.txt")
     raw = features if features is not None else read_features(load, view)
     if len(paths) != len(raw):
@@ -225,7 +233,13 @@ def load_pretext(folder: str | os.PathLike, pool_paths: Sequence[str], needs: fr
         where = np.empty_like(rows)
         where[rows] = np.arange(len(rows))
         if "losses" in needs:
-            pretext.losses = np.load(folder / "rotation_loss.npy")[where]
+            losses = load_npy(folder / "rotation_loss.npy", "rotation losses (PT4AL sorts by them)")
+            if len(losses) != len(rows):
+                raise BalError(f"{folder / 'rotation_loss.npy'} has {len(losses)} rows, paths.txt {len(rows)} lines")
+            pretext.losses = losses[where]
         if "features" in needs:
-            pretext.features = normalise_features(read_features(folder, view)[where], feature_norm)
+            features = read_features(folder, view)
+            if len(features) != len(rows):
+                raise BalError(f"{folder / VIEW_FILES[view]} has {len(features)} rows, paths.txt {len(rows)} lines")
+            pretext.features = normalise_features(features[where], feature_norm)
     return pretext

@@ -122,13 +122,18 @@ class Project:
 
     # -- opening -----------------------------------------------------------------------
     @staticmethod
-    def _connect(path: Path) -> sqlite3.Connection:
-        conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
-        conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
-        conn.execute("PRAGMA foreign_keys=ON")
-        conn.execute("PRAGMA busy_timeout=30000")
+    def _connect(path: Path, busy_seconds: float = 30.0) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(path, timeout=busy_seconds, isolation_level=None, check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute(f"PRAGMA busy_timeout={int(busy_seconds * 1000)}")
+            conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()  # reads the header: is it a database?
+        except sqlite3.DatabaseError as e:
+            raise BalError(f"{path} is not a bal project database ({e}); restore it from a backup, or move it "
+                           f"away and create the project again with `bal project init`") from None
         return conn
 
     @classmethod
@@ -151,12 +156,21 @@ class Project:
         return project
 
     @classmethod
-    def open(cls, folder: str | os.PathLike) -> "Project":
+    def open(cls, folder: str | os.PathLike, busy_seconds: float = 30.0) -> "Project":
+        """Open the project in ``folder``; a write waits up to ``busy_seconds`` for another writer."""
         folder = Path(folder)
         if not (folder / DB_NAME).exists():
             raise BalError(f"{folder} is not a bal project (no {DB_NAME}); create one with `bal project init`")
-        project = cls(folder, cls._connect(folder / DB_NAME))
-        project._migrate()
+        if not (folder / DB_NAME).is_file():
+            raise BalError(f"{folder / DB_NAME} is not a file; {folder} is not a bal project")
+        project = cls(folder, cls._connect(folder / DB_NAME, busy_seconds))
+        try:
+            project._migrate()
+            project.conn.execute("SELECT value FROM meta WHERE key = 'images_root'").fetchone()[0]
+        except (sqlite3.DatabaseError, TypeError) as e:
+            project.close()
+            raise BalError(f"{folder / DB_NAME} is not a bal project database ({e or 'no images folder recorded'}); "
+                           f"restore it from a backup, or create the project again with `bal project init`") from None
         return project
 
     def close(self) -> None:
@@ -323,6 +337,28 @@ class Project:
                             (image_id, class_id, source, stamp))
                 ids.append(cur.lastrowid)
         return ids
+
+    def retract_current(self, image_ids: Sequence[int]) -> list[tuple[str, str]]:
+        """Retract every current label of these images in one transaction; returns (path, label) of each."""
+        done = []
+        with self.transaction():
+            for image_id in image_ids:
+                image = self.image(image_id)
+                for lab in self.labels_of(image_id):
+                    self.retract(lab.id)
+                    done.append((image.path, lab.label))
+        return done
+
+    def retract_last(self, n: int) -> list[tuple[str, str]]:
+        """Retract the ``n`` labels given last (any source) in one transaction; returns (path, label) of each."""
+        rows = self.conn.execute(
+            """SELECT l.id, i.path, c.name FROM labels l JOIN images i ON i.id = l.image_id
+               JOIN classes c ON c.id = l.class_id WHERE l.retracted_at IS NULL ORDER BY l.id DESC LIMIT ?""",
+            (int(n),)).fetchall()
+        with self.transaction():
+            for label_id, _, _ in rows:
+                self.retract(label_id)
+        return [(path, name) for _, path, name in rows]
 
     def retract(self, label_id: int) -> None:
         """Undo a label: it stays in the history, marked retracted."""

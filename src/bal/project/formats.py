@@ -22,8 +22,8 @@ import io
 import json
 import os
 import posixpath
-from collections import defaultdict
-from collections.abc import Sequence
+from collections import Counter, defaultdict
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qs, quote, unquote, urlsplit
@@ -49,13 +49,27 @@ def current_selection(project: Project) -> tuple[int, list[ImageRow], list[Image
     return cycle_id, [r for r in rows if r.status == "ok"], [r for r in rows if r.status != "ok"]
 
 
+#: A cell starting with one of these is run as a formula by spreadsheets (OWASP: CSV injection).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(cell: str) -> str:
+    """``cell`` with a leading ``'`` when a spreadsheet would run it as a formula (OWASP's advice)."""
+    return "'" + cell if cell.startswith(FORMULA_STARTS) else cell
+
+
+def from_spreadsheet(cell: str) -> str:
+    """The cell :func:`spreadsheet_safe` protected, as it was."""
+    return cell[1:] if cell.startswith("'") and cell[1:].startswith(FORMULA_STARTS) else cell
+
+
 def export_csv(project: Project, rows: Sequence[ImageRow]) -> str:
-    """``path,label,absolute_path``; label empty unless already labelled."""
+    """``path,label,absolute_path``; label empty unless already labelled; formula-like cells protected."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["path", "label", "absolute_path"])
     for r in rows:
-        w.writerow([r.path, r.label or "", str(project.absolute_path(r))])
+        w.writerow([spreadsheet_safe(c) for c in (r.path, r.label or "", str(project.absolute_path(r)))])
     return buf.getvalue()
 
 
@@ -79,18 +93,38 @@ class ImportRow:
     path: str | None
     label: str | None
     problem: str | None = None  # set when the row cannot be read at all
+    kind: str = "unreadable"  # the kind of problem, for the report's counts
+
+
+#: Problems listed one by one in an import's report; the rest are counted by kind.
+LISTED_PROBLEMS = 50
 
 
 @dataclass
 class ImportReport:
     unit: str  # "line" or "task"
     applied: int = 0  # new labels recorded
+    relabelled: int = 0  # labels replaced (--relabel)
     unchanged: int = 0  # rows giving an image the label it already has
     no_label: int = 0  # rows without a label (left for later)
-    bad: list[tuple[int, str | None, str]] = field(default_factory=list)  # (number, path, reason)
+    rows: int = 0  # rows read
+    bad: list[tuple[int, str | None, str]] = field(default_factory=list)  # the first LISTED_PROBLEMS (number, path, why)
+    bad_count: int = 0
+    bad_kinds: Counter = field(default_factory=Counter)
+
+    def problem(self, number: int, path: str | None, why: str, kind: str) -> None:
+        self.bad_count += 1
+        self.bad_kinds[kind] += 1
+        if len(self.bad) < LISTED_PROBLEMS:
+            self.bad.append((number, path, why))
 
     def bad_lines(self) -> str:
-        return "\n".join(f"  {self.unit} {n}: {p + ': ' if p else ''}{why}" for n, p, why in self.bad)
+        lines = [f"  {self.unit} {n}: {p + ': ' if p else ''}{why}" for n, p, why in sorted(self.bad)]
+        if self.bad_count > len(self.bad):
+            kinds = ", ".join(f"{n:,} {k}" for k, n in self.bad_kinds.most_common())
+            lines.append(f"  ... {self.bad_count - len(self.bad):,} more not listed; all {self.bad_count:,} "
+                         f"problems by kind: {kinds}")
+        return "\n".join(lines)
 
 
 def detect_format(file: str | os.PathLike, fmt: str | None) -> str:
@@ -105,36 +139,53 @@ def detect_format(file: str | os.PathLike, fmt: str | None) -> str:
                    f"name it .csv or .json, or pass --format csv|labelstudio")
 
 
-def read_csv_rows(file: str | os.PathLike) -> list[ImportRow]:
-    """Rows of a ``path,label`` CSV (header required, other columns ignored, `,` `;` or tab separated)."""
+def read_csv_rows(file: str | os.PathLike) -> Iterator[ImportRow]:
+    """Rows of a ``path,label`` CSV (header required, other columns ignored, ``,`` ``;`` or tab
+    separated), read one at a time. Broken quoting is an error naming the line: a quote that
+    is never closed would otherwise swallow every row after it."""
     try:
-        with open(file, encoding="utf-8-sig", newline="") as f:
-            text = f.read()
+        f = open(file, encoding="utf-8-sig", newline="")
     except FileNotFoundError:
         raise BalError(f"{file}: no such file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise BalError(f"{file}: cannot read it as UTF-8 text ({e})") from None
-    if not text.strip():
-        raise BalError(f"{file} is empty; expected a header line `path,label` and one line per image")
-    first = text.splitlines()[0]
-    delimiter = "," if "," in first else ";" if ";" in first else "\t" if "\t" in first else ","
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
-    header = [h.strip().lower() for h in next(reader)]
-    if "path" not in header or "label" not in header:
-        raise BalError(f"{file}, line 1: the header must name the columns path and label "
-                       f"(found: {', '.join(header) or 'nothing'})")
-    ip, il = header.index("path"), header.index("label")
-    rows = []
-    start = reader.line_num + 1
-    for fields in reader:
-        number, start = start, reader.line_num + 1
-        if not any(x.strip() for x in fields):
-            continue
-        path = fields[ip].strip() if ip < len(fields) else ""
-        label = fields[il].strip() if il < len(fields) else ""
-        rows.append(ImportRow(number, path or None, label or None,
-                              None if path or not label else "no path given"))
-    return rows
+    except OSError as e:
+        raise BalError(f"{file}: cannot read it ({e.strerror or e})") from None
+    with f:
+        try:
+            first = f.readline()
+        except UnicodeDecodeError as e:
+            raise BalError(f"{file}: cannot read it as UTF-8 text ({e})") from None
+        if not first.strip():
+            raise BalError(f"{file} is empty; expected a header line `path,label` and one line per image")
+        delimiter = "," if "," in first else ";" if ";" in first else "\t" if "\t" in first else ","
+        f.seek(0)
+        if f.read(1) != "\ufeff":
+            f.seek(0)
+        reader = csv.reader(f, delimiter=delimiter, strict=True)
+        start = 1
+        try:
+            header = [h.strip().lower() for h in next(reader)]
+            if "path" not in header or "label" not in header:
+                raise BalError(f"{file}, line 1: the header must name the columns path and label "
+                               f"(found: {', '.join(header) or 'nothing'})")
+            ip, il = header.index("path"), header.index("label")
+            start = reader.line_num + 1
+            for fields in reader:
+                number, start = start, reader.line_num + 1
+                if reader.line_num > number:  # one row read over several lines: a quoted line break
+                    yield ImportRow(number, None, None, f"a quoted field runs over lines {number}-{reader.line_num} "
+                                                        f"(an unclosed quote?)", "broken quoting")
+                    continue
+                if not any(x.strip() for x in fields):
+                    continue
+                path = from_spreadsheet(fields[ip].strip()) if ip < len(fields) else ""
+                label = from_spreadsheet(fields[il].strip()) if il < len(fields) else ""
+                yield ImportRow(number, path or None, label or None, None if path or not label else "no path given",
+                                "no path")
+        except csv.Error as e:
+            raise BalError(f"{file}, line {start}: broken CSV quoting ({e}); a quote opened there is never closed, "
+                           f"or text follows a closing quote. Nothing was imported") from None
+        except UnicodeDecodeError as e:
+            raise BalError(f"{file}, line {reader.line_num + 1}: not UTF-8 text ({e}). Nothing was imported") from None
 
 
 def _path_from_image_url(value: str) -> str:
@@ -149,44 +200,82 @@ def _path_from_image_url(value: str) -> str:
     return value
 
 
-def read_label_studio_rows(file: str | os.PathLike) -> list[ImportRow]:
-    """One row per task of a Label Studio JSON export (see the module docstring)."""
+def _choice(annotation: object) -> tuple[str | None, str | None]:
+    """(first choice, problem) of one Label Studio annotation; (None, None) when it chose nothing."""
+    if not isinstance(annotation, dict):
+        return None, "an annotation is not a JSON object"
+    results = annotation.get("result") or []
+    if not isinstance(results, list):
+        return None, "an annotation's \"result\" is not a list"
+    for result in results:
+        if not isinstance(result, dict):
+            return None, "an annotation result is not a JSON object"
+        value = result.get("value")
+        choices = value.get("choices") if isinstance(value, dict) else None
+        if result.get("type") in (None, "choices") and isinstance(choices, list) and choices:
+            if not isinstance(choices[0], str):
+                return None, f"a choice is not a text: {choices[0]!r}"
+            return choices[0].strip(), None
+    return None, None
+
+
+def read_label_studio_rows(file: str | os.PathLike) -> Iterator[ImportRow]:
+    """One row per task of a Label Studio JSON export.
+
+    Every annotation that was not cancelled counts: when they all choose one class, that
+    is the label; when annotators disagree the task is a problem ("annotators disagree"),
+    never settled by whichever came last.
+    """
     try:
         with open(file, encoding="utf-8") as f:
             tasks = json.load(f)
     except FileNotFoundError:
         raise BalError(f"{file}: no such file") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise BalError(f"{file} is not a valid JSON file ({e})") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise BalError(f"{file} is not a valid JSON file ({str(e)[:200]})") from None
     if not isinstance(tasks, list):
         raise BalError(f"{file}: a Label Studio export is a JSON list of tasks, got a {type(tasks).__name__}")
-    rows = []
     for number, task in enumerate(tasks, start=1):
         if not isinstance(task, dict) or not isinstance(task.get("data"), dict):
-            rows.append(ImportRow(number, None, None, "not a Label Studio task (no \"data\" object)"))
+            yield ImportRow(number, None, None, "not a Label Studio task (no \"data\" object)", "not a task")
             continue
         data = task["data"]
         path = data.get("bal_path")
         if not path and isinstance(data.get("image"), str):
             path = _path_from_image_url(data["image"])
-        label, problem = None, None
+        if path is not None and not isinstance(path, str):
+            yield ImportRow(number, None, None, f"data.bal_path is not a text: {path!r}", "not a task")
+            continue
         annotations = task.get("annotations", task.get("completions")) or []
         if not isinstance(annotations, list):
-            problem = "\"annotations\" is not a list"
-            annotations = []
-        for ann in reversed(annotations):
-            if not isinstance(ann, dict) or ann.get("was_cancelled"):
+            yield ImportRow(number, path, None, "\"annotations\" is not a list", "not a task")
+            continue
+        chosen: list[tuple[str, str]] = []  # (label, who chose it, in words)
+        problem = None
+        for i, ann in enumerate(annotations, start=1):
+            if isinstance(ann, dict) and ann.get("was_cancelled"):
                 continue
-            for result in ann.get("result") or []:
-                choices = result.get("value", {}).get("choices") if isinstance(result, dict) else None
-                if (result.get("type") in (None, "choices")) and isinstance(choices, list) and choices:
-                    label = str(choices[0]).strip()
-                    break
-            break  # the last annotation that was not cancelled decides, even without a choice
+            label, problem = _choice(ann)
+            if problem:
+                break
+            if label:
+                who = ann.get("completed_by")
+                chosen.append((label, f"{label!r} (annotation {i}" + (f", by {who}" if who is not None else "") + ")"))
+        if problem:
+            yield ImportRow(number, path, None, problem, "not a task")
+            continue
+        labels = {c[0] for c in chosen}
+        if len(labels) > 1:
+            listing = ", ".join(c[1] for c in chosen)
+            yield ImportRow(number, path, None, f"annotators disagree: {listing}; left for a person to decide",
+                            "annotators disagree")
+            continue
+        label = labels.pop() if labels else None
         if not path and label is not None:
-            problem = problem or "no data.bal_path and no data.image to tell which image it is"
-        rows.append(ImportRow(number, path or None, label or None, problem))
-    return rows
+            yield ImportRow(number, None, label, "no data.bal_path and no data.image to tell which image it is",
+                            "no path")
+            continue
+        yield ImportRow(number, path or None, label or None)
 
 
 def _relative(project: Project, path: str) -> str:
@@ -209,28 +298,32 @@ def import_labels(
     *,
     fmt: str | None = None,
     partial: bool = False,
+    relabel: bool = False,
     source: str = "import",
 ) -> ImportReport:
     """Validate every row of ``file`` and record its labels in one transaction.
 
     Without ``partial`` nothing is recorded unless every row is valid (a BalError lists
-    the bad rows); with it the valid rows are recorded and the bad ones returned in the
-    report. Rows without a label are skipped (not errors); a row repeating an image's
-    current label records nothing.
+    the first problems and counts the rest by kind); with it the valid rows are recorded
+    and the bad ones reported. Rows without a label are skipped (not errors); a row
+    repeating an image's current label records nothing. A row giving a labelled image
+    another class is a conflict, unless ``relabel``: then the current label is retracted
+    (kept in the history) and the new one recorded. The file is read row by row, so its
+    size costs time, not memory.
     """
     fmt = detect_format(file, fmt)
     rows = read_csv_rows(file) if fmt == "csv" else read_label_studio_rows(file)
     report = ImportReport("line" if fmt == "csv" else "task")
-    classes = project.classes
+    classes = set(project.classes)
     # Reads and writes in one IMMEDIATE transaction: nobody can label in between, and a
     # kill at any moment leaves the import either fully recorded or not at all.
     with project.transaction():
         images = {r.path: r for r in project.images(None)}
-        candidates: list[tuple[ImportRow, ImageRow]] = []
-        bad: dict[int, tuple[str | None, str]] = {}
+        by_image: dict[int, list[ImportRow]] = defaultdict(list)
         for row in rows:
+            report.rows += 1
             if row.problem:
-                bad[row.number] = (row.path, row.problem)
+                report.problem(row.number, row.path, row.problem, row.kind)
                 continue
             if row.label is None:
                 report.no_label += 1
@@ -238,38 +331,47 @@ def import_labels(
             rel = _relative(project, row.path)
             image = images.get(rel)
             if image is None:
-                bad[row.number] = (row.path, "unknown image: not in this project "
-                                             f"(new files are added by `bal project scan {project.folder}`)")
+                report.problem(row.number, row.path, "unknown image: not in this project (new files are added by "
+                                                     f"`bal project scan {project.folder}`)", "unknown image")
             elif row.label not in classes:
-                bad[row.number] = (rel, f"unknown class {row.label!r}; the project's classes are {', '.join(classes)}")
+                report.problem(row.number, rel, f"unknown class {row.label!r}; the project's classes are "
+                                                f"{', '.join(project.classes)}", "unknown class")
             else:
-                candidates.append((row, image))
-        by_image: dict[int, list[tuple[ImportRow, ImageRow]]] = defaultdict(list)
-        for row, image in candidates:
-            by_image[image.id].append((row, image))
+                by_image[image.id].append(row)
         to_add: list[tuple[int, str]] = []
+        to_retract: list[int] = []
+        by_id = {r.id: r for r in images.values()}
         for image_id, group in by_image.items():
-            image = group[0][1]
-            given = {row.label for row, _ in group}
+            image = by_id[image_id]
+            given = {row.label for row in group}
             if len(given) > 1:
-                listing = ", ".join(f"{row.label!r} ({report.unit} {row.number})" for row, _ in group)
-                for row, _ in group:
-                    bad[row.number] = (image.path, f"the file gives this image different classes: {listing}")
-            elif image.label is not None and image.label != group[0][0].label:
-                for row, _ in group:
-                    bad[row.number] = (image.path, f"{row.label!r} conflicts with its current label {image.label!r}; "
-                                                   f"undo that label first to change it")
+                listing = ", ".join(f"{row.label!r} ({report.unit} {row.number})" for row in group)
+                for row in group:
+                    report.problem(row.number, image.path, f"the file gives this image different classes: {listing}",
+                                   "different classes in the file")
+            elif image.label is not None and image.label != group[0].label:
+                if relabel:
+                    to_retract += [lab.id for lab in project.labels_of(image_id)]
+                    to_add.append((image_id, group[0].label))
+                    report.relabelled += 1
+                    continue
+                for row in group:
+                    report.problem(row.number, image.path, f"{row.label!r} conflicts with its current label "
+                                                           f"{image.label!r}; pass --relabel to replace it, or undo it "
+                                                           f"first (bal undo)", "conflict")
             elif image.label is not None:
                 report.unchanged += len(group)
             else:
-                to_add.append((image_id, group[0][0].label))
+                to_add.append((image_id, group[0].label))
                 report.unchanged += len(group) - 1
-        report.bad = [(n, *bad[n]) for n in sorted(bad)]
-        if report.bad and not partial:
+        if report.bad_count and not partial:
             raise BalError(
-                f"{file}: {len(report.bad)} of {len(rows)} {report.unit}s cannot be imported, so nothing was "
+                f"{file}: {report.bad_count:,} of {report.rows:,} {report.unit}s cannot be imported, so nothing was "
                 f"(fix them, or pass --partial to import the valid ones):\n{report.bad_lines()}"
             )
+        for label_id in to_retract:
+            project.retract(label_id)
         project.add_labels(to_add, source)
-        report.applied = len(to_add)
+        report.applied = len(to_add) - report.relabelled
     return report
+

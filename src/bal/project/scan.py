@@ -38,12 +38,23 @@ def progress_bar(iterable, progress: bool, desc: str, total: int | None = None):
     return tqdm(iterable, desc=desc, total=total, unit="img", leave=False)
 
 
-def list_image_files(root: str | os.PathLike, skip: str | os.PathLike | None = None) -> list[str]:
-    """Relative, '/'-separated paths of every image file under ``root``, sorted; ``skip`` is not entered."""
+def list_image_files(root: str | os.PathLike, skip: str | os.PathLike | None = None
+                     ) -> tuple[list[str], list[tuple[str, str]]]:
+    """Relative, '/'-separated paths of every image file under ``root``, sorted, each real file once
+    (symlinks resolved); and ``(path, reason)`` of what cannot be used. ``skip`` is not entered."""
     from bal.data.folders import walk_images  # bal.data imports torch: only when scanning
 
-    images, _ = walk_images(root, skip=skip)
-    return sorted("/".join(parts) for parts in images)
+    walk = walk_images(root, skip=skip)
+    problems = [("/".join(parts), why) for parts, why in walk.problems]
+    paths, seen = [], {}
+    for rel in sorted("/".join(parts) for parts in walk.images):
+        real = os.path.realpath(os.path.join(root, rel))
+        if real in seen:
+            problems.append((rel, f"the same file as {seen[real]} (a symbolic link): listed once, as {seen[real]}"))
+        else:
+            seen[real] = rel
+            paths.append(rel)
+    return paths, problems
 
 
 def folder_label(path: str, classes: Sequence[str]) -> str | None:
@@ -141,7 +152,9 @@ def init_project(
     check_net(net)
     from bal.data import choose_image_size, generic_preset
 
-    records, unreadable = _records(images, list_image_files(images, skip=folder), progress)
+    paths, problems = list_image_files(images, skip=folder)
+    records, unreadable = _records(images, paths, progress)
+    unreadable += problems
     why = ""
     if image_size is not None or records:
         image_size, why = choose_image_size([str(images / r.path) for r in records], preset=generic_preset("project"),
@@ -171,7 +184,8 @@ def scan_project(project: Project, *, accept_changed: bool = False, progress: bo
     root = project.images_root
     if not root.is_dir():
         raise BalError(f"the images folder {root} of project {project.folder} does not exist (moved or unmounted?)")
-    on_disk = set(list_image_files(root, skip=project.folder))
+    listed, problems = list_image_files(root, skip=project.folder)
+    on_disk = set(listed)
     known = {r["path"]: r for r in project.image_files()}
     report = ScanReport()
     updates: list[tuple[str, str, int, int, int]] = []  # (status, sha256, size, mtime_ns, id)
@@ -202,6 +216,7 @@ def scan_project(project: Project, *, accept_changed: bool = False, progress: bo
         if new != old:
             updates.append((*new, row["id"]))
     records, report.unreadable = _records(root, sorted(on_disk - set(known)), progress)
+    report.unreadable += [(p, why) for p, why in problems if p not in known]
     with project.transaction():
         project.update_images(updates)
         report.added_labelled = _add(project, records)

@@ -39,8 +39,10 @@ import os
 import re
 import secrets
 import socket
+import sqlite3
 import sys
 import threading
+from contextlib import contextmanager
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path, PurePosixPath
@@ -100,43 +102,68 @@ class HttpError(Exception):
         self.message = message
 
 
+#: Seconds a connection may stay silent before it is dropped.
+SOCKET_TIMEOUT = 20
+#: Requests handled at the same time (threads); more get "503 busy" at once.
+MAX_THREADS = 16
+_TOKEN_IN_URL = re.compile(r"([?&])token=[^&\s\"]*")
+
 #: Longest side of a thumbnail (px); the page shows images 140 px high.
 THUMBNAIL = 256
 #: Thumbnails kept encoded in memory.
 _THUMBNAILS_KEPT = 512
 
 
+#: How long a label waits for the database when another command (an import) is writing to it;
+#: then the page is told "busy" (HTTP 503) and tries again, instead of hanging.
+BUSY_SECONDS = 2.0
+
+
 class LabelApp:
-    """The project behind the page: one connection, every use under one lock."""
+    """The project behind the page. Each request uses its own database connection, so no lock of
+    the application is ever held while SQLite waits; a write that cannot get the database within
+    :data:`BUSY_SECONDS` answers 503 ("busy, try again")."""
 
     def __init__(self, project_dir: str | os.PathLike, token: str | None):
-        self.project = Project.open(project_dir)
+        Project.open(project_dir).close()  # refuse a folder that is not a project at once
         self.project_dir = Path(project_dir)
         self.token = token
-        self.lock = threading.Lock()
+        self.lock = threading.Lock()  # guards the thumbnail cache only; never held around SQLite
         self._pool: tuple[dict[int, int], object] | None = None  # image id -> row, the cached images
         self._thumbnails: dict[int, bytes] = {}
 
     def close(self) -> None:
-        with self.lock:
-            self.project.close()
+        pass
 
-    # all methods below are called with self.lock held
-    def _selection(self):
-        return self.project.current_selection()
+    @contextmanager
+    def project(self):
+        """A connection for one request; SQLite's "database is locked" becomes HTTP 503."""
+        try:
+            project = Project.open(self.project_dir, busy_seconds=BUSY_SECONDS)
+        except sqlite3.OperationalError:
+            raise HttpError(503, "the project is busy (another bal command is writing to it); try again")
+        try:
+            yield project
+        except sqlite3.OperationalError as e:
+            if "locked" in str(e) or "busy" in str(e):
+                raise HttpError(503, "the project is busy (another bal command is writing to it); try again")
+            raise
+        finally:
+            project.close()
 
     @staticmethod
     def _counts(rows) -> dict:
         return {"labelled": sum(r.label is not None for r in rows), "total": len(rows)}
 
     def state(self) -> dict:
-        cycle_id, rows = self._selection()
-        return {
-            "classes": self.project.classes,
-            "cycle_id": cycle_id,
-            "items": [{"id": r.id, "path": r.path, "label": r.label} for r in rows],
-            **self._counts(rows),
-        }
+        with self.project() as project:
+            cycle_id, rows = project.current_selection()
+            return {
+                "classes": project.classes,
+                "cycle_id": cycle_id,
+                "items": [{"id": r.id, "path": r.path, "label": r.label} for r in rows],
+                **self._counts(rows),
+            }
 
     def label(self, body: dict) -> dict:
         image_id, name = body.get("image_id"), body.get("label")
@@ -144,67 +171,76 @@ class LabelApp:
             raise HttpError(400, "image_id must be a whole number")
         if not isinstance(name, str):
             raise HttpError(400, "label must be a class name (a string)")
-        classes = self.project.classes
-        if name not in classes:
-            raise HttpError(400, f"unknown class {name!r}; the project's classes are {', '.join(classes)}")
-        cycle_id, rows = self._selection()
-        if "cycle_id" in body and body["cycle_id"] != cycle_id:
-            raise HttpError(409, f"the selection changed (now cycle {cycle_id}); reload the page")
-        if image_id not in {r.id for r in rows}:
-            raise HttpError(400, f"image {image_id} is not in the current selection (cycle {cycle_id})")
-        label_id = self.project.label(image_id, name, LABEL_SOURCE)  # committed when it returns
-        _, rows = self._selection()
-        return {"label_id": label_id, "image_id": image_id, "label": self.project.image(image_id).label,
-                **self._counts(rows)}
+        with self.project() as project:
+            classes = project.classes
+            if name not in classes:
+                raise HttpError(400, f"unknown class {name!r}; the project's classes are {', '.join(classes)}")
+            cycle_id, rows = project.current_selection()
+            if "cycle_id" in body and body["cycle_id"] != cycle_id:
+                raise HttpError(409, f"the selection changed (now cycle {cycle_id}); reload the page")
+            if image_id not in {r.id for r in rows}:
+                raise HttpError(400, f"image {image_id} is not in the current selection (cycle {cycle_id})")
+            label_id = project.label(image_id, name, LABEL_SOURCE)  # committed when it returns
+            _, rows = project.current_selection()
+            return {"label_id": label_id, "image_id": image_id, "label": project.image(image_id).label,
+                    **self._counts(rows)}
 
     def undo(self, body: dict) -> dict:
         label_id = body.get("label_id")
         if type(label_id) is not int:
             raise HttpError(400, "label_id must be a whole number")
-        cycle_id, rows = self._selection()
-        # only labels of the current selection can be undone from the page
-        image_id = next((r.id for r in rows if any(lab.id == label_id for lab in self.project.labels_of(r.id))),
-                        None)
-        if image_id is None:
-            raise HttpError(400, f"label {label_id} is not a current label of an image in the selection")
-        try:
-            self.project.retract(label_id)
-        except BalError as e:
-            raise HttpError(400, str(e))
-        _, rows = self._selection()
-        return {"label_id": label_id, "image_id": image_id, "label": self.project.image(image_id).label,
-                **self._counts(rows)}
+        with self.project() as project:
+            cycle_id, rows = project.current_selection()
+            # only labels of the current selection can be undone from the page
+            image_id = next((r.id for r in rows if any(lab.id == label_id for lab in project.labels_of(r.id))),
+                            None)
+            if image_id is None:
+                raise HttpError(400, f"label {label_id} is not a current label of an image in the selection")
+            try:
+                project.retract(label_id)
+            except BalError as e:
+                raise HttpError(400, str(e))
+            _, rows = project.current_selection()
+            return {"label_id": label_id, "image_id": image_id, "label": project.image(image_id).label,
+                    **self._counts(rows)}
 
     def thumbnail(self, image_id: int) -> bytes | None:
         """PNG bytes of the image as the pool's cache holds it, or None when it is not cached (yet)."""
-        if image_id in self._thumbnails:
-            return self._thumbnails[image_id]
-        if self._pool is None or image_id not in self._pool[0]:
+        with self.lock:
+            if image_id in self._thumbnails:
+                return self._thumbnails[image_id]
+            pool = self._pool
+        if pool is None or image_id not in pool[0]:
             from bal.project.labelling import cached_pool, pool_rows
 
-            rows = pool_rows(self.project)
-            size = self.project.settings().get("image_size")
-            images = cached_pool(self.project, rows, int(size)) if size else None
-            self._pool = ({r.id: i for i, r in enumerate(rows)}, images)
-        index, images = self._pool
+            with self.project() as project:
+                rows = pool_rows(project)
+                size = project.settings().get("image_size")
+                images = cached_pool(project, rows, int(size)) if size else None
+            pool = ({r.id: i for i, r in enumerate(rows)}, images)
+            with self.lock:
+                self._pool = pool
+        index, images = pool
         if images is None or image_id not in index:
             return None
         from bal.data import encode_png
 
         data = encode_png(images[index[image_id]], THUMBNAIL)
-        if len(self._thumbnails) >= _THUMBNAILS_KEPT:
-            self._thumbnails.pop(next(iter(self._thumbnails)))
-        self._thumbnails[image_id] = data
+        with self.lock:
+            if len(self._thumbnails) >= _THUMBNAILS_KEPT:
+                self._thumbnails.pop(next(iter(self._thumbnails)))
+            self._thumbnails[image_id] = data
         return data
 
     def image_file(self, image_id: int) -> Path:
-        try:
-            row = self.project.image(image_id)
-        except BalError:
-            raise HttpError(404, "not found")
+        with self.project() as project:
+            try:
+                row = project.image(image_id)
+            except BalError:
+                raise HttpError(404, "not found")
+            root = project.images_root
         if row.status == "missing":
             raise HttpError(404, "not found")
-        root = self.project.images_root
         rel = PurePosixPath(row.path)
         # The paths come from the project's own scan; refuse anything that would leave the
         # images folder anyway (defence in depth). Symlinks inside the folder are the user's.
@@ -220,13 +256,15 @@ class Handler(BaseHTTPRequestHandler):
     server_version = "bal-serve"
     sys_version = ""
     protocol_version = "HTTP/1.0"
+    timeout = SOCKET_TIMEOUT  # a client that stops sending is dropped, not waited for
     app: LabelApp  # set on the subclass made by make_server
     quiet = True
 
     # -- plumbing --------------------------------------------------------------------------
     def log_message(self, format, *args):  # noqa: A002 (the base class's name)
         if not self.quiet:
-            super().log_message(format, *args)
+            # the request line holds ?token=...: never write the token to a log
+            super().log_message(format, *(_TOKEN_IN_URL.sub(r"\1token=[hidden]", str(a)) for a in args))
 
     def end_headers(self):
         self.send_header("Content-Security-Policy", CSP)
@@ -277,16 +315,12 @@ class Handler(BaseHTTPRequestHandler):
             if method == "GET" and path == "/":
                 return self._send(200, _static("index.html"), STATIC_FILES["index.html"])
             if method == "GET" and path == "/api/state":
-                with self.app.lock:
-                    data = self.app.state()
-                return self._json(200, data)
+                return self._json(200, self.app.state())
             if method == "GET" and (m := _IMAGE_ROUTE.fullmatch(path)):
                 return self._image(int(m.group(1)), original=query.get("original") == ["1"])
             if method == "POST" and path in ("/api/label", "/api/undo"):
                 body = self._body()
-                with self.app.lock:
-                    data = self.app.label(body) if path == "/api/label" else self.app.undo(body)
-                return self._json(200, data)
+                return self._json(200, self.app.label(body) if path == "/api/label" else self.app.undo(body))
             if path in ("/", "/api/state", "/api/label", "/api/undo") or _IMAGE_ROUTE.fullmatch(path):
                 raise HttpError(405, f"{method} is not allowed here")
             raise HttpError(404, "not found")
@@ -294,6 +328,15 @@ class Handler(BaseHTTPRequestHandler):
             self._error(e.status, e.message)
         except BalError as e:
             self._error(400, str(e))
+        except (BrokenPipeError, ConnectionResetError, TimeoutError):
+            pass  # the client went away or went silent: nothing to answer
+        except Exception as e:  # a bug: answer, say it in one line, keep serving
+            print(f"bal serve: internal error on {self.command} {urlsplit(self.path).path}: "
+                  f"{type(e).__name__}: {e}", file=sys.stderr, flush=True)
+            try:
+                self._error(500, "internal error (a bug in bal); see the server's output")
+            except OSError:
+                pass
 
     def _body(self) -> dict:
         ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
@@ -311,16 +354,15 @@ class Handler(BaseHTTPRequestHandler):
             raise HttpError(413, f"request body over {MAX_BODY} bytes")
         try:
             body = json.loads(self.rfile.read(length) or b"null")
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: [[[[...]]]] nested too deep
             raise HttpError(400, "the body is not valid JSON")
         if not isinstance(body, dict):
             raise HttpError(400, "the body must be a JSON object")
         return body
 
     def _image(self, image_id: int, original: bool = False) -> None:
-        with self.app.lock:
-            path = self.app.image_file(image_id)  # 404 for an unknown or missing image
-            thumbnail = None if original else self.app.thumbnail(image_id)
+        path = self.app.image_file(image_id)  # 404 for an unknown or missing image
+        thumbnail = None if original else self.app.thumbnail(image_id)
         if thumbnail is not None:
             return self._send(200, thumbnail, "image/png", cache="private, max-age=300")
         try:
@@ -342,8 +384,31 @@ class Handler(BaseHTTPRequestHandler):
 
 
 class _Server(ThreadingHTTPServer):
+    """At most MAX_THREADS requests at a time; one more gets a short 503 at once."""
+
     daemon_threads = True
     allow_reuse_address = True
+
+    def __init__(self, *args, **kwargs):
+        self._slots = threading.BoundedSemaphore(MAX_THREADS)
+        super().__init__(*args, **kwargs)
+
+    def process_request(self, request, client_address):
+        if not self._slots.acquire(blocking=False):
+            try:
+                request.sendall(b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
+                                b"Retry-After: 1\r\nContent-Length: 18\r\n\r\nbusy, try again.\r\n")
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
     def server_close(self):
         super().server_close()
@@ -364,7 +429,7 @@ def make_server(project_dir, host: str = DEFAULT_HOST, port: int = 0, token: str
     if token is None and not is_loopback(host):
         token = secrets.token_urlsafe(24)
     app = LabelApp(project_dir, token)
-    handler = type("BoundHandler", (Handler,), {"app": app, "quiet": quiet})
+    handler = type("BoundHandler", (Handler,), {"app": app, "quiet": quiet, "timeout": SOCKET_TIMEOUT})
     server_cls = type("BoundServer", (_Server,), {"address_family": _family(host)})
     try:
         server = server_cls((host.strip("[]"), port), handler)

@@ -199,9 +199,9 @@ def _shared_budgets(summaries: Sequence[StrategySummary]) -> list[float]:
 
 
 def _budget_labels(budgets: Sequence[float]) -> list[str]:
-    """``:g`` labels ("2", "2.5"), with more digits only if two budgets would print alike."""
-    for digits in range(6, 18):
-        labels = [f"{b:.{digits}g}" for b in budgets]
+    """Budgets as people write them: at most one decimal ("2", "9.4"), more only where two would print alike."""
+    for digits in range(1, 12):
+        labels = [f"{b:.{digits}f}".rstrip("0").rstrip(".") for b in budgets]
         if len(set(labels)) == len(labels):
             return labels
     return [repr(float(b)) for b in budgets]

@@ -3,6 +3,10 @@ const token = new URLSearchParams(location.search).get("token");
 const authHeaders = token ? {"X-Bal-Token": token} : {};
 const $ = (id) => document.getElementById(id);
 let state = null;          // the last /api/state, items updated as labels are confirmed
+let keyOf = new Map();     // class name -> its key (one character), for the classes that have one
+let classOfKey = new Map(); // the other way round
+let searching = false;     // "/" opened the class search box
+const chosen = new Map();  // image id -> class pressed, shown until the server confirms it
 let current = 0;           // index of the highlighted item
 const pending = new Set(); // image ids with a request in flight
 const undoStack = [];      // {label_id, image_id} of labels given on this page, newest last
@@ -10,40 +14,64 @@ let chain = Promise.resolve();  // requests go out one after another, in order
 
 function say(text) { $("status").textContent = text || ""; }
 
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
 async function api(method, path, body) {
   const init = {method, headers: {...authHeaders}};
   if (body !== undefined) {
     init.headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(body);
   }
-  const response = await fetch(path, init);
-  let data = null;
-  try { data = await response.json(); } catch (e) { data = null; }
-  if (!response.ok) throw new Error((data && data.error) || ("HTTP " + response.status));
-  return data;
+  // 503: another bal command is writing to the project (an import); wait and try again
+  for (let attempt = 1; ; attempt++) {
+    const response = await fetch(path, init);
+    let data = null;
+    try { data = await response.json(); } catch (e) { data = null; }
+    if (response.status === 503 && attempt < 10) {
+      say("The project is busy (another bal command is writing to it); trying again\u2026");
+      await sleep(300 * attempt);
+      continue;
+    }
+    if (!response.ok) throw new Error((data && data.error) || ("HTTP " + response.status));
+    return data;
+  }
 }
 
 function imageUrl(id) {
   return "/image/" + id + (token ? "?token=" + encodeURIComponent(token) : "");
 }
 
+// Keys: a class whose name is one digit or letter is chosen by that very key (classes named
+// 0..9 press their own digit); the other classes take the digits still free, 1..9 then 0, in
+// list order; any class, keyed or not, can be found by typing "/" and part of its name.
+function assignKeys(classes) {
+  keyOf = new Map();
+  const own = (name) => /^[0-9a-z]$/i.test(name) ? name.toLowerCase() : null;
+  classes.forEach((name) => { if (own(name)) keyOf.set(name, own(name)); });
+  const taken = new Set(keyOf.values());
+  const free = "1234567890".split("").filter((k) => !taken.has(k));
+  classes.forEach((name) => { if (!keyOf.has(name) && free.length) keyOf.set(name, free.shift()); });
+  classOfKey = new Map([...keyOf].map(([name, key]) => [key, name]));
+}
+
 function build() {
+  assignKeys(state.classes);
   const classes = $("classes");
   classes.replaceChildren();
-  state.classes.forEach((name, i) => {
+  state.classes.forEach((name) => {
     const b = document.createElement("button");
     b.type = "button";
     b.className = "class";
     b.dataset.class = name;
-    if (i < 9) {
-      const k = document.createElement("kbd");
-      k.textContent = String(i + 1);
-      b.append(k);
-    }
-    b.append(document.createTextNode(name));
+    const k = document.createElement("kbd");
+    k.textContent = keyOf.has(name) ? keyOf.get(name) : "/";
+    k.title = keyOf.has(name) ? "press " + keyOf.get(name) : "type / and part of the name, then Enter";
+    b.append(k, document.createTextNode(name));
     b.addEventListener("click", () => labelCurrent(name));
     classes.append(b);
   });
+  $("keys-help").textContent = keyOf.size < state.classes.length
+    ? "keys as shown; / to search the other classes; u undoes" : "keys as shown; u undoes";
   const grid = $("grid");
   grid.replaceChildren();
   state.items.forEach((item, i) => {
@@ -76,7 +104,9 @@ function render() {
     fig.classList.toggle("current", i === current);
     fig.classList.toggle("done", item.label !== null && !pending.has(item.id));
     fig.classList.toggle("pending", pending.has(item.id));
-    fig.querySelector(".label").textContent = pending.has(item.id) ? "saving\u2026" : (item.label || "");
+    // the class pressed shows at once; "saving" until the server has committed it
+    fig.querySelector(".label").textContent = pending.has(item.id)
+      ? (chosen.get(item.id) || "") + " (saving\u2026)" : (item.label || "");
   });
   const fig = state.items.length ? $("item-" + state.items[current].id) : null;
   if (fig) fig.scrollIntoView({block: "nearest"});
@@ -108,6 +138,8 @@ function labelCurrent(name) {
   if (!state || state.items.length === 0) return;
   const item = state.items[current];
   pending.add(item.id);
+  chosen.set(item.id, name);
+  say("");
   current = nextUnlabelled(current);
   render();
   chain = chain.then(async () => {
@@ -120,8 +152,40 @@ function labelCurrent(name) {
       say("Not saved: " + e.message);
     } finally {
       pending.delete(item.id);
+      chosen.delete(item.id);
       render();
     }
+  });
+}
+
+function openSearch() {
+  searching = true;
+  const box = $("search");
+  box.hidden = false;
+  box.value = "";
+  box.focus();
+  filterClasses("");
+}
+
+function closeSearch() {
+  searching = false;
+  $("search").hidden = true;
+  $("search").blur();
+  filterClasses("");
+}
+
+function matches(query) {
+  const q = query.trim().toLowerCase();
+  if (!q) return [];
+  const exact = state.classes.filter((c) => c.toLowerCase() === q);
+  return exact.length ? exact : state.classes.filter((c) => c.toLowerCase().includes(q));
+}
+
+function filterClasses(query) {
+  const hits = new Set(matches(query));
+  document.querySelectorAll("#classes .class").forEach((b) => {
+    b.classList.toggle("dim", query.trim() !== "" && !hits.has(b.dataset.class));
+    b.classList.toggle("hit", hits.has(b.dataset.class));
   });
 }
 
@@ -145,18 +209,29 @@ function undo() {
   });
 }
 
+$("search").addEventListener("input", (e) => filterClasses(e.target.value));
+$("search").addEventListener("keydown", (e) => {
+  if (e.key === "Escape") { e.preventDefault(); closeSearch(); return; }
+  if (e.key === "Enter") {
+    e.preventDefault();
+    const hits = matches(e.target.value);
+    if (hits.length === 1) { closeSearch(); labelCurrent(hits[0]); }
+    else say(hits.length ? "several classes match: " + hits.slice(0, 8).join(", ") + "; type more"
+                         : "no class matches " + JSON.stringify(e.target.value));
+  }
+  e.stopPropagation();  // typing a name is not a key press on the grid
+});
+
 document.addEventListener("keydown", (e) => {
-  if (!state) return;
+  if (!state || searching) return;
   if ((e.ctrlKey || e.metaKey) && !e.altKey && !e.shiftKey && e.key.toLowerCase() === "z") {
     e.preventDefault(); undo(); return;
   }
   if (e.ctrlKey || e.metaKey || e.altKey || e.repeat) return;
-  if (e.key === "u" || e.key === "U") { e.preventDefault(); undo(); return; }
-  if (/^[1-9]$/.test(e.key)) {
-    const name = state.classes[Number(e.key) - 1];
-    if (name !== undefined) { e.preventDefault(); labelCurrent(name); }
-    return;
-  }
+  if (e.key === "/") { e.preventDefault(); openSearch(); return; }
+  const key = e.key.length === 1 ? e.key.toLowerCase() : "";
+  if (classOfKey.has(key)) { e.preventDefault(); labelCurrent(classOfKey.get(key)); return; }
+  if (key === "u") { e.preventDefault(); undo(); return; }
   const n = state.items.length;
   if (n && (e.key === "ArrowRight" || e.key === "ArrowDown")) { current = (current + 1) % n; render(); }
   else if (n && (e.key === "ArrowLeft" || e.key === "ArrowUp")) { current = (current - 1 + n) % n; render(); }
