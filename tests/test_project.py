@@ -148,7 +148,7 @@ def test_commands_and_flags(tmp_path):
     args = parser.parse_args(["fit", "D", "--batch_size", "8", "--holdout", "0"])
     assert (args.batch_size, args.holdout, args.epochs, args.lr) == (8, 0.0, 30, 0.05)
     args = parser.parse_args(["query", "D", "--budget", "5"])
-    assert (args.beta, args.pretext_epochs) == (1.2, None)  # None: the project's stored value
+    assert (args.beta, args.strategy, args.pretext_epochs) == (None, None, None)  # None: the project's stored values
     assert run_bal("query", "D", "--budget", "0")[0] == 2
     assert run_bal("fit", "D", "--holdout", "1")[0] == 2
 
@@ -543,3 +543,22 @@ def test_killed_import_is_all_or_nothing(tmp_path, images):
     proc.stdout.close()
     assert line.startswith(f"imported {n} label(s)")
     assert state(d) == ("ok", n)
+
+
+@pytest.mark.slow
+def test_a_later_query_keeps_the_projects_settings(tmp_path, images):
+    """Issue 11: a flag left out takes the project's value from its last query; a pretext setting that
+    would retrain is refused unless --retrain-pretext."""
+    root, _ = images
+    d = init(tmp_path, root)
+    code, _, err = run_bal("query", d, "--budget", 3, "--strategy", "bal", "--beta", "2", "--pretext-epochs", 1,
+                           "--no-progress")
+    assert code == 0, err
+    with Project.open(d) as p:
+        stored = p.settings()["query"]
+    assert stored["strategy"] == "bal" and stored["options"] == {"beta": 2.0}
+    code, _, err = run_bal("query", d, "--budget", 3, "--no-progress")
+    assert code == 0, err
+    assert "strategy: bal" in err and "'beta': 2.0" in err and "from its last query" in err
+    code, _, err = run_bal("query", d, "--budget", 3, "--pretext-epochs", 2, "--no-progress")
+    assert code == 2 and "--retrain-pretext" in err and "(the project's is 1)" in err

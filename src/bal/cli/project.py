@@ -41,7 +41,7 @@ def _run_flags(p) -> None:
 def add_project_commands(subparsers) -> dict[str, Handler]:
     """Add the project commands to bal's ``add_subparsers()`` object; returns {command: handler}."""
     from bal.cli.steps import add_embedding_flags, add_strategy_flags
-    from bal.data import DEFAULT_REGIME, generic_preset
+    from bal.project.labelling import QUERY_STRATEGY
     from bal.project.db import DEFAULT_SETTINGS
     from bal.project.labelling import FIT_DEFAULTS, HOLDOUT, PRETEXT_EPOCHS
 
@@ -88,7 +88,9 @@ def add_project_commands(subparsers) -> dict[str, Handler]:
                     "about (the first query, with no model: the window's first images).")
     q.add_argument("dir", metavar="DIR", help="project folder")
     add(q, "--budget", type=positive_int, required=True, metavar="K", help="how many images to select")
-    add_strategy_flags(q, beta_default=generic_preset("project").beta_for(DEFAULT_REGIME))
+    add_strategy_flags(q, strategy_default=None,
+                       default_note="; a flag left out takes the project's value from its last query, else bal's "
+                                    f"recommendation ({QUERY_STRATEGY})")
     add(q, "--pretext-epochs", type=positive_int, default=None,
          help=f"rotation pretext epochs (default: the project's, set by its first query; {PRETEXT_EPOCHS} then)")
     add(q, "--pretext-batch-size", type=positive_int, default=None,
@@ -96,7 +98,7 @@ def add_project_commands(subparsers) -> dict[str, Handler]:
               "lowered for images larger than 32 px so a step needs the memory of CIFAR's)")
     add(q, "--retrain-pretext", action="store_true",
          help="allow a --pretext-epochs or --pretext-batch-size other than the project's: trains a new pretext")
-    add_embedding_flags(q)
+    add_embedding_flags(q, defaults=False)
     _run_flags(q)
 
     e = subparsers.add_parser(
@@ -257,18 +259,33 @@ def cmd_scan(args) -> int:
     return 0
 
 
+#: The embedding flags of bal query, as keys of its stored settings.
+EMBEDDING_KEYS = ("view", "feature_norm", "features", "backbone", "weights", "backbone_size")
+
+
 def cmd_query(args) -> int:
-    from bal.cli.steps import strategy_from_flags
+    from bal.cli.steps import strategy_flags_given, strategy_from_flags
     from bal.data import generic_preset
-    from bal.project.labelling import query
+    from bal.project.labelling import QUERY_STRATEGY, query
 
     with _open(args) as project:
-        strategy = strategy_from_flags(args, generic_preset("project"))
-        embedding = {"view": args.view, "feature_norm": args.feature_norm, "features": args.features,
-                     "backbone": args.backbone, "weights": args.weights, "backbone_size": args.backbone_size}
+        # a flag left out takes the project's value from its last query (stored), else bal's default
+        stored = project.settings().get("query") or {}
+        name = args.strategy or stored.get("strategy") or QUERY_STRATEGY
+        options = {**(stored.get("options", {}) if name == stored.get("strategy") else {}),
+                   **strategy_flags_given(args)}
+        strategy = strategy_from_flags(argparse.Namespace(**{**vars(args), **options, "strategy": name}),
+                                       generic_preset("project"))
+        given = {k: getattr(args, k) for k in EMBEDDING_KEYS if getattr(args, k) is not None}
+        embedding = {**(stored.get("embedding") or {}), **given}
+        where = "as given" if args.strategy else ("the project's, from its last query" if stored.get("strategy")
+                                                  else "bal's recommendation")
+        _say(f"strategy: {strategy.name} {strategy.settings()} ({where})", err=True)
         r = query(project, args.budget, strategy=strategy, pretext_epochs=args.pretext_epochs,
                   pretext_batch_size=args.pretext_batch_size, retrain_pretext=args.retrain_pretext,
                   embedding=embedding, device=_device(args), progress=not args.no_progress)
+        project.write_settings({**project.settings(),
+                                "query": {"strategy": name, "options": options, "embedding": embedding}})
         d = args.dir
         if r.unlabelled_before:
             _say(f"note: {r.unlabelled_before} image(s) of the previous selection are still unlabelled; they may "

@@ -77,16 +77,17 @@ def add_kmeans_flags(p: argparse.ArgumentParser) -> None:
              "exact k-means up to 200,000 images, above that faiss if installed, else mini-batch (default: %(default)s)")
 
 
-def add_embedding_flags(p: argparse.ArgumentParser, backbone: bool = True) -> None:
-    """Which features the selection rules see: a rotation view, normalised or not, or your own."""
+def add_embedding_flags(p: argparse.ArgumentParser, backbone: bool = True, defaults: bool = True) -> None:
+    """Which features the selection rules see: a rotation view, normalised or not, or your own.
+    Without ``defaults`` a flag left out is None (the caller fills it from stored settings)."""
     from bal.pretext.backbone import BACKBONES
     from bal.pretext.features import FEATURE_NORMS, VIEWS
 
     g = p.add_argument_group("features the selection rules see (CDD, typiclust, probcover, --first typical)")
-    add(g, "--view", choices=list(VIEWS), default=VIEWS[0],
+    add(g, "--view", choices=list(VIEWS), default=VIEWS[0] if defaults else None,
         help="rotation view embedded: the upright image (METHOD.md), the mean over the four rotations, "
              "or one random rotation per image (the authors' kmeans.py) (default: %(default)s)")
-    add(g, "--feature_norm", choices=list(FEATURE_NORMS), default=FEATURE_NORMS[0],
+    add(g, "--feature_norm", choices=list(FEATURE_NORMS), default=FEATURE_NORMS[0] if defaults else None,
         help="normalisation before k-means: none (the authors'), or l2 (unit rows) (default: %(default)s)")
     add(g, "--features", default=None, metavar="FILE.npy",
         help="your own embedding instead of the rotation features: one row per pool image, in the order of "
@@ -96,7 +97,7 @@ def add_embedding_flags(p: argparse.ArgumentParser, backbone: bool = True) -> No
             help="embed the pool with this pretrained torchvision network instead (needs --weights)")
         add(g, "--weights", default=None, metavar="FILE",
             help="the backbone's weights, a state dict file you already have (nothing is downloaded)")
-        add(g, "--backbone_size", type=image_side, default=224,
+        add(g, "--backbone_size", type=image_side, default=224 if defaults else None,
             help="side the images are resized to for the backbone (default: %(default)s)")
 
 
@@ -120,17 +121,34 @@ def given_features(args, pool_paths, images=None, device="cpu"):
     return None
 
 
-def add_strategy_flags(g, beta_default: float | None = None) -> None:
+def addendum(text: str) -> int | str:
+    """--addendum: images (a whole number), or a rule: budget (the per-cycle size) or even (N // cycles)."""
+    from bal.selection.strategies import ADDENDUM_RULES
+
+    if text in ADDENDUM_RULES:
+        return text
+    try:
+        return positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of images or one of "
+                                         f"{', '.join(ADDENDUM_RULES)}, got {text!r}") from None
+
+
+def add_strategy_flags(g, strategy_default: str | None = "bal", default_note: str = "") -> None:
     """--strategy and the options of the BAL family, each defaulting to the strategy's own
-    (β: ``beta_default``, else the dataset's preset for ``--regime``)."""
+    (β: the dataset's preset for ``--regime``)."""
     from bal.selection import FIRST_RULES, SAMPLING_RULES, WINDOW_MODES, list_strategies, strategy_options
+    from bal.selection.strategies import ORDER_SOURCES
 
     bal = strategy_options("bal")
-    add(g, "--addendum", type=positive_int, default=None,
-        help="sub-pool unit A, in images (default: the per-cycle size, the most common one when cycles differ, "
-             "as in the authors' reference)")
-    add(g, "--beta", type=positive_float, default=beta_default,
-        help="sub-pool width factor (default: " + ("%(default)s" if beta_default else "the dataset's preset") + ")")
+    add(g, "--addendum", type=addendum, default=None,
+        help="sub-pool unit A: images, or budget (the per-cycle size, the most common one when cycles differ, as "
+             "the authors' reference) or even (the pool over the cycles) (default: budget)")
+    add(g, "--beta", type=positive_float, default=None,
+        help="sub-pool width factor (default: the dataset's preset for the regime)" + default_note)
+    add(g, "--order_from", choices=list(ORDER_SOURCES), default=None,
+        help="where later cycles' order comes from: the pretext's CDD (the paper) or the CDD of the previous "
+             "task model's features (default: pretext)")
     add(g, "--window", choices=list(WINDOW_MODES), default=None,
         help=f"sub-pool placement: centred (the paper's intent) or released (the authors' code) "
              f"(default: {bal['window']})")
@@ -139,9 +157,10 @@ def add_strategy_flags(g, beta_default: float | None = None) -> None:
     add(g, "--sampling", choices=list(SAMPLING_RULES), default=None,
         help=f"uncertainty rule of later cycles; confidence-normalized is the authors' released variant "
              f"(default: {bal['sampling']})")
-    add(g, "--strategy", choices=list_strategies(), default="bal",
-        help="bal, or a baseline: random, confidence, margin, entropy, coreset, badge, typiclust, pt4al; "
-             "bal-released and bal-fix are BAL's variants (default: %(default)s)")
+    add(g, "--strategy", choices=list_strategies(), default=strategy_default,
+        help="bal, or a baseline: random, confidence, margin, entropy, coreset, badge, typiclust, probcover, pt4al; "
+             "bal-released and bal-fix are BAL's variants (default: " + (strategy_default or "see below") + ")"
+             + default_note)
 
 
 def add_train_flags(p: argparse.ArgumentParser) -> None:
@@ -233,15 +252,24 @@ def strategy_from_flags(args, preset):
     from bal.data import DEFAULT_REGIME
     from bal.selection import create_strategy, strategy_options
 
-    given = {name: getattr(args, name) for name in ("beta", "window", "first", "sampling", "addendum")}
-    given = {k: v for k, v in given.items() if v is not None}
-    takes = strategy_options(args.strategy)
+    given = strategy_flags_given(args)
+    name = args.strategy
+    takes = strategy_options(name)
     if "beta" in takes and "beta" not in given:
         given["beta"] = preset.beta_for(getattr(args, "regime", DEFAULT_REGIME))
     ignored = sorted(k for k in given if k not in takes and k != "beta")
     if ignored:
-        log.warning("--%s do(es) not apply to --strategy %s; ignored", ", --".join(ignored), args.strategy)
-    return create_strategy(args.strategy, ignore_unknown=True, **given)
+        log.warning("--%s do(es) not apply to --strategy %s; ignored", ", --".join(ignored), name)
+    return create_strategy(name, ignore_unknown=True, **given)
+
+
+#: The strategy options the command line has flags for.
+STRATEGY_FLAGS = ("beta", "window", "first", "sampling", "addendum", "order_from")
+
+
+def strategy_flags_given(args) -> dict:
+    """The strategy options the user gave as flags (those left out are not in the result)."""
+    return {name: getattr(args, name) for name in STRATEGY_FLAGS if getattr(args, name, None) is not None}
 
 
 def _schedule(args, prefix: str, defaults):

@@ -74,6 +74,8 @@ HOLDOUT = 0.2
 #: Below this many held-out images an accuracy is reported with a warning: with 20 images one
 #: error moves it by 5 points, and a 95 % interval spans about +-20 points.
 MIN_HELD_OUT = 20
+#: The strategy of ``bal query`` when neither the flags nor the project's last query name one.
+QUERY_STRATEGY = "bal"
 #: Rotation pretext epochs of a project (PT4AL's authors: 15 is what they meant).
 PRETEXT_EPOCHS = 15
 #: Pixels of one training batch, rotations included: the authors' 256 images x 4 rotations at
