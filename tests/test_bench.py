@@ -77,11 +77,11 @@ def test_checked_in_configurations_load():
     from pathlib import Path
 
     folder = Path(__file__).resolve().parents[1] / "benchmarks"
-    configs = sorted(folder.glob("*.yaml"))
+    configs = sorted(folder.glob("**/*.yaml"))
     assert len(configs) >= 4
     for path in configs:
-        config = BenchConfig.from_yaml(path)
-        assert len(config.strategies) == 11 and len(config.seeds) == 3
+        config = BenchConfig.from_yaml(path)  # every key known, every value checked
+        assert len(config.seeds) >= 3 and {"random", "bal"} <= {s.split("[")[0] for s in config.strategies}
 
 
 def test_validation_protocol_per_seed_pretexts_and_diagnostics(toy, capsys):

@@ -37,8 +37,8 @@ def active_learning(
     first: str | None = None,
     sampling: str | None = None,
     warm_start: bool = True,
-    view: str = "upright",
-    feature_norm: str = "none",
+    view: str | None = None,
+    feature_norm: str | None = None,
     features: np.ndarray | None = None,
     backbone: str | None = None,
     weights: str | os.PathLike | None = None,
@@ -57,7 +57,8 @@ def active_learning(
     strategy's own (see :func:`bal.selection.strategy_options`). The selection rules see
     the rotation network's ``view``, or ``features`` (N, D) you give (one row per pool
     image), or the embedding of a pretrained torchvision ``backbone`` whose ``weights``
-    file you have; normalised by ``feature_norm``. Steps 1 and 2 run only for the
+    file you have; normalised by ``feature_norm`` (``view`` and ``feature_norm`` default to
+    the strategy's own, else the upright image, not normalised). Steps 1 and 2 run only for the
     strategies that read them (bal, pt4al, typiclust, probcover); with ``out_dir`` every
     step writes its files there (``out_dir/pretext`` for steps 1 and 2,
     ``out_dir/cycles`` for the cycles) and a second call resumes.
@@ -82,8 +83,9 @@ def active_learning(
     if chosen.needs:
         pretext = build_pretext(pool, augment, net=net, config=rotation, seed=seed, device=device,
                                 save=None if out_dir is None else Path(out_dir) / "pretext",
-                                n_clusters=n_clusters, progress=progress, needs=chosen.needs, view=view,
-                                feature_norm=feature_norm, features=features)
+                                n_clusters=n_clusters, progress=progress, needs=chosen.needs,
+                                view=view or chosen.view or "upright",
+                                feature_norm=feature_norm or chosen.feature_norm or "none", features=features)
     budgets = budgets_from_percentages(list(percentages or regime_percentages(regime)), len(pool))
     return run_cycles(
         pool, test, strategy=chosen, budgets=budgets, pretext=pretext, train=train, augment=augment, net=net,

@@ -91,8 +91,8 @@ class BenchConfig:
     sampling: str | None = None
     addendum: int | str | None = None
     order_from: str | None = None
-    view: str = VIEWS[0]  # the rotation view the strategies embed
-    feature_norm: str = FEATURE_NORMS[0]
+    view: str | None = None  # the rotation view the strategies embed (None: each strategy's, else upright)
+    feature_norm: str | None = None  # None: each strategy's, else none
     features: str | None = None  # the user's own embedding (.npy): replaces the rotation features
     backbone: str | None = None  # a pretrained torchvision backbone embeds the pool instead
     weights: str | None = None  # its weights file
@@ -180,8 +180,10 @@ class BenchConfig:
         for name in ("epochs", "batch_size", "rotation_epochs", "rotation_batch_size"):
             if int(getattr(self, name)) < 1:
                 raise BalError(f"{source}: {name} must be >= 1, got {getattr(self, name)}")
-        check_choice("view", self.view, VIEWS)
-        check_choice("feature_norm", self.feature_norm, FEATURE_NORMS)
+        if self.view is not None:
+            check_choice("view", self.view, VIEWS)
+        if self.feature_norm is not None:
+            check_choice("feature_norm", self.feature_norm, FEATURE_NORMS)
         if (self.backbone is None) != (self.weights is None):
             raise BalError(f"{source}: backbone and weights go together (a backbone needs its weights file)")
         if self.features and self.backbone:
@@ -426,9 +428,12 @@ def run_bench(config: BenchConfig, *, progress: bool = True) -> list[dict]:
     budgets = budgets_from_percentages(config.percentages_used, len(pool))
     beta = config.beta if config.beta is not None else data.preset.beta_for(config.regime)
     # The results of one folder must come from one configuration; only where it runs may change.
+    # The results of one folder must come from one configuration; where it runs may change, and so
+    # may the lists of strategies and seeds: every pair's folder is bound on its own, so a bench
+    # given more strategies or seeds reuses the pairs it has.
     bind_config(out / "bench_config.json",
                 {k: v for k, v in dataclasses.asdict(config).items()
-                 if k not in ("out", "device", "cache_dir", "pretext_dir")}, "benchmark")
+                 if k not in ("out", "device", "cache_dir", "pretext_dir", "strategies", "seeds")}, "benchmark")
     log.info("bench: %s, pool %d, validation %d, test %d, evaluated on the %s split (%d images), %s, budgets %s, "
              "%d strategies x %d seeds -> %s", config.dataset, len(pool), len(val) if val else 0, len(test),
              config.eval, len(evaluate_on), config.net, ",".join(map(str, budgets)), len(config.strategies),
@@ -440,16 +445,18 @@ def run_bench(config: BenchConfig, *, progress: bool = True) -> list[dict]:
     plans = {}
     for spec in config.strategies:
         name, options = parse_strategy(spec)
-        pretext_options = {"view": options.pop("view", config.view),
-                           "norm": options.pop("feature_norm", config.feature_norm)}
-        check_choice("view", pretext_options["view"], VIEWS)
-        check_choice("feature_norm", pretext_options["norm"], FEATURE_NORMS)
+        view, norm = options.pop("view", None), options.pop("feature_norm", None)
         takes = strategy_options(name)
         strange = sorted(set(options) - set(takes))
         if strange:
             raise BalError(f"strategy {spec!r}: {name} takes no option {', '.join(strange)}; "
                            f"its options: {', '.join(takes) or 'none'} (and view, feature_norm)")
         strategy = create_strategy(name, ignore_unknown=True, **{**defaults, **options})
+        # the embedding: the spec's, else the configuration's, else the strategy's own, else the authors'
+        pretext_options = {"view": view or config.view or strategy.view or VIEWS[0],
+                           "norm": norm or config.feature_norm or strategy.feature_norm or FEATURE_NORMS[0]}
+        check_choice("view", pretext_options["view"], VIEWS)
+        check_choice("feature_norm", pretext_options["norm"], FEATURE_NORMS)
         plans[spec] = (strategy, pretext_options)
 
     pretexts = Pretexts(config, pool, data.augment, device, progress, out)

@@ -98,7 +98,7 @@ def add_project_commands(subparsers) -> dict[str, Handler]:
               "lowered for images larger than 32 px so a step needs the memory of CIFAR's)")
     add(q, "--retrain-pretext", action="store_true",
          help="allow a --pretext-epochs or --pretext-batch-size other than the project's: trains a new pretext")
-    add_embedding_flags(q, defaults=False)
+    add_embedding_flags(q)
     _run_flags(q)
 
     e = subparsers.add_parser(

@@ -77,9 +77,10 @@ def add_kmeans_flags(p: argparse.ArgumentParser) -> None:
              "exact k-means up to 200,000 images, above that faiss if installed, else mini-batch (default: %(default)s)")
 
 
-def add_embedding_flags(p: argparse.ArgumentParser, backbone: bool = True, defaults: bool = True) -> None:
+def add_embedding_flags(p: argparse.ArgumentParser, backbone: bool = True, defaults: bool = False) -> None:
     """Which features the selection rules see: a rotation view, normalised or not, or your own.
-    Without ``defaults`` a flag left out is None (the caller fills it from stored settings)."""
+    Without ``defaults`` a flag left out is None: the strategy's own, else upright and none
+    (:func:`embedding_of`); or, for bal query, the project's stored value."""
     from bal.pretext.backbone import BACKBONES
     from bal.pretext.features import FEATURE_NORMS, VIEWS
 
@@ -101,6 +102,16 @@ def add_embedding_flags(p: argparse.ArgumentParser, backbone: bool = True, defau
             help="side the images are resized to for the backbone (default: %(default)s)")
 
 
+def embedding_of(args, strategy=None) -> tuple[str, str]:
+    """(view, feature_norm): the flags', else the strategy's own, else the authors' (upright, none)."""
+    from bal.pretext.features import FEATURE_NORMS, VIEWS
+
+    view = getattr(args, "view", None) or (strategy.view if strategy is not None else None) or VIEWS[0]
+    norm = (getattr(args, "feature_norm", None) or (strategy.feature_norm if strategy is not None else None)
+            or FEATURE_NORMS[0])
+    return view, norm
+
+
 def given_features(args, pool_paths, images=None, device="cpu"):
     """The embedding --features or --backbone/--weights give, one row per pool image; None without them."""
     from bal.pretext.features import load_features_file
@@ -117,7 +128,7 @@ def given_features(args, pool_paths, images=None, device="cpu"):
         if images is None:
             raise BalError("--backbone needs the images: give --datapath and --dataset")
         return embed_with_backbone(images, args.backbone, args.weights, device=device,
-                                   input_size=args.backbone_size, progress=not getattr(args, "no_progress", False))
+                                   input_size=args.backbone_size or 224, progress=not getattr(args, "no_progress", False))
     return None
 
 
@@ -339,16 +350,17 @@ def _rotation(args, data, save: Path, config) -> None:
                    device=args.device, save=save, progress=not args.no_progress)
 
 
-def _kmeans(args, load: Path, features=None) -> None:
+def _kmeans(args, load: Path, features=None, strategy=None) -> None:
     import numpy as np
 
     from bal.engine import runtime
     from bal.pretext import kmeans_step
 
+    view, norm = embedding_of(args, strategy)
     with runtime.main_first():  # rank 0 clusters and writes; the others wait for the files
         if runtime.is_main():
             cdd, _ = kmeans_step(load, n_clusters=args.clusters, algorithm=args.kmeans, seed=args.seed,
-                                 view=args.view, feature_norm=args.feature_norm, features=features)
+                                 view=view, feature_norm=norm, features=features)
             log.info("step 2: CDD of %d images (median %.4g) -> %s", len(cdd), float(np.median(cdd)),
                      load / "unlabeled_pool.txt")
 
@@ -364,8 +376,9 @@ def _train(args, data, plan: Plan, order_path: Path, save: Path, features=None) 
     budgets = budgets_from_percentages(plan.percentages, len(data.pool))
     if features is None:
         features = given_features(args, data.pool.paths)
-    pretext = load_pretext(order_path.parent, data.pool.paths, strategy.needs, order_path, view=args.view,
-                           feature_norm=args.feature_norm, features=features)
+    view, norm = embedding_of(args, strategy)
+    pretext = load_pretext(order_path.parent, data.pool.paths, strategy.needs, order_path, view=view,
+                           feature_norm=norm, features=features)
     log.info("step 3: %d cycles of %s (%s labels), %s, %s, %d epochs each -> %s", len(budgets), args.strategy,
              ",".join(map(str, budgets)), strategy.settings(), args.net, train.epochs, save)
     rows = run_cycles(
@@ -441,6 +454,6 @@ def cmd_run(args) -> int:
     features = given_features(args, data.pool.paths, data.pool.images, device=args.device)
     if plan.strategy.needs:
         _rotation(args, data, pretext, plan.rotation)
-        _kmeans(args, pretext, features)
+        _kmeans(args, pretext, features, plan.strategy)
     _train(args, data, plan, pretext / "unlabeled_pool.txt", save, features)
     return 0

@@ -216,7 +216,7 @@ def pretext(project: Project, pool: ImageSet, rows: Sequence[ImageRow], augment,
                                        input_size=embedding.get("backbone_size") or 224, progress=progress)
     return build_pretext(pool, augment, net=settings["net"], config=config, seed=int(settings["seed"]),
                          device=device, save=project.folder / "pretext" / digest, progress=progress, needs=needs,
-                         view=embedding.get("view", "upright"), feature_norm=embedding.get("feature_norm", "none"),
+                         view=embedding.get("view") or "upright", feature_norm=embedding.get("feature_norm") or "none",
                          features=features)
 
 
@@ -321,6 +321,8 @@ def query(
         log.info("query: rotation pretext (%s, %d epochs, batch %d) and CDD order, reused once trained",
                  settings["net"], wanted["epochs"], batch)
         t0 = time.perf_counter()
+        embedding = {"view": strategy.view, "feature_norm": strategy.feature_norm,
+                     **{k: v for k, v in (embedding or {}).items() if v is not None}}
         pre = pretext(project, pool, rows, pool_augment(project, pool.images), epochs=wanted["epochs"],
                       batch_size=batch, device=device, needs=strategy.needs, embedding=embedding, progress=progress)
         seconds = time.perf_counter() - t0

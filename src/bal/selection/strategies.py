@@ -120,11 +120,18 @@ class SelectionContext:
 
 
 class Strategy:
-    """Base class. ``cycle0`` says in words what the strategy does before any model exists."""
+    """Base class. ``cycle0`` says in words what the strategy does before any model exists.
+
+    ``view`` and ``feature_norm`` name the embedding a strategy was chosen with (see
+    :mod:`bal.pretext.features`); None leaves it to the caller (the authors' upright view,
+    not normalised).
+    """
 
     name: str = ""
     cycle0: str = "random"
     needs: frozenset[str] = frozenset()  # pretext fields it reads: "features", "losses", "order"
+    view: str | None = None
+    feature_norm: str | None = None
 
     def select(self, ctx: SelectionContext) -> tuple[np.ndarray, dict]:
         if ctx.outputs is None and self.cycle0 == "random":
