@@ -40,6 +40,18 @@ def world(tmp_path_factory):
     assert main(["train", *data, "--per_samples_list", "20", "--epochs", "1", "--batch_size", "8",
                  "--sorted_dataset_path", str(ckpt / "unlabeled_pool.txt"), "--save", str(run)]) == 0
     half = root / "half"  # two cycles asked for, killed after the first
+    assert killed_after_first_cycle(train_flags({"data": data, "ckpt": ckpt}, half, "--per_samples_list", "20,20"))
+    photos = root / "photos"
+    make_image_folder(photos, CLASSES, 4, size=(16, 16), splits=("unsorted",))
+    proj = root / "proj"
+    assert main(["project", "init", str(proj), "--images", str(photos), "--classes", ",".join(CLASSES),
+                 "--no-progress"]) == 0
+    assert main(["query", str(proj), "--budget", "3", "--strategy", "random", "--no-progress"]) == 0
+    return {"root": root, "data": data, "ckpt": ckpt, "run": run, "half": half, "proj": proj, "photos": photos}
+
+
+def killed_after_first_cycle(argv: list[str]) -> bool:
+    """Run ``bal`` as if killed (Ctrl-C) right after cycle 0 was committed; True when it stopped there."""
     import bal.loop.cycles as cycles
 
     real = cycles._Run.finish_cycle
@@ -52,16 +64,9 @@ def world(tmp_path_factory):
 
     cycles._Run.finish_cycle = stop_after_first
     try:
-        assert main(train_flags({"data": data, "ckpt": ckpt}, half, "--per_samples_list", "20,20")) == 130
+        return main([str(a) for a in argv]) == 130
     finally:
         cycles._Run.finish_cycle = real
-    photos = root / "photos"
-    make_image_folder(photos, CLASSES, 4, size=(16, 16), splits=("unsorted",))
-    proj = root / "proj"
-    assert main(["project", "init", str(proj), "--images", str(photos), "--classes", ",".join(CLASSES),
-                 "--no-progress"]) == 0
-    assert main(["query", str(proj), "--budget", "3", "--strategy", "random", "--no-progress"]) == 0
-    return {"root": root, "data": data, "ckpt": ckpt, "run": run, "half": half, "proj": proj, "photos": photos}
 
 
 def snapshot(*folders: Path) -> dict[str, str]:
@@ -452,22 +457,7 @@ def test_changed_image_content_stops_a_resumed_run(world, tmp_path, capsys):
     flags = ["--datapath", str(data), "--dataset", "toy", "--cache_dir", str(tmp_path / "cache"), "--net", "cnn",
              "--no_progress", "--per_samples_list", "20,20", "--epochs", "1", "--batch_size", "8", "--strategy",
              "random", "--save", str(tmp_path / "run")]
-    # a run of two cycles, killed after the first
-    import bal.loop.cycles as cycles
-
-    real = cycles._Run.finish_cycle
-
-    def stop_after_first(self, c, *a, **k):
-        row = real(self, c, *a, **k)
-        if c == 0:
-            raise KeyboardInterrupt
-        return row
-
-    cycles._Run.finish_cycle = stop_after_first
-    try:
-        assert main(["train", *flags]) == 130
-    finally:
-        cycles._Run.finish_cycle = real
+    assert killed_after_first_cycle(["train", *flags])  # a run of two cycles, killed after the first
     target = sorted((data / "toy" / "train" / "bee").glob("*.png"))[0]
     from PIL import Image
 

@@ -261,23 +261,13 @@ def test_missing_browser_skips_but_fails_under_ci(monkeypatch):
 
 
 def test_label_in_a_real_browser(project, served, tmp_path, monkeypatch):
-    webdriver = _browser_or_skip()
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    monkeypatch.setenv("SE_OFFLINE", "true")  # Selenium Manager must never download anything
     folder, selected, _ = project
     s = served(folder)
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--no-first-run", f"--user-data-dir={tmp_path / 'chrome-profile'}", "--window-size=1000,800"]:
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver = _chrome(tmp_path, monkeypatch, log_browser=True)
     try:
         wait = WebDriverWait(driver, 20)
         driver.get(s.url)
@@ -404,7 +394,8 @@ def test_no_confirmed_label_lost_on_kill(tmp_path):
         assert len(confirmed) <= stored <= len(confirmed) + 2  # at most the two in flight beyond
 
 
-def _chrome(tmp_path, monkeypatch):
+def _chrome(tmp_path, monkeypatch, log_browser: bool = False):
+    """Headless Debian Chromium driven by Selenium, never downloading anything (Selenium Manager off)."""
     webdriver = _browser_or_skip()
     from selenium.webdriver.chrome.service import Service
 
@@ -413,8 +404,10 @@ def _chrome(tmp_path, monkeypatch):
     options.binary_location = CHROMIUM
     for arg in ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--no-first-run", f"--user-data-dir={tmp_path / 'chrome-profile'}", "--window-size=1200,900"]:
+                "--no-first-run", f"--user-data-dir={tmp_path / 'chrome-profile'}", "--window-size=1000,800"]:
         options.add_argument(arg)
+    if log_browser:
+        options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
 
 
