@@ -470,7 +470,7 @@ def run_bench(config: BenchConfig, *, progress: bool = True) -> list[dict]:
                                  train=train_config, augment=data.augment, net=config.net,
                                  warm_start=config.warm_start, seed=seed,
                                  out_dir=out / "runs" / folder_name(spec) / f"seed-{seed}", device=device,
-                                 progress=progress)
+                                 progress=progress, split_name=config.eval)
         for r in result_rows:
             rows.append({"strategy": spec, "seed": seed, "split": config.eval, **{k: r.get(k) for k in (
                 "cycle", "labelled", "labelled_pct", "accuracy", "seconds", *DIAGNOSTIC_COLUMNS)},

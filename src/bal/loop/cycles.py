@@ -141,6 +141,7 @@ def run_cycles(
     device: torch.device | str = "cpu",
     progress: bool = True,
     on_cycle: Callable[[dict], None] | None = None,
+    split_name: str = "test",
 ) -> list[dict]:
     """Run every cycle and return one metrics dict per cycle.
 
@@ -156,11 +157,13 @@ def run_cycles(
     out_dir : run folder (see the module docstring); ``None`` keeps everything in a
         temporary folder that is removed afterwards (no resume).
     on_cycle : called with each cycle's metrics as soon as it is finished.
+    split_name : what ``test`` is, for the log (``bal bench`` evaluates on a validation split).
     """
     if not len(budgets):
         raise BalError("no cycles to run: the budget list is empty")
     run = _Run(pool, test, strategy, list(budgets), pretext or Pretext(), train, augment, net, warm_start, seed,
                torch.device(device), progress, on_cycle)
+    run.split_name = split_name
     if out_dir is not None:
         return run.run(Path(out_dir))
     if runtime.info().enabled:
@@ -189,6 +192,7 @@ class _Run:
         self.test_images = test.images
         self.n_classes = len(pool.classes)
         self.out = Path()
+        self.split_name = "test"
 
     # -- files -----------------------------------------------------------------------
     def settings(self) -> dict:
@@ -328,8 +332,8 @@ class _Run:
         (self.out / f"ckpt_{c}.pth").unlink(missing_ok=True)
         self.write_reports(rows)
         log.info(
-            "cycle %d/%d: %d labelled (%.1f%%) -> test accuracy %.2f%% (%.0f s)",
-            c, self.n_cycles - 1, row["labelled"], row["labelled_pct"], accuracy, row["seconds"],
+            "cycle %d/%d: %d labelled (%.1f%%) -> %s accuracy %.2f%% (%.0f s)",
+            c, self.n_cycles - 1, row["labelled"], row["labelled_pct"], self.split_name, accuracy, row["seconds"],
         )
         return row
 
