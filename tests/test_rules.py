@@ -56,6 +56,33 @@ def test_probcover_greedy_coverage_by_hand():
         probcover_select(LINE, labelled, 1, -1.0, 0)
 
 
+def test_probcover_matches_the_exact_ball_graph_at_the_radius_it_chooses():
+    # probcover_delta puts δ just below a distance of the pool, so pairs sit on the boundary;
+    # the fast distance formula alone misjudged some of them (6 of these 10 pools picked
+    # differently before boundary pairs were recomputed from explicit differences)
+    for trial in range(10):
+        rng = np.random.default_rng(trial)
+        n, d = 400, int(rng.integers(2, 30))
+        x = rng.normal(size=(n, d)).astype(np.float32)
+        if trial % 2:
+            x /= np.linalg.norm(x, axis=1, keepdims=True)
+        labelled = rng.random(n) < 0.1
+        delta = probcover_delta(x, rng.integers(0, 5, n), 0.95)
+        exact = x.astype(np.float64)
+        ball = np.stack([np.einsum("ij,ij->i", exact - exact[i], exact - exact[i]) <= delta * delta
+                         for i in range(n)])
+        covered, available, expected = ball[labelled].any(axis=0), ~labelled, []
+        for _ in range(20):
+            gain = np.where(available, (ball & ~covered[None, :]).sum(axis=1), -1)
+            best = int(np.argmax(gain))
+            if gain[best] <= 0:
+                break
+            expected.append(best)
+            available[best] = False
+            covered |= ball[best]
+        assert probcover_select(x, labelled, len(expected), delta, 0).tolist() == expected, trial
+
+
 def purity(x, labels, delta):
     d = np.abs(x[:, None, 0] - x[None, :, 0])
     return np.mean([(labels[d[i] <= delta] == labels[i]).all() for i in range(len(x))])

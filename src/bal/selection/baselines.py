@@ -407,7 +407,7 @@ def probcover_delta(features: np.ndarray, pseudo_labels: np.ndarray, alpha: floa
 
     Returns
     -------
-    float, > 0 unless duplicates of different pseudo-labels exist.
+    float, > 0 unless duplicates of different pseudo-labels exist (then 0).
     """
     x = check_matrix("features", features).astype(np.float64, copy=False)
     labels = np.asarray(pseudo_labels)
@@ -428,33 +428,28 @@ def probcover_delta(features: np.ndarray, pseudo_labels: np.ndarray, alpha: floa
         nearest_other[start : start + rows] = np.sqrt(np.einsum("ij,ij->i", diff, diff))
     n = x.shape[0]
     m = n - int(np.ceil(alpha * n - 1e-9))
-    return float(np.nextafter(np.sort(nearest_other)[m], -np.inf))
+    # 0 when duplicates carry different pseudo-labels (k-means never does that to equal rows)
+    return max(0.0, float(np.nextafter(np.sort(nearest_other)[m], -np.inf)))
 
 
-def _ball_graph(x: np.ndarray, delta: float) -> tuple[np.ndarray, np.ndarray]:
-    """CSR adjacency (indptr (N+1,), sorted indices) of ``||x_i - x_j|| <= delta``, i included.
+def _within(block: np.ndarray, block_norms2: np.ndarray, x: np.ndarray, norms2: np.ndarray,
+            delta: float) -> np.ndarray:
+    """Boolean (B, N): ``||block_b - x_j|| <= delta``, the same answer for a pair whichever side it is on.
 
-    Built in row blocks (no N x N matrix); an edge found from either end is kept in both
-    rows, so the float rounding of the fast distance formula cannot make it one-sided.
+    The fast ``||a||^2 - 2 a.b + ||b||^2`` decides every pair clearly inside or outside;
+    pairs within rounding of the boundary are recomputed from explicit differences, which
+    give the same value for (i, j) and (j, i) and in any block. ProbCover's coverage
+    counts rely on that symmetry.
     """
-    from scipy import sparse
-
-    n = x.shape[0]
-    norms2 = np.einsum("ij,ij->i", x, x)
-    rows_of, cols_of = [], []
-    step = max(1, _BLAS_BLOCK // n)
-    for start in range(0, n, step):
-        block = x[start : start + step]
-        d2 = norms2[start : start + step, None] - 2.0 * (block @ x.T) + norms2[None, :]
-        r, c = np.nonzero(d2 <= delta * delta)
-        rows_of.append(r + start)
-        cols_of.append(c)
-    r = np.concatenate([np.arange(n), *rows_of])
-    c = np.concatenate([np.arange(n), *cols_of])
-    graph = sparse.csr_matrix((np.ones(r.size, dtype=np.int8), (r, c)), shape=(n, n))
-    graph = (graph + graph.T).tocsr()  # symmetric; duplicates are summed, only the pattern matters
-    graph.sort_indices()
-    return graph.indptr.astype(np.int64), graph.indices.astype(np.int64)
+    d2 = block_norms2[:, None] - 2.0 * (block @ x.T) + norms2[None, :]
+    limit = delta * delta
+    tol = _EXPANSION_RECHECK * (block_norms2[:, None] + norms2[None, :]) + 1e-12
+    inside = d2 <= limit
+    rows, cols = np.nonzero(np.abs(d2 - limit) <= tol)
+    if rows.size:
+        diff = block[rows] - x[cols]
+        inside[rows, cols] = np.einsum("ij,ij->i", diff, diff) <= limit
+    return inside
 
 
 def probcover_select(
@@ -470,6 +465,13 @@ def probcover_select(
     uncovered points in its ball (itself included if uncovered); equal counts go to the
     smallest pool index. When no pick would cover anything new, the rest are drawn
     uniformly at random from the unlabelled points (as the reference code does).
+
+    The ball graph is never stored: with a δ that makes balls hold thousands of points,
+    its edges outgrow memory (N = 10^5 synthetic images needed more than 21 GB). Counts
+    are computed in row blocks instead and, after each pick, lowered by a pass over the
+    points it newly covered. Every point is newly covered at most once, so the whole
+    selection costs O(N^2 D) time, twice one pass over all pairs, and O(N) memory
+    beyond one block.
 
     Parameters
     ----------
@@ -489,15 +491,22 @@ def probcover_select(
     k = check_k(k, n - int(mask.sum()), "unlabelled rows of features")
     delta = check_real("delta", delta, low=0)
     generator = as_generator(rng, "probcover_select")
-    indptr, indices = _ball_graph(x, delta)
-    ball = lambda i: indices[indptr[i] : indptr[i + 1]]  # noqa: E731
+    norms2 = np.einsum("ij,ij->i", x, x)
+    step = max(1, _BLAS_BLOCK // n)
+
+    def blocks(rows: np.ndarray):
+        for start in range(0, rows.size, step):
+            part = rows[start : start + step]
+            yield part, _within(x[part], norms2[part], x, norms2, delta)
+
     covered = np.zeros(n, dtype=bool)
-    for i in np.flatnonzero(mask):
-        covered[ball(i)] = True
-    # gain[i]: uncovered points in i's ball (never empty: i is in it); updated as points get
-    # covered, which needs the graph to be symmetric (_ball_graph makes sure it is).
-    gain = np.add.reduceat((~covered[indices]).astype(np.int64), indptr[:-1])
-    available = ~mask.copy()
+    for _, inside in blocks(np.flatnonzero(mask)):
+        covered |= inside.any(axis=0)
+    # gain[i]: uncovered points in i's ball (i itself is in it)
+    gain = np.zeros(n, dtype=np.int64)
+    for part, inside in blocks(np.arange(n)):
+        gain[part] = (inside & ~covered[None, :]).sum(axis=1)
+    available = ~mask
     picks: list[int] = []
     while len(picks) < k:
         score = np.where(available, gain, -1)
@@ -509,10 +518,11 @@ def probcover_select(
             break
         picks.append(best)
         available[best] = False
-        newly = ball(best)[~covered[ball(best)]]
+        ball = _within(x[best : best + 1], norms2[best : best + 1], x, norms2, delta)[0]
+        newly = np.flatnonzero(ball & ~covered)
         covered[newly] = True
-        for j in newly:  # every point whose ball holds j loses one uncovered neighbour
-            gain[ball(j)] -= 1
+        for _, inside in blocks(newly):  # every point whose ball holds a newly covered one loses it
+            gain -= inside.sum(axis=0)
     return np.asarray(picks, dtype=np.int64)
 
 

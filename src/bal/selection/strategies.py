@@ -32,7 +32,7 @@ confidence, margin, entropy  scoring N images; O(N C)                         O(
 coreset                      scoring N images; O(k N D) greedy k-center       O(N D)
 badge                        scoring N; O(k N C D), factored O(k N (C + D))    O(N C D) up to 512 MiB, then O(N (C + D))
 typiclust                    k-means O(N K D), K <= 500; k-NN in K clusters   O(N D)
-probcover                    O(N^2 D) once per run, in blocks; O(k + edges)   O(N + edges)
+probcover                    O(N^2 D) per selection, in blocks                 O(N) beyond one block
 bal, bal-*, pt4al            scoring W images; O(N) for the sub-pool          O(N + W (C + D))
 bal[order_from=model]        scoring N images; k-means O(N C D)               O(N D)
 bal[first=typical] cycle 0   k-means of W rows into k clusters; k-NN inside    O(W D)
