@@ -28,6 +28,8 @@ def test_quick_run_reports_every_stage(tmp_path):
     assert pool["score"]["images_per_s"] > 0 and 0 < pool["peak_bytes"] < 4 * 2**30
     assert {s["strategy"] for s in pool["select"]} >= {"random", "margin", "coreset", "badge", "typiclust", "bal"}
     assert all(s["k"] == 20 for s in pool["select"] if "k" in s)
+    wide = report["wide_cdd"]
+    assert (wide["rows"], wide["dims"]) == (2000, 512) and wide["seconds"] > 0
     photos = report["photos"]
     assert photos["init"]["peak_bytes"] > 0 and photos["query"]["peak_bytes"] > 0
     assert "peak memory" in proc.stdout and "CDD" in proc.stdout
