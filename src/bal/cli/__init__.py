@@ -65,6 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="bal: %(message)s", stream=sys.stderr)
     where = ""
+    finished = False
     try:
         if runtime.launched_by_torchrun() and args.command in SINGLE_PROCESS:
             raise BalError(f"`bal {args.command}` runs in one process; start it without torchrun")
@@ -75,7 +76,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 where = f" (rank {info.rank} of {info.world_size})"
                 if not info.is_main:
                     logging.getLogger("bal").setLevel(logging.WARNING)
-        return COMMANDS[args.command](args)
+        status = COMMANDS[args.command](args)
+        finished = True
+        return status
     except BalError as e:
         print(f"bal: error{where}: {error_message(e)}", file=sys.stderr)
         return 2
@@ -107,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"the traceback is in {log_file}; please report it", file=sys.stderr)
         return 1
     finally:
-        runtime.shutdown()
+        runtime.shutdown(finished)
 
 
 def os_error_message(e: OSError) -> str:

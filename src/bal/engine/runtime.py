@@ -207,8 +207,14 @@ def main_first() -> Iterator[None]:
         barrier()
 
 
-def shutdown() -> None:
+def shutdown(finished: bool = True) -> None:
+    """Leave the process group. After a command that ``finished`` on this rank, wait for the others
+    first: a rank that tears its gloo connections down while a peer still uses them can abort
+    ("terminate called without an active exception", seen on 2 loaded CPU cores). After a failure,
+    leave at once (torchrun stops the other ranks)."""
     global _info
     if _info.enabled and dist.is_initialized():
+        if finished:
+            dist.barrier()
         dist.destroy_process_group()
     _info = DistInfo()
