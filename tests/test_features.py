@@ -62,6 +62,16 @@ def test_rotation_folder_keeps_three_views_and_the_rotation_accuracy(toy):
     views = [np.load(ckpt / f) for f in ("features.npy", "features_mean.npy", "features_random.npy")]
     assert all(v.shape == (40, 128) for v in views) and not np.allclose(views[0], views[1])
     assert 0 <= json.loads((ckpt / "rotation.json").read_text())["rotation_accuracy"] <= 100
+    assert not list(ckpt.glob(".*.part"))  # the streamed arrays were renamed into place, not copied
+
+
+def test_a_relative_save_folder_leaves_no_partial_files(toy, monkeypatch):
+    # memmap file names are absolute: a relative --save once left a 5 MB .part copy of every view behind
+    monkeypatch.chdir(toy)
+    assert main(["rotation", *data_flags(toy), "--net", "cnn", "--epochs", "1", "--batch_size", "16",
+                 "--save", "relative-ckpt", "--no_progress"]) == 0
+    assert (toy / "relative-ckpt" / "features_mean.npy").exists()
+    assert not list((toy / "relative-ckpt").glob(".*.part"))
 
 
 def test_normalisation():

@@ -86,7 +86,8 @@ def write_rotation(folder: Path, result: RotationResult, *, settings: dict, net:
 def _save_array(path: Path, array: np.ndarray) -> None:
     """Save ``array`` atomically; one streamed into a memory-mapped file of the same folder is flushed and renamed."""
     filename = getattr(array, "filename", None)
-    if isinstance(array, np.memmap) and filename and Path(filename).parent == path.parent:
+    # memmap filenames are absolute, `path` may be relative (bal bench's runs/pretexts): compare resolved
+    if isinstance(array, np.memmap) and filename and Path(filename).resolve().parent == path.resolve().parent:
         array.flush()
         os.replace(filename, path)
     else:
