@@ -31,6 +31,7 @@ from PIL import Image
 from bal.errors import BalError
 from bal.project import DB_NAME, Project
 from bal.cli.project import add_project_commands
+from bal.selection import RECOMMENDED
 from bal.project.db import file_sha256
 from bal.project.labelling import holdout_split
 from conftest import class_image, make_image_folder
@@ -194,9 +195,10 @@ def test_whole_loop_init_query_export_import_fit_status_query(tmp_path, images):
     root, truth = images
     d = init(tmp_path, root)
 
-    # first query: no model yet, high1st over the first window; recorded as cycle 1
+    # first query: bal's recommendation, no model yet (its cold-start rule); recorded as cycle 1
     code, out, err = run_bal("query", d, "--budget", 9, "--pretext-epochs", 1, "--no-progress")
     assert code == 0, err
+    assert f"strategy: {RECOMMENDED} " in err and "(bal's recommendation)" in err
     assert "cycle 1: 9 image(s)" in out and "no fitted model yet" in out
     assert f"bal serve {d}" in out and f"bal export {d}" in out
     first = ranked_paths(out)
@@ -204,7 +206,7 @@ def test_whole_loop_init_query_export_import_fit_status_query(tmp_path, images):
         cycle_id, selection = p.current_selection()
         assert cycle_id == 1 and [r.path for r in selection] == first
         assert all(r.label is None and r.status == "ok" for r in selection)
-        assert p.cycles()[0]["strategy"] == "bal" and p.cycles()[0]["budget"] == 9
+        assert p.cycles()[0]["strategy"] == RECOMMENDED and p.cycles()[0]["budget"] == 9
     assert len(list((d / "pretext").iterdir())) == 1 and len(list((d / "cache").glob("*.npy"))) == 1
 
     # export: CSV on stdout, Label Studio tasks in DIR/export.json
@@ -251,13 +253,13 @@ def test_whole_loop_init_query_export_import_fit_status_query(tmp_path, images):
     code, out, err = run_bal("status", d)
     assert code == 0, err
     assert "40 ok, 0 changed, 0 missing; 18 labelled, 22 unlabelled" in out
-    assert re.search(r"^\s+1 .* bal\s+9\s+9\s+\d+\.\d %", out, re.M), out
+    assert re.search(rf"^\s+1 .* {RECOMMENDED}\s+9\s+9\s+\d+\.\d %", out, re.M), out
     assert f"next: run `bal query {d} --budget 9`" in out
 
     # second query: scored by the cycle-1 model, never a labelled image, pretext reused
     code, out, err = run_bal("query", d, "--budget", 6, "--pretext-epochs", 1, "--no-progress")
     assert code == 0, err
-    assert "cycle 2: 6 image(s)" in out and "least confident under the model of cycle 1" in out
+    assert "cycle 2: 6 image(s)" in out and "under the model of cycle 1" in out
     second = ranked_paths(out)
     assert len(second) == 6 and set(second) != set(first)
     with Project.open(d) as p:

@@ -7,7 +7,7 @@ import pytest
 
 from bal.errors import BalError
 from bal.selection.strategies import (
-    Pretext, SelectionContext, create_strategy, default_addendum, list_strategies,
+    Pretext, SelectionContext, create_strategy, default_addendum, list_strategies, strategy_options,
 )
 
 N = 40
@@ -112,4 +112,24 @@ def test_coreset_and_badge_use_the_model_outputs():
 def test_unknown_strategy_lists_the_known_ones():
     with pytest.raises(BalError, match="bal-released"):
         create_strategy("greedy")
-    assert len(list_strategies()) == 12 and "probcover" in list_strategies()
+    assert len(list_strategies()) == 13 and "probcover" in list_strategies()
+
+
+def test_bal_plus_keeps_its_own_beta_and_the_papers_takes_the_presets():
+    import inspect
+
+    import bal
+    from bal.cli import build_parser
+    from bal.project.labelling import QUERY_STRATEGY
+
+    own = strategy_options("bal-plus")["beta"]
+    assert create_strategy("bal-plus", default_beta=own + 0.7).beta == own
+    assert create_strategy("bal", default_beta=1.7).beta == 1.7
+    assert create_strategy("bal", default_beta=1.7, beta=3.0).beta == 3.0
+    assert create_strategy("random", default_beta=1.7).name == "random"
+    # one home for the recommendation: the default of bal query and the API; bal train keeps the paper's
+    assert bal.RECOMMENDED in list_strategies()
+    assert QUERY_STRATEGY == bal.RECOMMENDED
+    assert inspect.signature(bal.active_learning).parameters["strategy"].default == bal.RECOMMENDED
+    assert build_parser().parse_args(["train"]).strategy == "bal"
+    assert build_parser().parse_args(["run"]).strategy == "bal"

@@ -5,7 +5,7 @@ The public API, imported lazily so that ``bal --help`` does not wait for torch::
     bal.cluster_distance_difference(features, n_clusters, seed=0) -> (N,) CDD
     bal.subpool_window(cycle, n_cycles, pool_size, addendum, beta, mode="centred") -> (start, stop)
     bal.images_from_arrays(images, labels) -> ImageSet
-    bal.active_learning(pool, test, percentages=..., strategy="bal", ...) -> per-cycle metrics
+    bal.active_learning(pool, test, percentages=..., strategy=bal.RECOMMENDED, ...) -> per-cycle metrics
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ _EXPORTS = {
     "select_uncertain": "bal.selection",
     "uncertainty_scores": "bal.selection",
     "create_strategy": "bal.selection",
+    "RECOMMENDED": "bal.selection",
     "list_strategies": "bal.selection",
     "register_strategy": "bal.selection",
     "ImageSet": "bal.data",

@@ -15,7 +15,7 @@ from bal.engine.trainer import TrainConfig
 from bal.loop.cycles import run_cycles
 from bal.pretext import ROTATION_DEFAULTS, build_pretext
 from bal.errors import ParameterError
-from bal.selection import Pretext, create_strategy
+from bal.selection import RECOMMENDED, Pretext, create_strategy
 from bal.validation import check_matrix
 
 __all__ = ["active_learning"]
@@ -27,7 +27,7 @@ def active_learning(
     *,
     percentages: Sequence[float] | None = None,
     regime: str = DEFAULT_REGIME,
-    strategy: str = "bal",
+    strategy: str = RECOMMENDED,
     net: str = "cnn",
     train: TrainConfig = TrainConfig(),
     rotation: TrainConfig = ROTATION_DEFAULTS,
@@ -36,6 +36,7 @@ def active_learning(
     window: str | None = None,
     first: str | None = None,
     sampling: str | None = None,
+    order_from: str | None = None,
     warm_start: bool = True,
     view: str | None = None,
     feature_norm: str | None = None,
@@ -49,12 +50,16 @@ def active_learning(
     out_dir: str | os.PathLike | None = None,
     progress: bool = False,
 ) -> list[dict]:
-    """Run BAL (or another strategy) on images in memory; returns one metrics dict per cycle.
+    """Run active learning on images in memory; returns one metrics dict per cycle.
+
+    ``strategy`` defaults to bal's recommendation (:data:`bal.RECOMMENDED`); ``"bal"`` is the
+    paper's method as ``bal train`` runs it.
 
     The pool's labels stand in for the annotator. ``percentages`` (new labels per cycle,
     in % of the pool) default to ``regime``'s; ``beta`` defaults to the preset's value
-    for ``regime``; ``window``, ``first``, ``sampling`` and ``addendum`` default to the
-    strategy's own (see :func:`bal.selection.strategy_options`). The selection rules see
+    for ``regime`` when the strategy has none of its own; ``window``, ``first``, ``sampling``,
+    ``addendum`` and ``order_from`` default to the strategy's own (see
+    :func:`bal.selection.strategy_options`). The selection rules see
     the rotation network's ``view``, or ``features`` (N, D) you give (one row per pool
     image), or the embedding of a pretrained torchvision ``backbone`` whose ``weights``
     file you have; normalised by ``feature_norm`` (``view`` and ``feature_norm`` default to
@@ -66,9 +71,10 @@ def active_learning(
     preset = (preset or generic_preset("arrays")).resolve(pool.images)
     augment = augment_for(preset)
     device = torch.device(device)
-    options = {"beta": preset.beta_for(regime) if beta is None else beta, "addendum": addendum, "window": window,
-               "first": first, "sampling": sampling}
-    chosen = create_strategy(strategy, ignore_unknown=True, **{k: v for k, v in options.items() if v is not None})
+    options = {"beta": beta, "addendum": addendum, "window": window, "first": first, "sampling": sampling,
+               "order_from": order_from}
+    chosen = create_strategy(strategy, ignore_unknown=True, default_beta=preset.beta_for(regime),
+                             **{k: v for k, v in options.items() if v is not None})
     if features is not None:
         features = check_matrix("features", features)
         if len(features) != len(pool):

@@ -426,7 +426,7 @@ def run_bench(config: BenchConfig, *, progress: bool = True) -> list[dict]:
     write_lines(out / "pool.txt", pool.paths)  # the row order of a `features` file
     evaluate_on = val if config.eval == "validation" else test
     budgets = budgets_from_percentages(config.percentages_used, len(pool))
-    beta = config.beta if config.beta is not None else data.preset.beta_for(config.regime)
+    preset_beta = data.preset.beta_for(config.regime)
     # The results of one folder must come from one configuration; only where it runs may change.
     # The results of one folder must come from one configuration; where it runs may change, and so
     # may the lists of strategies and seeds: every pair's folder is bound on its own, so a bench
@@ -439,7 +439,7 @@ def run_bench(config: BenchConfig, *, progress: bool = True) -> list[dict]:
              config.eval, len(evaluate_on), config.net, ",".join(map(str, budgets)), len(config.strategies),
              len(config.seeds), out)
 
-    defaults = {"beta": beta, "window": config.window, "first": config.first, "sampling": config.sampling,
+    defaults = {"beta": config.beta, "window": config.window, "first": config.first, "sampling": config.sampling,
                 "addendum": config.addendum, "order_from": config.order_from}
     defaults = {k: v for k, v in defaults.items() if v is not None}
     plans = {}
@@ -451,7 +451,7 @@ def run_bench(config: BenchConfig, *, progress: bool = True) -> list[dict]:
         if strange:
             raise BalError(f"strategy {spec!r}: {name} takes no option {', '.join(strange)}; "
                            f"its options: {', '.join(takes) or 'none'} (and view, feature_norm)")
-        strategy = create_strategy(name, ignore_unknown=True, **{**defaults, **options})
+        strategy = create_strategy(name, ignore_unknown=True, default_beta=preset_beta, **{**defaults, **options})
         # the embedding: the spec's, else the configuration's, else the strategy's own, else the authors'
         pretext_options = {"view": view or config.view or strategy.view or VIEWS[0],
                            "norm": norm or config.feature_norm or strategy.feature_norm or FEATURE_NORMS[0]}

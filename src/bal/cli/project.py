@@ -82,15 +82,13 @@ def add_project_commands(subparsers) -> dict[str, Handler]:
     q = subparsers.add_parser(
         "query", help="the next images to label (BAL), recorded as a new cycle",
         description="The next selection from the pool (every image with status ok), by any strategy of "
-                    "`bal train`. BAL (the default): rotation pretext and CDD order computed once per pool "
-                    "(cached in DIR/pretext), a window of width beta*K sliding along it (planned cycles: "
-                    "max(q+1, ceil(N/K))), and in it the images the newest fitted model is least confident "
-                    "about (the first query, with no model: the window's first images).")
+                    f"`bal train` (default: bal's recommendation, {QUERY_STRATEGY}). BAL: rotation pretext and CDD "
+                    "order computed once per pool (cached in DIR/pretext), a window of width beta*A sliding along "
+                    "it (planned cycles: max(q+1, ceil(N/K))), and in it the images the newest fitted model is "
+                    "least confident about (the first query, with no model: its --first rule).")
     q.add_argument("dir", metavar="DIR", help="project folder")
     add(q, "--budget", type=positive_int, required=True, metavar="K", help="how many images to select")
-    add_strategy_flags(q, strategy_default=None,
-                       default_note="; a flag left out takes the project's value from its last query, else bal's "
-                                    f"recommendation ({QUERY_STRATEGY})")
+    add_strategy_flags(q, strategy_default=None, default_note="the project's last query's value")
     add(q, "--pretext-epochs", type=positive_int, default=None,
          help=f"rotation pretext epochs (default: the project's, set by its first query; {PRETEXT_EPOCHS} then)")
     add(q, "--pretext-batch-size", type=positive_int, default=None,
@@ -162,7 +160,8 @@ def add_project_commands(subparsers) -> dict[str, Handler]:
 #: How a query's rule reads in a sentence ("... under the model of cycle 3").
 _RULE_WORDS = {"confidence": "least confident", "margin": "smallest margin", "entropy": "highest entropy",
                "high1st": "the window's first images (high1st)", "low1st": "the window's last images (low1st)",
-               "uni": "evenly spaced over the window (uni)", "rand": "at random"}
+               "uni": "evenly spaced over the window (uni)", "rand": "at random",
+               "typical": "the most typical image of each cluster of the window (typical)"}
 
 
 # -- output helpers ----------------------------------------------------------------------

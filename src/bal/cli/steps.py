@@ -87,9 +87,11 @@ def add_embedding_flags(p: argparse.ArgumentParser, backbone: bool = True, defau
     g = p.add_argument_group("features the selection rules see (CDD, typiclust, probcover, --first typical)")
     add(g, "--view", choices=list(VIEWS), default=VIEWS[0] if defaults else None,
         help="rotation view embedded: the upright image (METHOD.md), the mean over the four rotations, "
-             "or one random rotation per image (the authors' kmeans.py) (default: %(default)s)")
+             "or one random rotation per image (the authors' kmeans.py) (default: "
+             + ("%(default)s)" if defaults else "the strategy's own, else upright)"))
     add(g, "--feature_norm", choices=list(FEATURE_NORMS), default=FEATURE_NORMS[0] if defaults else None,
-        help="normalisation before k-means: none (the authors'), or l2 (unit rows) (default: %(default)s)")
+        help="normalisation before k-means: none (the authors'), or l2 (unit rows) (default: "
+             + ("%(default)s)" if defaults else "the strategy's own, else none)"))
     add(g, "--features", default=None, metavar="FILE.npy",
         help="your own embedding instead of the rotation features: one row per pool image, in the order of "
              "paths.txt (the pool as bal lists it)")
@@ -147,31 +149,42 @@ def addendum(text: str) -> int | str:
 
 def add_strategy_flags(g, strategy_default: str | None = "bal", default_note: str = "") -> None:
     """--strategy and the options of the BAL family, each defaulting to the strategy's own
-    (β: the dataset's preset for ``--regime``)."""
-    from bal.selection import FIRST_RULES, SAMPLING_RULES, WINDOW_MODES, list_strategies, strategy_options
+    (β: the dataset's preset for ``--regime``, for the strategies without one of their own).
+    ``default_note`` says where a value left out comes from when not from the strategy (bal query)."""
+    from bal.selection import FIRST_RULES, RECOMMENDED, SAMPLING_RULES, WINDOW_MODES, list_strategies
+    from bal.selection import strategy_options
     from bal.selection.strategies import ORDER_SOURCES
 
-    bal = strategy_options("bal")
+    bal, plus = strategy_options("bal"), strategy_options("bal-plus")
+
+    def own(option: str) -> str:
+        where = f"{default_note}, else the strategy's own" if default_note else "the strategy's own"
+        return f" (default: {where}: bal {bal[option]}, bal-plus {plus[option]})"
+
     add(g, "--addendum", type=addendum, default=None,
         help="sub-pool unit A: images, or budget (the per-cycle size, the most common one when cycles differ, as "
-             "the authors' reference) or even (the pool over the cycles) (default: budget)")
+             "the authors' reference) or even (the pool over the cycles)"
+             + own("addendum").replace("bal None", "bal budget"))
     add(g, "--beta", type=positive_float, default=None,
-        help="sub-pool width factor (default: the dataset's preset for the regime)" + default_note)
+        help="sub-pool width factor (default: " + (f"{default_note}, else " if default_note else "")
+             + f"the dataset's preset for the regime for bal and its variants; bal-plus {plus['beta']})")
     add(g, "--order_from", choices=list(ORDER_SOURCES), default=None,
         help="where later cycles' order comes from: the pretext's CDD (the paper) or the CDD of the previous "
-             "task model's features (default: pretext)")
+             "task model's features" + own("order_from"))
     add(g, "--window", choices=list(WINDOW_MODES), default=None,
-        help=f"sub-pool placement: centred (the paper's intent) or released (the authors' code) "
-             f"(default: {bal['window']})")
+        help="sub-pool placement: centred (the paper's intent) or released (the authors' code)" + own("window"))
     add(g, "--first", choices=list(FIRST_RULES), default=None,
-        help=f"cycle-0 rule over the first window (default: {bal['first']})")
+        help="cycle-0 rule over the first window; typical: the most typical image of each k-means cluster"
+             + own("first"))
     add(g, "--sampling", choices=list(SAMPLING_RULES), default=None,
-        help=f"uncertainty rule of later cycles; confidence-normalized is the authors' released variant "
-             f"(default: {bal['sampling']})")
+        help="uncertainty rule of later cycles; confidence-normalized is the authors' released variant"
+             + own("sampling"))
     add(g, "--strategy", choices=list_strategies(), default=strategy_default,
-        help="bal, or a baseline: random, confidence, margin, entropy, coreset, badge, typiclust, probcover, pt4al; "
-             "bal-released and bal-fix are BAL's variants (default: " + (strategy_default or "see below") + ")"
-             + default_note)
+        help="bal (the paper's), a baseline (random, confidence, margin, entropy, coreset, badge, typiclust, "
+             "probcover, pt4al), or a variant of BAL: bal-released, bal-fix, bal-plus (a typical cold start, margin "
+             "sampling, A = the pool over the cycles; under study, see the README) (default: "
+             + (f"{strategy_default})" if strategy_default
+                else f"{default_note}, else bal's recommendation, {RECOMMENDED})"))
 
 
 def add_train_flags(p: argparse.ArgumentParser) -> None:
@@ -266,12 +279,11 @@ def strategy_from_flags(args, preset):
     given = strategy_flags_given(args)
     name = args.strategy
     takes = strategy_options(name)
-    if "beta" in takes and "beta" not in given:
-        given["beta"] = preset.beta_for(getattr(args, "regime", DEFAULT_REGIME))
-    ignored = sorted(k for k in given if k not in takes and k != "beta")
+    ignored = sorted(k for k in given if k not in takes)
     if ignored:
         log.warning("--%s do(es) not apply to --strategy %s; ignored", ", --".join(ignored), name)
-    return create_strategy(name, ignore_unknown=True, **given)
+    return create_strategy(name, ignore_unknown=True,
+                           default_beta=preset.beta_for(getattr(args, "regime", DEFAULT_REGIME)), **given)
 
 
 #: The strategy options the command line has flags for.

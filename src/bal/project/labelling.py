@@ -55,6 +55,7 @@ from bal.loop.pool import LabelledPool
 from bal.pretext.rotation import ROTATION_DEFAULTS
 from bal.project.db import ImageRow, Project
 from bal.project.scan import check_pool_files
+from bal.selection.strategies import RECOMMENDED
 from bal.validation import check_real
 
 __all__ = [
@@ -75,7 +76,7 @@ HOLDOUT = 0.2
 #: error moves it by 5 points, and a 95 % interval spans about +-20 points.
 MIN_HELD_OUT = 20
 #: The strategy of ``bal query`` when neither the flags nor the project's last query name one.
-QUERY_STRATEGY = "bal"
+QUERY_STRATEGY = RECOMMENDED
 #: Rotation pretext epochs of a project (PT4AL's authors: 15 is what they meant).
 PRETEXT_EPOCHS = 15
 #: Pixels of one training batch, rotations included: the authors' 256 images x 4 rotations at

@@ -32,12 +32,13 @@ from bal.selection.uncertainty import SAMPLING_RULES, select_uncertain, uncertai
 
 # strategies import the rules above, so they come last
 from bal.selection.strategies import (  # noqa: E402
-    Pretext, SelectionContext, Strategy, create_strategy, list_strategies, register_strategy, strategy_options,
+    RECOMMENDED, Pretext, SelectionContext, Strategy, create_strategy, list_strategies, register_strategy, strategy_options,
 )
 
 __all__ = [
     "FIRST_RULES",
     "KMEANS_ALGORITHMS",
+    "RECOMMENDED",
     "SAMPLING_RULES",
     "WINDOW_MODES",
     "Pretext",
