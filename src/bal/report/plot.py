@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -75,7 +76,8 @@ def plot_curves(
                 hi = [m + s for m, s in zip(ys, std)]
                 ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
         if title:
-            ax.set_title(title)
+            # a bench title (data, split, network, seeds) runs past the axes' width: wrap it
+            ax.set_title(textwrap.fill(title, 70), fontsize=11)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         ax.grid(True, alpha=0.3)
