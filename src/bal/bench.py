@@ -427,7 +427,6 @@ def run_bench(config: BenchConfig, *, progress: bool = True) -> list[dict]:
     evaluate_on = val if config.eval == "validation" else test
     budgets = budgets_from_percentages(config.percentages_used, len(pool))
     preset_beta = data.preset.beta_for(config.regime)
-    # The results of one folder must come from one configuration; only where it runs may change.
     # The results of one folder must come from one configuration; where it runs may change, and so
     # may the lists of strategies and seeds: every pair's folder is bound on its own, so a bench
     # given more strategies or seeds reuses the pairs it has.

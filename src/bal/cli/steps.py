@@ -157,14 +157,15 @@ def add_strategy_flags(g, strategy_default: str | None = "bal", default_note: st
 
     bal, plus = strategy_options("bal"), strategy_options("bal-plus")
 
-    def own(option: str) -> str:
+    def own(option: str, unset: str = "") -> str:
+        """The help's default: the two BAL strategies' own values (``unset`` names what None means)."""
         where = f"{default_note}, else the strategy's own" if default_note else "the strategy's own"
-        return f" (default: {where}: bal {bal[option]}, bal-plus {plus[option]})"
+        return f" (default: {where}: bal {bal[option] or unset}, bal-plus {plus[option] or unset})"
 
     add(g, "--addendum", type=addendum, default=None,
         help="sub-pool unit A: images, or budget (the per-cycle size, the most common one when cycles differ, as "
              "the authors' reference) or even (the pool over the cycles)"
-             + own("addendum").replace("bal None", "bal budget"))
+             + own("addendum", unset="budget"))
     add(g, "--beta", type=positive_float, default=None,
         help="sub-pool width factor (default: " + (f"{default_note}, else " if default_note else "")
              + f"the dataset's preset for the regime for bal and its variants; bal-plus {plus['beta']})")

@@ -13,8 +13,10 @@ Strategies are found by name, as timm finds models::
     @register_strategy("mine")                 # a new one: a Strategy subclass or a factory
     class Mine(Strategy): ...
 
-Each strategy owns the defaults of its options (:meth:`Strategy.options`); β alone
-has none here, because it belongs to the dataset's preset (:mod:`bal.data.presets`).
+Each strategy owns the defaults of its options (:func:`strategy_options`). The β of
+``bal`` and its variants has none here, because it belongs to the dataset's preset
+(:mod:`bal.data.presets`, passed as ``create_strategy(..., default_beta=...)``);
+``bal-plus`` has a β of its own.
 
 All strategies draw from the same per-cycle random stream, so for one seed every
 strategy that starts at random (``cycle0 == "random"``) labels the same images in
