@@ -579,3 +579,28 @@ def test_bad_input_rejected():
         BatchAugment((0.5, 0.5), (0.5, 0.5))
     with pytest.raises(ValueError):
         BatchAugment(MEAN, (0.5, 0.0, 0.5))
+
+
+def test_a_second_process_waits_for_the_cache_another_is_building(tmp_path, caplog):
+    # Two benches on one cache once decoded into the same partial file, and the second crashed
+    # renaming a file the first had already renamed. Now the second waits, then reads the cache.
+    import threading
+
+    from bal.files import held_lock
+
+    split = scan_split(make_image_folder(tmp_path / "ds", ["a", "b"], 4, splits=("train",)) / "train")
+    c = tmp_path / "c"
+    key = cache_mod._key(["images", cache_mod.CACHE_FORMAT_VERSION, 16, False, cache_mod._fingerprint(split)])
+    got = {}
+    with caplog.at_level("INFO", logger="bal"), held_lock(c / f"{key}.lock"):  # "another process" builds it
+        worker = threading.Thread(target=lambda: got.update(data=load_split(split, 16, cache_dir=c, progress=False)))
+        worker.start()
+        worker.join(1.0)
+        assert worker.is_alive() and "data" not in got  # waiting, not decoding beside the builder
+        assert not (c / f"{key}.partial.npy").exists()
+    worker.join(60)
+    assert not worker.is_alive()
+    assert "waiting for another process that is caching the images" in caplog.text
+    again = load_split(split, 16, cache_dir=c, progress=False)
+    assert np.array_equal(got["data"].images, again.images) and got["data"].paths == again.paths
+    assert [e.key for e in cache_mod.list_caches(c)] == [key]

@@ -74,6 +74,26 @@ def test_a_relative_save_folder_leaves_no_partial_files(toy, monkeypatch):
     assert not list((toy / "relative-ckpt").glob(".*.part"))
 
 
+def test_a_second_process_waits_for_the_pretext_another_is_training(toy, caplog):
+    # two benches sharing a pretext folder: the second waits and loads the first one's run
+    import threading
+
+    from bal.files import held_lock
+
+    save = toy / "shared-ckpt"
+    codes = []
+    run = ["rotation", *data_flags(toy), "--net", "cnn", "--epochs", "1", "--batch_size", "16", "--save", str(save),
+           "--no_progress"]
+    with caplog.at_level("INFO", logger="bal"), held_lock(save / "rotation.lock"):
+        worker = threading.Thread(target=lambda: codes.append(main(run)))
+        worker.start()
+        worker.join(1.0)
+        assert worker.is_alive() and not (save / "rotation_ckpt.pth").exists() and not (save / "rotation.pth").exists()
+    worker.join(120)
+    assert codes == [0] and (save / "rotation.pth").exists()
+    assert "waiting for another process that is training the pretext" in caplog.text
+
+
 def test_normalisation():
     x = np.array([[3.0, 4.0], [0.0, 0.0]])
     np.testing.assert_allclose(normalise_features(x, "l2"), [[0.6, 0.8], [0.0, 0.0]], rtol=1e-6)

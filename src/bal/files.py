@@ -6,12 +6,13 @@ new one, never a mix; that is what makes every run folder resumable.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import os
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -78,6 +79,43 @@ def atomic_torch_save(path: str | os.PathLike, obj: Any) -> None:
     import torch
 
     atomic_write(path, lambda f: torch.save(obj, f))
+
+
+@contextlib.contextmanager
+def held_lock(path: str | os.PathLike, waiting: Callable[[], None] | None = None) -> Iterator[None]:
+    """Hold an exclusive lock on the file ``path`` across processes for the block.
+
+    Two benches that share a cache or a pretext folder would otherwise build the same
+    file at once and pull it from under each other (seen: ``os.replace`` of a removed
+    ``.partial.npy``). The second one waits here, calling ``waiting()`` once if it has
+    to, and then finds the finished file. The lock is the operating system's
+    (``fcntl.flock``), released when the process dies, so a killed run leaves no stale
+    lock. Where it cannot be taken (no ``fcntl``, as on Windows; a read-only folder)
+    the block runs unlocked, as before.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, _FILE_MODE)
+    except OSError:
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if waiting is not None:
+                waiting()
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:  # a file system without locks: run unlocked
+            pass
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def append_line(path: str | os.PathLike, line: str) -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import mmap
 import os
 import shutil
@@ -39,7 +40,9 @@ from bal.data.decode import ImageDecodeError, decode_image, infer_image_size, sh
 from bal.data.folders import FolderSplit, scan_dataset
 from bal.data.imageset import ImageSet
 from bal.errors import DataError, ParameterError
-from bal.files import atomic_write_json
+from bal.files import atomic_write_json, held_lock
+
+log = logging.getLogger("bal")
 
 __all__ = ["CacheEntry", "cached_split", "check_cache_room", "default_cache_dir", "list_caches", "load_dataset", "load_split",
            "release"]
@@ -356,7 +359,20 @@ def load_split(
     cached = _open_cached(npy, meta_path, image_size)
     if cached is not None:
         return cached
+    # Another process (a second bench on the same cache) may be building this very cache: wait
+    # for it, then read what it wrote, instead of decoding into the same partial file.
+    with held_lock(cache / f"{key}.lock", waiting=lambda: log.info(
+            "waiting for another process that is caching the images under %s (%s)", split.root, cache)):
+        cached = _open_cached(npy, meta_path, image_size)
+        if cached is not None:
+            return cached
+        return _build(split, image_size, cache, key, skip_bad, progress, desc)
 
+
+def _build(split: FolderSplit, image_size: int, cache: Path, key: str, skip_bad: bool, progress: bool,
+           desc: str) -> ImageSet:
+    """Decode ``split`` into the cache ``cache/{key}.npy`` (resuming a partial one) or, unwritable, into memory."""
+    npy, meta_path = cache / f"{key}.npy", cache / f"{key}.json"
     shape = (len(split.paths), image_size, image_size, 3)
     writer = None
     try:
@@ -473,6 +489,8 @@ def list_caches(cache_dir: str | os.PathLike | None = None) -> list[CacheEntry]:
             groups.setdefault(key, []).append(f)
     entries = []
     for key, files in groups.items():
+        if all(f.name.endswith(".lock") for f in files):
+            continue  # the lock of a build that failed (bad files): no cache
         meta: dict = {}
         meta_file = folder / f"{key}.json"
         if meta_file.exists():

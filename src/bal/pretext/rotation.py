@@ -8,6 +8,7 @@ and the penultimate-layer features of its upright version (BAL clusters them).
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,8 +23,11 @@ from bal.engine import runtime
 from bal.engine.runfolder import bind_config, bind_content
 from bal.engine.runtime import autocast, derive_seed, images_on, scoring_batch_size, to_device
 from bal.engine.trainer import TrainConfig, batch_indices, gather, prepare, train_model
+from bal.files import held_lock
 from bal.models import create_model
 from bal.pretext.store import RotationResult, is_finished, read_rotation, write_rotation
+
+log = logging.getLogger("bal")
 
 N_ROTATIONS = 4
 
@@ -136,7 +140,19 @@ def train_rotation(
 
     The files are those of :mod:`bal.pretext.store`. An unfinished run in ``save``
     resumes from its last finished epoch; a finished one is loaded instead of trained again.
+    A second process given the same ``save`` (two benches sharing a pretext) waits for the
+    first and loads its run; under torchrun the ranks train it together, unlocked.
     """
+    kwargs = dict(net=net, config=config, seed=seed, device=device, save=save, progress=progress)
+    if save is None or runtime.info().enabled:
+        return _train_rotation(pool, augment, **kwargs)
+    with held_lock(Path(save) / "rotation.lock", waiting=lambda: log.info(
+            "waiting for another process that is training the pretext in %s", save)):
+        return _train_rotation(pool, augment, **kwargs)
+
+
+def _train_rotation(pool: ImageSet, augment: BatchAugment, *, net: str, config: TrainConfig, seed: int,
+                    device: torch.device | str, save: str | os.PathLike | None, progress: bool) -> RotationResult:
     device = torch.device(device)
     image_size = int(pool.images.shape[1])
     settings = {
