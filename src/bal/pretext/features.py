@@ -21,7 +21,9 @@ from bal.validation import check_choice
 
 __all__ = ["FEATURE_NORMS", "VIEWS", "cdd_order", "check_view", "load_features_file", "normalise_features"]
 
-#: Views of an image a rotation pretext embeds (see bal.pretext.rotation).
+#: The views of an image a pretext folder embeds: ``upright`` (METHOD.md's deterministic choice,
+#: ``features.npy``), ``mean`` (the mean over the four rotations) and ``random`` (one of the four,
+#: drawn per image from a seeded stream, as the authors' kmeans.py does unseeded).
 VIEWS = ("upright", "mean", "random")
 #: ``none``: the features as the network gives them (the authors'); ``l2``: each row scaled to unit length,
 #: so k-means compares directions (cosine geometry), as self-supervised features usually are.

@@ -25,6 +25,7 @@ from bal.engine.runtime import autocast, derive_seed, images_on, scoring_batch_s
 from bal.engine.trainer import TrainConfig, batch_indices, gather, prepare, train_model
 from bal.files import held_lock
 from bal.models import create_model
+from bal.pretext.features import VIEWS
 from bal.pretext.store import RotationResult, is_finished, read_rotation, write_rotation
 
 log = logging.getLogger("bal")
@@ -47,12 +48,6 @@ def rotation_loss(model: nn.Module, x: torch.Tensor, _targets: torch.Tensor) -> 
     rotated, targets = rotate_batch(x)
     rotated = rotated.contiguous(memory_format=torch.channels_last)
     return F.cross_entropy(model(rotated), targets)
-
-
-#: The views of an image a pretext folder embeds: ``upright`` (METHOD.md's deterministic choice,
-#: ``features.npy``), ``mean`` (the mean over the four rotations) and ``random`` (one of the four,
-#: drawn per image from a seeded stream, as the authors' kmeans.py does unseeded).
-VIEWS = ("upright", "mean", "random")
 
 
 @dataclass

@@ -49,7 +49,7 @@ log = logging.getLogger("bal")
 ROTATION_FILES = ("rotation.json", "paths.txt", "features.npy", "rotation_loss.npy", "rotation.pth")
 
 
-#: File of each embedded view (bal.pretext.rotation.VIEWS); ``features.npy`` is the authors'.
+#: File of each embedded view (bal.pretext.features.VIEWS); ``features.npy`` is the authors'.
 VIEW_FILES = {"upright": "features.npy", "mean": "features_mean.npy", "random": "features_random.npy"}
 
 
