@@ -80,7 +80,7 @@ def add_project_commands(subparsers) -> dict[str, Handler]:
     add(s, "--no-progress", action="store_true", help="no progress bars")
 
     q = subparsers.add_parser(
-        "query", help="the next images to label (BAL), recorded as a new cycle",
+        "query", help="the next images to label, recorded as a new cycle",
         description="The next selection from the pool (every image with status ok), by any strategy of "
                     f"`bal train` (default: bal's recommendation, {QUERY_STRATEGY}). BAL: rotation pretext and CDD "
                     "order computed once per pool (cached in DIR/pretext), a window of width beta*A sliding along "
