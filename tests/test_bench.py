@@ -59,6 +59,42 @@ def test_tiny_bench_writes_results_table_and_plot(toy, capsys):
     assert "epochs" in capsys.readouterr().err
 
 
+def test_a_pair_another_process_holds_is_left_for_later(toy, caplog):
+    # two benches on one folder: the second runs the pairs nobody holds, then waits for the rest
+    import logging
+
+    from bal.files import held_lock
+
+    out = toy / "out-shared"
+    config = toy / "shared.yaml"
+    config.write_text(
+        f"dataset: toy\ndatapath: {toy / 'data'}\ncache_dir: {toy / 'cache'}\npool_size: 200\ntest_size: 100\n"
+        "strategies: [random, margin]\nseeds: [0]\npercentages: [5, 5]\nnet: cnn\nepochs: 2\nbatch_size: 16\n"
+        f"milestones: [1]\nout: {out}\n"
+    )
+    held = held_lock(out / "runs" / "random" / "seed-0.lock")  # "another process" runs random, seed 0
+    assert held.__enter__()
+
+    class FinishOther(logging.Handler):  # the other process finishes once the bench starts waiting for it
+        def emit(self, record):
+            if "waiting for another process" in record.getMessage():
+                held.__exit__(None, None, None)
+
+    handler = FinishOther()
+    logging.getLogger("bal").addHandler(handler)
+    try:
+        with caplog.at_level("INFO", logger="bal"):
+            assert main(["bench", "--config", str(config), "--no_progress", "--device", "cpu"]) == 0
+    finally:
+        logging.getLogger("bal").removeHandler(handler)
+    log = caplog.text
+    assert "waiting for another process that is running random seed 0" in log
+    assert log.index("bench [2/2] margin seed 0") < log.index("bench [1/2] random seed 0")
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    assert [(r["strategy"], r["cycle"]) for r in rows] == [("random", "0"), ("random", "1"), ("margin", "0"),
+                                                            ("margin", "1")]
+
+
 def test_bench_configuration_errors(tmp_path):
     with pytest.raises(BalError, match="unknown key 'epoch'"):
         BenchConfig.from_mapping({"epoch": 3})

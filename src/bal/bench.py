@@ -44,7 +44,7 @@ from bal.engine.runfolder import bind_config
 from bal.engine.runtime import resolve_device
 from bal.engine.trainer import TrainConfig
 from bal.errors import BalError, ParameterError
-from bal.files import atomic_save_npy, atomic_write_json, read_json, write_lines
+from bal.files import atomic_save_npy, atomic_write_json, held_lock, read_json, write_lines
 from bal.loop.cycles import run_cycles
 from bal.pretext.features import FEATURE_NORMS, VIEWS, cdd_order, load_features_file, normalise_features
 from bal.pretext.rotation import train_rotation
@@ -459,23 +459,40 @@ def run_bench(config: BenchConfig, *, progress: bool = True) -> list[dict]:
         plans[spec] = (strategy, pretext_options)
 
     pretexts = Pretexts(config, pool, data.augment, device, progress, out)
-    rows: list[dict] = []
     pairs = [(spec, seed) for spec in config.strategies for seed in config.seeds]
-    for i, (spec, seed) in enumerate(pairs, start=1):
-        strategy, pretext_options = plans[spec]
-        pretext = pretexts.for_pair(seed, strategy.needs, pretext_options["view"], pretext_options["norm"])
-        t0 = time.perf_counter()
-        result_rows = run_cycles(pool, evaluate_on, strategy=strategy, budgets=budgets, pretext=pretext,
+    done: dict[int, list[dict]] = {}
+
+    def run_pair(i: int, wait: bool) -> bool:
+        """Run (or resume, or read) pair ``i``; False when another process holds it and ``wait`` is off."""
+        spec, seed = pairs[i]
+        run_dir = out / "runs" / folder_name(spec) / f"seed-{seed}"
+        # One pair, one process: a second bench on the same folder (another terminal, a second core)
+        # takes the pairs nobody holds and comes back for the others, which are finished by then.
+        with held_lock(run_dir.with_name(run_dir.name + ".lock"), wait=wait, waiting=lambda: log.info(
+                "bench: waiting for another process that is running %s seed %d", spec, seed)) as held:
+            if not held:
+                return False
+            strategy, pretext_options = plans[spec]
+            pretext = pretexts.for_pair(seed, strategy.needs, pretext_options["view"], pretext_options["norm"])
+            t0 = time.perf_counter()
+            done[i] = run_cycles(pool, evaluate_on, strategy=strategy, budgets=budgets, pretext=pretext,
                                  train=train_config, augment=data.augment, net=config.net,
-                                 warm_start=config.warm_start, seed=seed,
-                                 out_dir=out / "runs" / folder_name(spec) / f"seed-{seed}", device=device,
+                                 warm_start=config.warm_start, seed=seed, out_dir=run_dir, device=device,
                                  progress=progress, split_name=config.eval)
-        for r in result_rows:
+        accs = " ".join(f"{r['accuracy']:.1f}" for r in done[i])
+        log.info("bench [%d/%d] %s seed %d: %s (%.0f s)", i + 1, len(pairs), spec, seed, accs,
+                 time.perf_counter() - t0)
+        return True
+
+    skipped = [i for i in range(len(pairs)) if not run_pair(i, wait=False)]
+    for i in skipped:
+        run_pair(i, wait=True)
+    rows: list[dict] = []
+    for i, (spec, seed) in enumerate(pairs):  # in pair order, whichever finished first
+        for r in done[i]:
             rows.append({"strategy": spec, "seed": seed, "split": config.eval, **{k: r.get(k) for k in (
                 "cycle", "labelled", "labelled_pct", "accuracy", "seconds", *DIAGNOSTIC_COLUMNS)},
                 "class_counts": r.get("class_counts")})
-        accs = " ".join(f"{r['accuracy']:.1f}" for r in result_rows)
-        log.info("bench [%d/%d] %s seed %d: %s (%.0f s)", i, len(pairs), spec, seed, accs, time.perf_counter() - t0)
 
     notes = {spec: f"cycle 0: {strategy.cycle0}" for spec, (strategy, _) in plans.items()}
     summaries = summarise(rows, notes=notes, order=config.strategies)

@@ -82,38 +82,43 @@ def atomic_torch_save(path: str | os.PathLike, obj: Any) -> None:
 
 
 @contextlib.contextmanager
-def held_lock(path: str | os.PathLike, waiting: Callable[[], None] | None = None) -> Iterator[None]:
-    """Hold an exclusive lock on the file ``path`` across processes for the block.
+def held_lock(path: str | os.PathLike, waiting: Callable[[], None] | None = None, *,
+              wait: bool = True) -> Iterator[bool]:
+    """Hold an exclusive lock on the file ``path`` across processes for the block; yields True.
 
     Two benches that share a cache or a pretext folder would otherwise build the same
     file at once and pull it from under each other (seen: ``os.replace`` of a removed
     ``.partial.npy``). The second one waits here, calling ``waiting()`` once if it has
-    to, and then finds the finished file. The lock is the operating system's
-    (``fcntl.flock``), released when the process dies, so a killed run leaves no stale
-    lock. Where it cannot be taken (no ``fcntl``, as on Windows; a read-only folder)
-    the block runs unlocked, as before.
+    to, and then finds the finished file; with ``wait=False`` it does not wait, and the
+    block gets False (someone else holds the lock; come back later). The lock is the
+    operating system's (``fcntl.flock``), released when the process dies, so a killed run
+    leaves no stale lock. Where it cannot be taken (no ``fcntl``, as on Windows; a
+    read-only folder) the block runs unlocked, as before, and gets True.
     """
     try:
         import fcntl
     except ImportError:  # pragma: no cover - not POSIX
-        yield
+        yield True
         return
     try:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, _FILE_MODE)
     except OSError:
-        yield
+        yield True
         return
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            if not wait:
+                yield False
+                return
             if waiting is not None:
                 waiting()
             fcntl.flock(fd, fcntl.LOCK_EX)
         except OSError:  # a file system without locks: run unlocked
             pass
-        yield
+        yield True
     finally:
         os.close(fd)  # releases the lock
 
