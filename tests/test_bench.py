@@ -23,15 +23,21 @@ def toy(tmp_path_factory):
     return root
 
 
-def test_tiny_bench_writes_results_table_and_plot(toy, capsys):
-    out = toy / "out"
-    config = toy / "tiny.yaml"
+def tiny_config(toy, name: str, strategies: str, out):
+    """A bench of two 5 % cycles, one seed, two epochs, on the toy data; returns the YAML file."""
+    config = toy / f"{name}.yaml"
     config.write_text(
         f"dataset: toy\ndatapath: {toy / 'data'}\ncache_dir: {toy / 'cache'}\npool_size: 200\ntest_size: 100\n"
-        "strategies: [random, bal]\nseeds: [0]\npercentages: [5, 5]\nnet: cnn\nepochs: 2\nbatch_size: 16\n"
+        f"strategies: [{strategies}]\nseeds: [0]\npercentages: [5, 5]\nnet: cnn\nepochs: 2\nbatch_size: 16\n"
         "milestones: [1]\nrotation_epochs: 1\nrotation_batch_size: 32\nrotation_milestones: []\n"
         f"out: {out}\n"
     )
+    return config
+
+
+def test_tiny_bench_writes_results_table_and_plot(toy, capsys):
+    out = toy / "out"
+    config = tiny_config(toy, "tiny", "random, bal", out)
     assert main(["bench", "--config", str(config), "--no_progress", "--device", "cpu"]) == 0
     table = capsys.readouterr().out
     assert "AUBC" in table and "random" in table and "bal" in table and "±" in table
@@ -66,12 +72,7 @@ def test_a_pair_another_process_holds_is_left_for_later(toy, caplog):
     from bal.files import held_lock
 
     out = toy / "out-shared"
-    config = toy / "shared.yaml"
-    config.write_text(
-        f"dataset: toy\ndatapath: {toy / 'data'}\ncache_dir: {toy / 'cache'}\npool_size: 200\ntest_size: 100\n"
-        "strategies: [random, margin]\nseeds: [0]\npercentages: [5, 5]\nnet: cnn\nepochs: 2\nbatch_size: 16\n"
-        f"milestones: [1]\nout: {out}\n"
-    )
+    config = tiny_config(toy, "shared", "random, margin", out)
     held = held_lock(out / "runs" / "random" / "seed-0.lock")  # "another process" runs random, seed 0
     assert held.__enter__()
 
