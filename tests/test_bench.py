@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -65,35 +67,62 @@ def test_tiny_bench_writes_results_table_and_plot(toy, capsys):
     assert "epochs" in capsys.readouterr().err
 
 
-def test_a_pair_another_process_holds_is_left_for_later(toy, caplog):
-    # two benches on one folder: the second runs the pairs nobody holds, then waits for the rest
-    import logging
-
+@contextlib.contextmanager
+def held_by_another_process(lock, message: str):
+    """Hold the file lock ``lock`` as another process would, and let it go once bal logs ``message``
+    (the bench has run everything else and now waits for it)."""
     from bal.files import held_lock
 
-    out = toy / "out-shared"
-    config = tiny_config(toy, "shared", "random, margin", out)
-    held = held_lock(out / "runs" / "random" / "seed-0.lock")  # "another process" runs random, seed 0
+    held = held_lock(lock)
     assert held.__enter__()
 
-    class FinishOther(logging.Handler):  # the other process finishes once the bench starts waiting for it
+    class FinishOther(logging.Handler):
         def emit(self, record):
-            if "waiting for another process" in record.getMessage():
-                held.__exit__(None, None, None)
+            if message in record.getMessage() and held is not None:
+                release()
+
+    def release():
+        nonlocal held
+        held.__exit__(None, None, None)
+        held = None
 
     handler = FinishOther()
     logging.getLogger("bal").addHandler(handler)
     try:
-        with caplog.at_level("INFO", logger="bal"):
-            assert main(["bench", "--config", str(config), "--no_progress", "--device", "cpu"]) == 0
+        yield
     finally:
         logging.getLogger("bal").removeHandler(handler)
+        if held is not None:
+            release()
+
+
+def test_a_pair_another_process_holds_is_left_for_later(toy, caplog):
+    # two benches on one folder: the second runs the pairs nobody holds, then waits for the rest
+    out = toy / "out-shared"
+    config = tiny_config(toy, "shared", "random, margin", out)
+    with held_by_another_process(out / "runs" / "random" / "seed-0.lock", "waiting for another process"), \
+            caplog.at_level("INFO", logger="bal"):
+        assert main(["bench", "--config", str(config), "--no_progress", "--device", "cpu"]) == 0
     log = caplog.text
     assert "waiting for another process that is running random seed 0" in log
     assert log.index("bench [2/2] margin seed 0") < log.index("bench [1/2] random seed 0")
     rows = list(csv.DictReader(open(out / "results.csv")))
     assert [(r["strategy"], r["cycle"]) for r in rows] == [("random", "0"), ("random", "1"), ("margin", "0"),
                                                             ("margin", "1")]
+
+
+def test_a_pair_whose_pretext_another_process_trains_is_left_for_later(toy, caplog):
+    # the pretext of seed 0 is "being trained by another process": the bench runs random first
+    main(["bench", "--config", str(tiny_config(toy, "pre", "bal", toy / "out-pre")), "--no_progress",
+          "--device", "cpu"])  # makes the pretext folder, in toy/pretexts
+    (folder,) = (toy / "pretexts").glob("toy-cnn-seed0-*")
+    config = tiny_config(toy, "pretext-held", "bal, random", toy / "out-pretext-held")
+    with held_by_another_process(folder / "rotation.lock", "waiting for another process that is training"), \
+            caplog.at_level("INFO", logger="bal"):
+        assert main(["bench", "--config", str(config), "--no_progress", "--device", "cpu"]) == 0
+    log = caplog.text
+    assert "bal seed 0 waits for its pretext, which another process is training" in log
+    assert log.index("bench [2/2] random seed 0") < log.index("bench [1/2] bal seed 0")
 
 
 def test_bench_configuration_errors(tmp_path):

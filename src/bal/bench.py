@@ -47,7 +47,7 @@ from bal.errors import BalError, ParameterError
 from bal.files import atomic_save_npy, atomic_write_json, held_lock, read_json, write_lines
 from bal.loop.cycles import run_cycles
 from bal.pretext.features import FEATURE_NORMS, VIEWS, cdd_order, load_features_file, normalise_features
-from bal.pretext.rotation import train_rotation
+from bal.pretext.rotation import pretext_busy, train_rotation
 from bal.report import summarise, summary_table, write_results
 from bal.report.diagnostics import DIAGNOSTIC_COLUMNS, diagnostics_markdown, plot_balance
 from bal.selection import Pretext, create_strategy, list_strategies, strategy_options
@@ -353,6 +353,14 @@ class Pretexts:
             log.info("bench: pretext of seed %d ready in %s (%.0f s)", seed, folder, time.perf_counter() - t0)
         return self._rotations[seed]
 
+    def busy(self, seed: int, needs: frozenset[str]) -> bool:
+        """True when a strategy with ``needs`` would wait for seed ``seed``'s pretext, which another
+        process is training (see :meth:`for_pair`)."""
+        external = bool(self.config.features or self.config.backbone)
+        if not needs or seed in self._rotations or (external and "losses" not in needs):
+            return False
+        return pretext_busy(pretext_folder(self.config, self.pool, seed))
+
     def external(self) -> np.ndarray | None:
         """The user's embedding (``features``) or the backbone's, in pool order; None for rotation features."""
         c = self.config
@@ -473,6 +481,12 @@ def run_bench(config: BenchConfig, *, progress: bool = True) -> list[dict]:
             if not held:
                 return False
             strategy, pretext_options = plans[spec]
+            if not wait and pretexts.busy(seed, strategy.needs):
+                # the pretext would keep this process waiting for as long as it trains (20 minutes at
+                # CPU scale); run the pairs that need none, or another seed's, and come back
+                log.info("bench: %s seed %d waits for its pretext, which another process is training; "
+                         "running other pairs first", spec, seed)
+                return False
             pretext = pretexts.for_pair(seed, strategy.needs, pretext_options["view"], pretext_options["norm"])
             t0 = time.perf_counter()
             done[i] = run_cycles(pool, evaluate_on, strategy=strategy, budgets=budgets, pretext=pretext,

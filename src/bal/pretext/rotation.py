@@ -141,9 +141,22 @@ def train_rotation(
     kwargs = dict(net=net, config=config, seed=seed, device=device, save=save, progress=progress)
     if save is None or runtime.info().enabled:
         return _train_rotation(pool, augment, **kwargs)
-    with held_lock(Path(save) / "rotation.lock", waiting=lambda: log.info(
+    with held_lock(_lock_file(save), waiting=lambda: log.info(
             "waiting for another process that is training the pretext in %s", save)):
         return _train_rotation(pool, augment, **kwargs)
+
+
+def _lock_file(save: str | os.PathLike) -> Path:
+    return Path(save) / "rotation.lock"
+
+
+def pretext_busy(save: str | os.PathLike) -> bool:
+    """True when another process holds the pretext in ``save`` (it is training it), so that
+    :func:`train_rotation` would wait; a bench runs other pairs meanwhile. Under torchrun, never."""
+    if runtime.info().enabled:
+        return False
+    with held_lock(_lock_file(save), wait=False) as free:
+        return not free
 
 
 def _train_rotation(pool: ImageSet, augment: BatchAugment, *, net: str, config: TrainConfig, seed: int,
