@@ -139,6 +139,32 @@ def test_bench_configuration_errors(tmp_path):
     assert BenchConfig.from_mapping({"batch-size": 7}).batch_size == 7
 
 
+def test_every_configuration_key_is_a_flag_too(tmp_path, capsys, monkeypatch):
+    import dataclasses
+
+    import bal.bench
+
+    with pytest.raises(SystemExit):
+        main(["bench", "--help"])
+    text = capsys.readouterr().out
+    flags = {f.name: f"--{f.name}" for f in dataclasses.fields(BenchConfig)} | {"flip": "--no-flip"}
+    assert [name for name, flag in flags.items() if flag not in text] == []
+
+    seen = []
+    monkeypatch.setattr(bal.bench, "run_bench", lambda config, progress: seen.append(config))
+    yaml_file = tmp_path / "b.yaml"
+    yaml_file.write_text("rotation_epochs: 30\nrotation_milestones: [20]\nwarm_start: true\n")
+    assert main(["bench", "--config", str(yaml_file), "--rotation_milestones", "0.5", "0.8", "--reinit",
+                 "--addendum", "even", "--order_from", "model", "--subset_seed", "3", "--backbone_size", "64",
+                 "--out", str(tmp_path / "out")]) == 0
+    (config,) = seen
+    assert (config.rotation_milestones, config.warm_start, config.addendum, config.order_from, config.subset_seed,
+            config.backbone_size) == ([0.5, 0.8], False, "even", "model", 3, 64)
+    with pytest.raises(SystemExit) as stop:
+        main(["bench", "--config", str(yaml_file), "--addendum", "lots"])
+    assert stop.value.code == 2 and "--addendum" in capsys.readouterr().err
+
+
 def test_checked_in_configurations_load():
     from pathlib import Path
 

@@ -7,7 +7,7 @@ import dataclasses
 from pathlib import Path
 
 from bal.cli.flags import (
-    add, flatten, image_side, milestone, number_list, output_folder, positive_float, positive_int, seed,
+    add, addendum, flatten, image_side, milestone, number_list, output_folder, positive_float, positive_int, seed,
 )
 
 
@@ -18,6 +18,7 @@ def add_bench_commands(sub) -> dict:
     from bal.pretext.backbone import BACKBONES
     from bal.pretext.features import FEATURE_NORMS, VIEWS
     from bal.selection import list_strategies
+    from bal.selection.strategies import ORDER_SOURCES
 
     p = sub.add_parser("bench", help="compare strategies over seeds: results, table with AUBC, the paper's plot",
                        description="Run every (strategy, seed) pair on the same pool, evaluation split, model "
@@ -33,6 +34,7 @@ def add_bench_commands(sub) -> dict:
     add(g, "--val_size", type=positive_int, default=None,
         help="validation images, carved (stratified) from the training split outside the pool")
     add(g, "--test_size", type=positive_int, default=None, help="stratified subset of the test split")
+    add(g, "--subset_seed", type=seed, default=None, help="seed of the pool, validation and test subsets")
     add(g, "--eval", choices=list(EVAL_SPLITS), default=None,
         help="the split every cycle is evaluated on: validation to choose, test to report (default: test)")
     add(g, "--regime", choices=list(REGIMES), default=None, help="budget regime")
@@ -50,14 +52,24 @@ def add_bench_commands(sub) -> dict:
     add(g, "--weight_decay", type=float, default=None, help="SGD weight decay per cycle")
     add(g, "--milestones", type=number_list(milestone), nargs="+", default=None,
         help="lr milestones per cycle: epochs, or fractions of the epochs")
+    g.add_argument("--warm-start", "--warm_start", dest="warm_start", action="store_true", default=None,
+                   help="start each cycle from the previous cycle's weights")
+    g.add_argument("--reinit", dest="warm_start", action="store_false",
+                   help="start each cycle from a new random initialisation")
     add(g, "--beta", type=positive_float, default=None,
         help="sub-pool width factor of the BAL family (default: the preset's for the regime)")
     add(g, "--window", default=None, help="window placement of the BAL family")
     add(g, "--first", default=None, help="cycle-0 rule of the BAL family")
     add(g, "--sampling", default=None, help="uncertainty rule of the BAL family")
+    add(g, "--addendum", type=addendum, default=None,
+        help="sub-pool unit A of the BAL family: images, budget or even")
+    add(g, "--order_from", choices=list(ORDER_SOURCES), default=None,
+        help="where the BAL family's later cycles take their order from")
     add(g, "--rotation_epochs", type=positive_int, default=None, help="pretext epochs")
     add(g, "--rotation_batch_size", type=positive_int, default=None, help="pretext batch size")
     add(g, "--rotation_lr", type=positive_float, default=None, help="pretext learning rate")
+    add(g, "--rotation_milestones", type=number_list(milestone), nargs="+", default=None,
+        help="pretext lr milestones: epochs, or fractions of the epochs")
     add(g, "--clusters", type=positive_int, default=None, help="k-means clusters (default: the number of classes)")
     add(g, "--image_size", type=image_side, default=None, help="square image side (default: the preset's, or the "
                                                                "network's working size)")
@@ -70,6 +82,7 @@ def add_bench_commands(sub) -> dict:
         help="your own embedding of the pool, one row per line of OUT/pool.txt")
     add(g, "--backbone", choices=list(BACKBONES), default=None, help="embed the pool with a pretrained backbone")
     add(g, "--weights", default=None, metavar="FILE", help="the backbone's weights (never downloaded)")
+    add(g, "--backbone_size", type=image_side, default=None, help="side the images are resized to for the backbone")
     add(g, "--pretext_dir", default=None, help="where finished pretexts are kept and found (default: pretexts beside --out)")
     add(g, "--out", default=None, help="output folder (default: runs/bench)")
     add(g, "--cache_dir", default=None, help="decoded-image cache")
@@ -93,7 +106,7 @@ def cmd_bench(args) -> int:
     config = BenchConfig.from_yaml(args.config) if args.config else BenchConfig()
     overrides = {k: v for k, v in vars(args).items()
                  if k not in ("command", "config", "no_progress") and v is not None}
-    for key in ("per_samples_list", "seeds", "milestones"):
+    for key in ("per_samples_list", "seeds", "milestones", "rotation_milestones"):
         if key in overrides:
             overrides[key] = flatten(overrides[key])
     config = BenchConfig.from_mapping({**dataclasses.asdict(config), **overrides}, source="bal bench")

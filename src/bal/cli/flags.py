@@ -129,6 +129,19 @@ def seed(text: str) -> int:
     return value
 
 
+def addendum(text: str) -> int | str:
+    """--addendum: images (a whole number), or a rule: budget (the per-cycle size) or even (N // cycles)."""
+    from bal.selection.strategies import ADDENDUM_RULES
+
+    if text in ADDENDUM_RULES:
+        return text
+    try:
+        return positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of images or one of "
+                                         f"{', '.join(ADDENDUM_RULES)}, got {text!r}") from None
+
+
 def image_side(text: str) -> int:
     """An image side in pixels, 8 to 1024 (bal.data.open.MAX_IMAGE_SIZE)."""
     value = positive_int(text)

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bal.cli.flags import (
-    add, flatten, image_side, input_folder, milestone, number_list, output_folder, positive_float, positive_int, seed,
+    add, addendum, flatten, image_side, input_folder, milestone, number_list, output_folder, positive_float,
+    positive_int, seed,
 )
 from bal.errors import BalError
 
@@ -132,19 +133,6 @@ def given_features(args, pool_paths, images=None, device="cpu"):
         return embed_with_backbone(images, args.backbone, args.weights, device=device,
                                    input_size=args.backbone_size or 224, progress=not getattr(args, "no_progress", False))
     return None
-
-
-def addendum(text: str) -> int | str:
-    """--addendum: images (a whole number), or a rule: budget (the per-cycle size) or even (N // cycles)."""
-    from bal.selection.strategies import ADDENDUM_RULES
-
-    if text in ADDENDUM_RULES:
-        return text
-    try:
-        return positive_int(text)
-    except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(f"expected a whole number of images or one of "
-                                         f"{', '.join(ADDENDUM_RULES)}, got {text!r}") from None
 
 
 def add_strategy_flags(g, strategy_default: str | None = "bal", default_note: str = "") -> None:
