@@ -10,9 +10,11 @@ the weights of an uninterrupted run.
 
 from __future__ import annotations
 
+import logging
 import math
 import numbers
 import os
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +30,8 @@ from bal.data.cache import release
 from bal.engine import runtime
 from bal.engine.runtime import autocast, derive_seed, images_on, scoring_batch_size, to_device
 from bal.errors import BalError, ParameterError
+
+log = logging.getLogger("bal")
 from bal.files import atomic_torch_save
 from bal.validation import check_int, check_real
 
@@ -156,6 +160,7 @@ def train_model(
     checkpoint: str | os.PathLike | None = None,
     progress: bool = True,
     desc: str = "train",
+    log_epochs: bool = False,
 ) -> nn.Module:
     """Train ``model`` in place on ``images[indices]`` for ``config.epochs`` epochs.
 
@@ -168,6 +173,8 @@ def train_model(
         streams never share random numbers.
     checkpoint : file for the per-epoch checkpoint. If it exists, training resumes
         after the epoch it records; it is left in place for the caller to remove.
+    log_epochs : log each finished epoch (mean loss, seconds): the sign of life of a long
+        training (a pretext: 20 minutes and more on a CPU) when there is no progress bar.
     """
     to_device(model, device)
     optimizer = torch.optim.SGD(
@@ -210,6 +217,7 @@ def train_model(
         leave=False,
     )
     for epoch in range(start_epoch, config.epochs):
+        t0 = time.perf_counter()
         model.train()
         batches, gen = epoch_batches(indices, config.batch_size, seed, stream, epoch)
         total, count = 0.0, 0
@@ -234,6 +242,9 @@ def train_model(
             bar.update(1)
         scheduler.step()
         bar.set_postfix(epoch=f"{epoch + 1}/{config.epochs}", loss=f"{total / max(count, 1):.3f}")
+        if log_epochs and dist_info.is_main:
+            log.info("%s: epoch %d/%d, loss %.3f (%.0f s)", desc, epoch + 1, config.epochs, total / max(count, 1),
+                     time.perf_counter() - t0)
         if checkpoint is not None and dist_info.is_main:
             atomic_torch_save(
                 checkpoint,

@@ -199,6 +199,7 @@ def _train_rotation(pool: ImageSet, augment: BatchAugment, *, net: str, config: 
         checkpoint=None if out is None else out / "rotation_ckpt.pth",
         progress=progress,
         desc="rotation",
+        log_epochs=not progress,
     )
     if out is None:
         return _result(pool, rotation_scores(model, images, augment, device=device, seed=seed), model)
