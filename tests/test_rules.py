@@ -45,15 +45,28 @@ def test_typical_needs_features_of_every_candidate():
 
 def test_probcover_greedy_coverage_by_hand():
     # radius 0.15: balls 0:{0,1} 1:{0,1,2} 2:{1,2} 3:{3,4} 4:{3,4} 5:{5}
+    # 3 and 4 tie (two points each): a seeded random order of the pool decides
     labelled = np.zeros(6, bool)
-    np.testing.assert_array_equal(probcover_select(LINE, labelled, 3, 0.15, 0), [1, 3, 5])
+    picks = {tuple(probcover_select(LINE, labelled, 3, 0.15, seed).tolist()) for seed in range(20)}
+    assert picks == {(1, 3, 5), (1, 4, 5)}
     labelled[1] = True  # covers 0, 1, 2 already
-    np.testing.assert_array_equal(probcover_select(LINE, labelled, 2, 0.15, 0), [3, 5])
+    assert probcover_select(LINE, labelled, 2, 0.15, 0).tolist() in ([3, 5], [4, 5])
     # once everything is covered the rest is drawn at random from the unlabelled points
     out = probcover_select(LINE, np.zeros(6, bool), 5, 0.15, 0)
-    assert out[:3].tolist() == [1, 3, 5] and set(out[3:].tolist()) <= {0, 2, 4} and len(set(out.tolist())) == 5
+    assert out[0] == 1 and out[1] in (3, 4) and out[2] == 5 and len(set(out.tolist())) == 5
     with pytest.raises(BalError, match="delta"):
         probcover_select(LINE, labelled, 1, -1.0, 0)
+
+
+def test_probcover_ties_do_not_follow_the_pool_order():
+    # 400 isolated points in "class order" (100 a class): every ball holds only its own point,
+    # so all tie; the smallest index would take 40 of class 0 (as it did on CIFAR-10's folders)
+    x = np.arange(400, dtype=np.float64)[:, None]
+    classes = np.repeat(np.arange(4), 100)
+    picks = probcover_select(x, np.zeros(400, bool), 40, 0.1, 0)
+    assert len(set(classes[picks].tolist())) == 4
+    assert picks.tolist() == probcover_select(x, np.zeros(400, bool), 40, 0.1, 0).tolist()  # seeded
+    assert picks.tolist() != probcover_select(x, np.zeros(400, bool), 40, 0.1, 1).tolist()
 
 
 def test_probcover_matches_the_exact_ball_graph_at_the_radius_it_chooses():
@@ -72,9 +85,11 @@ def test_probcover_matches_the_exact_ball_graph_at_the_radius_it_chooses():
         ball = np.stack([np.einsum("ij,ij->i", exact - exact[i], exact - exact[i]) <= delta * delta
                          for i in range(n)])
         covered, available, expected = ball[labelled].any(axis=0), ~labelled, []
+        priority = np.random.default_rng(0).permutation(n)  # ties: probcover_select's first draw
         for _ in range(20):
             gain = np.where(available, (ball & ~covered[None, :]).sum(axis=1), -1)
-            best = int(np.argmax(gain))
+            tied = np.flatnonzero(gain == gain.max())
+            best = int(tied[np.argmin(priority[tied])])
             if gain[best] <= 0:
                 break
             expected.append(best)

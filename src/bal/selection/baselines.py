@@ -463,8 +463,13 @@ def probcover_select(
 
     Points within δ of a labelled point start covered. Each pick maximises the number of
     uncovered points in its ball (itself included if uncovered); equal counts go to the
-    smallest pool index. When no pick would cover anything new, the rest are drawn
-    uniformly at random from the unlabelled points (as the reference code does).
+    first of them in a random order of the pool drawn once from ``rng``. Not the smallest
+    index: a pool listed from class folders is in class order, and once the dense balls
+    are taken every isolated point ties at 1, so the smallest index labelled one class
+    (measured: CIFAR-10's 10,000-image pool in folder order, 200 airplanes a cycle from
+    the third cycle on; the reference code's pool is in CIFAR's shuffled order). When no
+    pick would cover anything new, the rest are drawn uniformly at random from the
+    unlabelled points (as the reference code does).
 
     The ball graph is never stored: with a δ that makes balls hold thousands of points,
     its edges outgrow memory (N = 10^5 synthetic images needed more than 21 GB). Counts
@@ -507,11 +512,14 @@ def probcover_select(
     for part, inside in blocks(np.arange(n)):
         gain[part] = (inside & ~covered[None, :]).sum(axis=1)
     available = ~mask
+    priority = generator.permutation(n)  # who wins a tie
     picks: list[int] = []
     while len(picks) < k:
         score = np.where(available, gain, -1)
-        best = int(np.argmax(score))
-        if score[best] <= 0:
+        top = score.max()
+        tied = np.flatnonzero(score == top)
+        best = int(tied[np.argmin(priority[tied])])
+        if top <= 0:
             rest = np.flatnonzero(available)
             fill = generator.choice(rest, size=k - len(picks), replace=False)
             picks.extend(int(i) for i in fill)
