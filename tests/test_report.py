@@ -92,6 +92,17 @@ def test_plot_svg_with_bands(tmp_path: Path) -> None:
     assert path.read_bytes() == first
 
 
+def test_plot_past_ten_curves_changes_the_line_style(tmp_path: Path) -> None:
+    # matplotlib's 10 colours wrap at the 11th curve: it is dashed, so it cannot be taken for the 1st
+    def svg(n: int) -> str:
+        path = tmp_path / f"{n}.svg"
+        plot_curves({f"s{i}": ([2, 4, 6], [30.0 + i, 40.0, 50.0]) for i in range(n)}, path)
+        return path.read_text(encoding="utf-8")
+
+    assert "stroke-dasharray" not in svg(10)
+    assert "stroke-dasharray" in svg(11)
+
+
 @pytest.mark.parametrize("kwargs,word", [
     ({"path": "out.pdf"}, "suffix"),
     ({"curves": {}}, "no curves"),

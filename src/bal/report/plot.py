@@ -13,6 +13,7 @@ from bal.files import atomic_write_bytes
 
 FORMATS = ("png", "svg")
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "*", "h", "p")
+_LINESTYLES = ("-", "--", ":")
 
 
 def plot_curves(
@@ -65,11 +66,13 @@ def plot_curves(
         ax = fig.add_subplot()
         colours = [f"C{i}" for i in range(10)]  # matplotlib's default cycle: 10 colours
         for i, (name, (x, y)) in enumerate(curves.items()):
-            # the marker moves on by one each time the colours wrap, so no two curves look alike
+            # the marker moves on by one and the line style changes each time the colours wrap, so no
+            # two curves look alike (13 strategies: margin and bal-plus shared a green solid line)
             marker = _MARKERS[(i + i // len(colours)) % len(_MARKERS)]
+            style = _LINESTYLES[(i // len(colours)) % len(_LINESTYLES)]
             xs, ys = [float(v) for v in x], [float(v) for v in y]
             (line,) = ax.plot(xs, ys, marker=marker, color=colours[i % len(colours)], markersize=4,
-                              linewidth=1.5, label=str(name))
+                              linewidth=1.5, linestyle=style, label=str(name))
             if name in bands:
                 std = [float(v) for v in bands[name]]
                 lo = [m - s for m, s in zip(ys, std)]
