@@ -353,11 +353,15 @@ class Pretexts:
             log.info("bench: pretext of seed %d ready in %s (%.0f s)", seed, folder, time.perf_counter() - t0)
         return self._rotations[seed]
 
+    def _reads_rotation(self, needs: frozenset[str]) -> bool:
+        """Whether a strategy with ``needs`` reads the rotation pretext: for its losses, or for
+        features when the user gave no embedding of their own (``features``, ``backbone``)."""
+        return bool(needs) and ("losses" in needs or not (self.config.features or self.config.backbone))
+
     def busy(self, seed: int, needs: frozenset[str]) -> bool:
         """True when a strategy with ``needs`` would wait for seed ``seed``'s pretext, which another
         process is training (see :meth:`for_pair`)."""
-        external = bool(self.config.features or self.config.backbone)
-        if not needs or seed in self._rotations or (external and "losses" not in needs):
+        if seed in self._rotations or not self._reads_rotation(needs):
             return False
         return pretext_busy(pretext_folder(self.config, self.pool, seed))
 
@@ -387,7 +391,7 @@ class Pretexts:
         if not needs:
             return pretext
         external = self.external()
-        rotation = self.rotation(seed) if ("losses" in needs or external is None) else None
+        rotation = self.rotation(seed) if self._reads_rotation(needs) else None
         if rotation is not None:
             pretext.losses = rotation.losses
         if needs & {"features", "order"}:

@@ -7,7 +7,8 @@ import dataclasses
 from pathlib import Path
 
 from bal.cli.flags import (
-    add, addendum, flatten, image_side, milestone, number_list, output_folder, positive_float, positive_int, seed,
+    add, add_warm_start, addendum, flatten, image_side, milestone, number_list, output_folder, positive_float,
+    positive_int, seed,
 )
 
 
@@ -52,10 +53,7 @@ def add_bench_commands(sub) -> dict:
     add(g, "--weight_decay", type=float, default=None, help="SGD weight decay per cycle")
     add(g, "--milestones", type=number_list(milestone), nargs="+", default=None,
         help="lr milestones per cycle: epochs, or fractions of the epochs")
-    g.add_argument("--warm-start", "--warm_start", dest="warm_start", action="store_true", default=None,
-                   help="start each cycle from the previous cycle's weights")
-    g.add_argument("--reinit", dest="warm_start", action="store_false",
-                   help="start each cycle from a new random initialisation")
+    add_warm_start(g, default=None)
     add(g, "--beta", type=positive_float, default=None,
         help="sub-pool width factor of the BAL family (default: the preset's for the regime)")
     add(g, "--window", default=None, help="window placement of the BAL family")

@@ -87,6 +87,15 @@ def number_list(kind):
     return parse
 
 
+def add_warm_start(group, default: bool | None) -> None:
+    """--warm-start / --reinit (dest ``warm_start``); ``default`` None leaves it to a configuration file."""
+    note = " (default)" if default is True else ""
+    group.add_argument("--warm-start", "--warm_start", dest="warm_start", action="store_true", default=default,
+                       help="start each cycle from the previous cycle's weights, fresh optimizer" + note)
+    group.add_argument("--reinit", dest="warm_start", action="store_false",
+                       help="start each cycle from a new random initialisation")
+
+
 def milestone(text: str) -> float:
     """An lr milestone: a whole epoch (``30`` -> int 30) or a fraction of the epochs (``0.5``)."""
     value = float(text)

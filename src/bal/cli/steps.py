@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bal.cli.flags import (
-    add, addendum, flatten, image_side, input_folder, milestone, number_list, output_folder, positive_float,
-    positive_int, seed,
+    add, add_warm_start, addendum, flatten, image_side, input_folder, milestone, number_list, output_folder,
+    positive_float, positive_int, seed,
 )
 from bal.errors import BalError
 
@@ -197,10 +197,7 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     add(g, "--weight_decay", type=float, default=t.weight_decay, help="SGD weight decay (default: %(default)s)")
     add(g, "--milestones", "--milestone", type=number_list(milestone), nargs="+", default=None,
         help=f"epochs at which the lr is divided by 10 (default: {_milestones(t.milestones)})")
-    g.add_argument("--warm-start", "--warm_start", dest="warm_start", action="store_true", default=True,
-                   help="start each cycle from the previous cycle's weights, fresh optimizer (default)")
-    g.add_argument("--reinit", dest="warm_start", action="store_false",
-                   help="start each cycle from a new random initialisation")
+    add_warm_start(g, default=True)
     add(g, "--sort", default=None,
         help="accepted for compatibility with the authors' main.py, which parses it and never uses it; "
              "the order always comes from --sorted_dataset_path, as it is")

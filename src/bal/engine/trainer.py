@@ -30,10 +30,10 @@ from bal.data.cache import release
 from bal.engine import runtime
 from bal.engine.runtime import autocast, derive_seed, images_on, scoring_batch_size, to_device
 from bal.errors import BalError, ParameterError
-
-log = logging.getLogger("bal")
 from bal.files import atomic_torch_save
 from bal.validation import check_int, check_real
+
+log = logging.getLogger("bal")
 
 #: uint8 images (N, S, S, 3): an array in memory, one memory-mapped on disk (bal's cache), or a tensor
 Images = np.ndarray | torch.Tensor
