@@ -48,6 +48,9 @@ def test_tiny_bench_writes_results_table_and_plot(toy, capsys):
     assert [r["labelled"] for r in rows if r["strategy"] == "bal"] == ["10", "20"]
     results = json.loads((out / "results.json").read_text())
     assert {s["strategy"] for s in results["summary"]} == {"random", "bal"}
+    # every strategy is compared with random seed by seed
+    assert {s["strategy"]: s["diff_seeds"] for s in results["summary"]} == {"random": 0, "bal": 1}
+    assert "vs random" in table
     assert (out / "accuracy.png").read_bytes()[:4] == b"\x89PNG" and (out / "accuracy.svg").exists()
     assert (out / "summary.md").read_text().count("|") > 10
     # bal's seed trained its own pretext, beside the output folder, where other benches find it

@@ -143,6 +143,34 @@ def test_summarise_order_argument() -> None:
         summarise(_bench(), order=["a", "nope"])
 
 
+def test_summarise_paired_difference_with_a_reference() -> None:
+    # AUBCs per seed: "a" 22.5, 24.5, 26.5; "b" 30, 20, 10. a - b: -7.5, 4.5, 16.5 -> 4.5 ± 12.0
+    # (ddof=1), while the unpaired means differ by the same 4.5 with stds of 2 and 10.
+    # "c" ran seed 0 only (AUBC 90): one shared seed, 90 - 30 = 60, std 0.
+    rows = _bench() + _pair("c", 0, [90, 90, 90])
+    got = {s.strategy: s for s in summarise(rows, reference="b")}
+    assert (got["a"].diff_mean, got["a"].diff_std, got["a"].diff_seeds) == pytest.approx((4.5, 12.0, 3))
+    assert (got["c"].diff_mean, got["c"].diff_std, got["c"].diff_seeds) == pytest.approx((60.0, 0.0, 1))
+    assert (got["b"].diff_mean, got["b"].diff_std, got["b"].diff_seeds) == (None, None, 0)
+    assert {s.reference for s in got.values()} == {"b"}
+    # ranks still come from the AUBC means, not from the differences
+    assert [got[k].rank for k in "cab"] == [1, 2, 3]
+    # without a reference nothing is compared
+    assert {(s.reference, s.diff_mean) for s in summarise(rows)} == {("", None)}
+    with pytest.raises(BalError, match="reference 'random' has no results"):
+        summarise(rows, reference="random")
+
+
+def test_tables_show_the_paired_difference() -> None:
+    summaries = summarise(_bench(), reference="b")
+    header, _, a, b = summary_table(summaries).split("\n")
+    assert header.split() == ["rank", "strategy", "2%", "4%", "6%", "AUBC", "vs", "b", "seeds"]
+    assert "+4.5 ± 12.0" in a and b.split()[-2:] == ["-", "3"]
+    markdown = summary_markdown(summaries).split("\n")
+    assert markdown[0].endswith("| AUBC | vs b | seeds |") and "| +4.5 ± 12.0 | 3 |" in markdown[2]
+    assert "| - | 3 |" in markdown[3]
+
+
 def test_summarise_unfinished_pair_is_named() -> None:
     rows = [r for r in _bench() if not (r["strategy"] == "a" and r["seed"] == 1 and r["cycle"] == 2)]
     with pytest.raises(BalError, match=r"'a'.*seed 1 has 2 cycles but seed 0 has 3.*unfinished") as e:
@@ -266,6 +294,18 @@ def test_write_results_creates_every_file(tmp_path: Path) -> None:
     svg = ET.fromstring(paths["accuracy.svg"].read_bytes())
     assert svg.tag.endswith("svg")
     assert "toy bench" in paths["accuracy.svg"].read_text(encoding="utf-8")
+
+
+def test_summary_csv_carries_the_paired_difference(tmp_path: Path) -> None:
+    rows = _bench()
+    paths = write_results(tmp_path, rows, summarise(rows, reference="b"))
+    with open(paths["summary.csv"], newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        got = {r["strategy"]: r for r in reader}
+    assert reader.fieldnames[:9] == ["rank", "strategy", "aubc_mean", "aubc_std", "n_seeds",
+                                     "reference", "diff_mean", "diff_std", "diff_seeds"]
+    assert float(got["a"]["diff_mean"]) == pytest.approx(4.5) and float(got["a"]["diff_std"]) == pytest.approx(12.0)
+    assert (got["b"]["reference"], got["b"]["diff_mean"], got["b"]["diff_seeds"]) == ("b", "", "0")
 
 
 def test_write_results_checks_before_writing(tmp_path: Path) -> None:

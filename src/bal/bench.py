@@ -513,7 +513,9 @@ def run_bench(config: BenchConfig, *, progress: bool = True) -> list[dict]:
                 "class_counts": r.get("class_counts")})
 
     notes = {spec: f"cycle 0: {strategy.cycle0}" for spec, (strategy, _) in plans.items()}
-    summaries = summarise(rows, notes=notes, order=config.strategies)
+    # Random is the baseline every claim is made against: its paired differences go in the table.
+    reference = "random" if "random" in config.strategies else None
+    summaries = summarise(rows, notes=notes, order=config.strategies, reference=reference)
     split = f"{config.eval} split ({len(evaluate_on)} images)"
     title = (f"{config.dataset}: pool {len(pool)}, {split}, {config.net}, "
              f"{config.epochs} epochs, {len(config.seeds)} seeds")

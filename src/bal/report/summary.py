@@ -78,6 +78,12 @@ class StrategySummary:
     n_seeds: int
     rank: int  # 1 = best AUBC mean; ties share the smaller rank ("min" ranking)
     note: str = ""  # e.g. what the strategy does in cycle 0; passed through
+    # Paired comparison with ``reference`` (see :func:`summarise`): mean and sample std over the
+    # seeds both ran of (this strategy's AUBC - the reference's AUBC), and how many seeds that is.
+    reference: str = ""  # "" when no reference was given
+    diff_mean: float | None = None  # None for the reference itself or when no seed is shared
+    diff_std: float | None = None  # ddof=1; 0.0 with one shared seed
+    diff_seeds: int = 0
 
 
 def _mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -136,6 +142,7 @@ def summarise(
     rows: Sequence[Mapping[str, Any]],
     notes: Mapping[str, str] | None = None,
     order: Sequence[str] | None = None,
+    reference: str | None = None,
 ) -> list[StrategySummary]:
     """One :class:`StrategySummary` per strategy in ``rows``.
 
@@ -143,6 +150,12 @@ def summarise(
     averaged per budget. ``notes`` maps strategy -> note (names not in ``rows`` are
     ignored). The output follows ``order`` if given (its strategies first, in that
     order, then any others by rank), else rank, with ties by strategy name.
+
+    With ``reference`` (e.g. ``"random"``), every other strategy also gets the paired
+    difference of AUBCs, seed by seed, over the seeds both ran: ``diff_mean`` ± ``diff_std``
+    (percentage points). Within a seed the strategies share the pool, the pretext and, when
+    their cycle 0 is random, the first labelled set, so the seed's luck cancels in the
+    difference and its spread is the one a claim "better than the reference" must beat.
 
     Raises:
         BalError: no rows, a row without a required key, a repeated cycle, seeds of one
@@ -160,23 +173,35 @@ def summarise(
             raise BalError(f"order names strategies {unknown} that have no results; strategies are {list(groups)}")
         if len(set(order)) != len(order):
             raise BalError(f"order lists a strategy twice: {list(order)}")
+    if reference is not None and reference not in groups:
+        raise BalError(f"reference {reference!r} has no results; strategies are {list(groups)}")
 
     partial: dict[str, dict[str, Any]] = {}
+    seed_aubcs: dict[str, dict[int, float]] = {}
     for strategy, seeds in groups.items():
         budgets = _check_budgets(strategy, {seed: [float(r["labelled_pct"]) for r in rs] for seed, rs in seeds.items()})
         curves = {seed: [float(r["accuracy"]) for r in rs] for seed, rs in seeds.items()}
-        per_seed = []
+        per_seed = seed_aubcs[strategy] = {}
         for seed, acc in curves.items():
             try:
-                per_seed.append(aubc(budgets, acc))
+                per_seed[seed] = aubc(budgets, acc)
             except BalError as e:
                 raise BalError(f"strategy {strategy!r} seed {seed}: {e}") from None
         mean, std = zip(*(_mean_std(col) for col in zip(*curves.values())))
-        aubc_mean, aubc_std = _mean_std(per_seed)
+        aubc_mean, aubc_std = _mean_std(list(per_seed.values()))
         partial[strategy] = dict(
             strategy=strategy, budgets=budgets, mean=list(mean), std=list(std),
             aubc_mean=aubc_mean, aubc_std=aubc_std, n_seeds=len(seeds), note=str(notes.get(strategy, "")),
         )
+
+    if reference is not None:
+        ref = seed_aubcs[reference]
+        for strategy, p in partial.items():
+            shared = sorted(set(seed_aubcs[strategy]) & set(ref))
+            p["reference"] = reference
+            if strategy != reference and shared:
+                p["diff_mean"], p["diff_std"] = _mean_std([seed_aubcs[strategy][i] - ref[i] for i in shared])
+                p["diff_seeds"] = len(shared)
 
     ranks = _min_ranks({s: p["aubc_mean"] for s, p in partial.items()})
     summaries = {s: StrategySummary(rank=ranks[s], **p) for s, p in partial.items()}
@@ -216,7 +241,11 @@ def _table_rows(summaries: Sequence[StrategySummary]) -> tuple[list[dict[str, An
     labels = _budget_labels(_shared_budgets(summaries))
     columns = [("rank", "rank"), ("strategy", "strategy")]
     columns += [(f"b{i}", f"{label}%") for i, label in enumerate(labels)]
-    columns += [("aubc", "AUBC"), ("seeds", "seeds")]
+    columns += [("aubc", "AUBC")]
+    reference = next((s.reference for s in summaries if s.reference), "")
+    if reference:
+        columns.append(("diff", f"vs {reference}"))
+    columns.append(("seeds", "seeds"))
     if any(s.note for s in summaries):
         columns.append(("note", "note"))
     rows = []
@@ -224,6 +253,7 @@ def _table_rows(summaries: Sequence[StrategySummary]) -> tuple[list[dict[str, An
         row: dict[str, Any] = {"rank": s.rank, "strategy": s.strategy, "seeds": s.n_seeds, "note": s.note}
         row |= {f"b{i}": (m, d) for i, (m, d) in enumerate(zip(s.mean, s.std))}
         row["aubc"] = (s.aubc_mean, s.aubc_std)
+        row["diff"] = "-" if s.diff_mean is None else f"{s.diff_mean:+.1f} ± {s.diff_std:.1f}"
         rows.append(row)
     return rows, columns
 
@@ -238,7 +268,9 @@ def summary_table(summaries: list[StrategySummary]) -> str:
 
     One row per strategy, in the given order: rank, strategy, ``mean ± std`` accuracy
     (%, 1 decimal) per budget (headers like ``2%``, ``2.5%``), AUBC as ``mean ± std``,
-    number of seeds, and a note column only if some strategy has a note.
+    the paired AUBC difference ``vs REFERENCE`` (signed ``mean ± std``; ``-`` for the
+    reference itself) only if the summaries carry one, number of seeds, and a note column
+    only if some strategy has a note.
 
     Raises:
         BalError: no summaries, or strategies with different budgets.
@@ -283,11 +315,14 @@ def summary_markdown(summaries: list[StrategySummary]) -> str:
 def _summary_csv_rows(summaries: Sequence[StrategySummary]) -> tuple[list[dict[str, Any]], list[str]]:
     labels = _budget_labels(_shared_budgets(summaries))
     columns = ["rank", "strategy", "aubc_mean", "aubc_std", "n_seeds"]
+    if any(s.reference for s in summaries):
+        columns += ["reference", "diff_mean", "diff_std", "diff_seeds"]
+    fields = list(columns)
     for label in labels:
         columns += [f"mean_{label}", f"std_{label}"]
     rows = []
     for s in summaries:
-        row: dict[str, Any] = {k: getattr(s, k) for k in columns[:5]}
+        row: dict[str, Any] = {k: getattr(s, k) for k in fields}
         for label, m, d in zip(labels, s.mean, s.std):
             row[f"mean_{label}"], row[f"std_{label}"] = m, d
         rows.append(row)
@@ -309,7 +344,8 @@ def write_results(
 
     Files: ``results.json`` (``{"rows": rows, "summary": [...], **extra}``), ``results.csv``
     (one line per row, ``row_columns``), ``summary.csv`` (one line per strategy: rank,
-    strategy, aubc_mean, aubc_std, n_seeds, then ``mean_<b>``, ``std_<b>`` per budget ``b``
+    strategy, aubc_mean, aubc_std, n_seeds, with a reference also reference, diff_mean, diff_std,
+    diff_seeds (empty for the reference), then ``mean_<b>``, ``std_<b>`` per budget ``b``
     in %), ``summary.txt`` (:func:`summary_table`), ``summary.md``
     (:func:`summary_markdown`, then ``extra_markdown``), and ``accuracy.png`` /
     ``accuracy.svg``: mean accuracy (%) against % labelled, one line per strategy in
