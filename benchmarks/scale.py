@@ -401,7 +401,7 @@ def main() -> int:
             init_s, init_peak, _ = peak_of_command([*bal, "project", "init", str(project), "--images",
                                                     str(work / "photos"), "--classes", "china,flower", *env_cache])
             # --strategy bal: the heaviest first query (a rotation pretext, then the CDD order), which was
-            # the default when these figures were first measured; the recommendation (margin) needs neither
+            # the default when these figures were first measured; the recommendation (confidence) needs neither
             query_s, query_peak, _ = peak_of_command([*bal, "query", str(project), "--budget", str(min(16, n_photos)),
                                                       "--strategy", "bal", "--pretext-epochs", "1", *env_cache])
             report["photos"] = {"photos": len(photos), "init": {"seconds": init_s, "peak_bytes": init_peak},

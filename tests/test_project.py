@@ -211,7 +211,7 @@ def test_whole_loop_init_query_export_import_fit_status_query(tmp_path, images):
         assert cycle_id == 1 and [r.path for r in selection] == first
         assert all(r.label is None and r.status == "ok" for r in selection)
         assert p.cycles()[0]["strategy"] == RECOMMENDED and p.cycles()[0]["budget"] == 9
-    # a pretext is trained only for a strategy that reads one (the recommendation, margin, does not)
+    # a pretext is trained only for a strategy that reads one (the recommendation, confidence, does not)
     pretexts = 1 if create_strategy(RECOMMENDED, default_beta=1.0).needs else 0
     assert len(list(_pretexts(d))) == pretexts and len(list((d / "cache").glob("*.npy"))) == 1
 
