@@ -229,6 +229,45 @@ def test_splits_are_disjoint_and_stratified(toy):
         BenchConfig.from_mapping({"eval": "validation"})
 
 
+def test_held_out_features_embed_the_pool_from_images_outside_pool_and_validation(toy, tmp_path):
+    """benchmarks/held_out_features.py: trained on the rest of the training split, one row per pool image."""
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "held_out_features.py"
+    spec = importlib.util.spec_from_file_location("held_out_features", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.held_out_indices(["a", "b", "c", "d"], ["b"], ["d"]).tolist() == [0, 2]
+
+    config = tmp_path / "c.yaml"
+    config.write_text(f"dataset: toy\ncache_dir: {toy / 'cache'}\npool_size: 120\nval_size: 60\ntest_size: 100\n"
+                      "strategies: [random, bal]\nnet: cnn\n")
+    out = tmp_path / "features.npy"
+    assert module.main(["--config", str(config), "--datapath", str(toy / "data"), "--out", str(out),
+                        "--epochs", "1"]) == 0
+    features, info = np.load(out), json.loads(out.with_suffix(".json").read_text())
+    assert features.shape[0] == 120 and features.dtype == np.float32 and np.isfinite(features).all()
+    assert info["held_out"] == 240 - 120 - 60 and info["pool"] == 120
+    assert 0 <= info["held_out_model_validation_accuracy"] <= 100
+
+
+def test_neighbour_purity_of_first_picks_by_hand():
+    """benchmarks/first_picks.py: the share of each image's nearest neighbours with its class."""
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "first_picks.py"
+    spec = importlib.util.spec_from_file_location("first_picks", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    # two tight groups along the axes; the third point of the first group carries the other class
+    x = np.array([[1, 0], [1, 0.01], [1, 0.02], [0, 1], [0.01, 1], [0.02, 1]], dtype=float)
+    y = np.array([0, 0, 1, 1, 1, 1])
+    # k = 2: each point's two neighbours are the rest of its group
+    assert module.neighbour_purity(x, y, k=2).tolist() == [0.5, 0.5, 0.0, 1.0, 1.0, 1.0]
+
+
 def test_strategy_specs():
     from bal.bench import parse_strategy, split_strategy_list
 
