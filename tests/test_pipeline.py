@@ -163,3 +163,23 @@ def test_baselines_through_bal_train_read_the_pretext_folder(three_steps, toy, s
         by_loss = [paths[i] for i in np.argsort(-losses.astype(np.float64), kind="stable")]
         batch0 = by_loss[:20]
         assert read_lines(save / "labeled_0.txt") == [batch0[int(i * 20 / 6)] for i in range(6)]
+
+
+def test_demo_runs_bal_the_recommendation_and_random(tmp_path, monkeypatch, capsys):
+    """`bal demo` on its digits with a one-epoch schedule: one column per strategy, a table, a plot."""
+    import bal.demo
+    from bal.engine.trainer import TrainConfig
+    from bal.selection import RECOMMENDED
+
+    monkeypatch.setattr(bal.demo, "PERCENTAGES", [4.0, 4.0])
+    monkeypatch.setattr(bal.demo, "TRAIN", TrainConfig(epochs=1, batch_size=64, lr=0.05, milestones=()))
+    monkeypatch.setattr(bal.demo, "ROTATION", TrainConfig(epochs=1, batch_size=128, lr=0.05, milestones=()))
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--no_progress"]) == 0
+    out = capsys.readouterr().out
+    strategies = list(dict.fromkeys(["bal", RECOMMENDED, "random"]))
+    header = next(line for line in out.splitlines() if line.startswith("cycle"))
+    assert all(f"{s} %" in header for s in strategies) and f"{RECOMMENDED} - random" in header
+    rows = (tmp_path / "demo" / "results.csv").read_text().splitlines()
+    assert len(rows) == 3 and all(s in rows[0].split(",") for s in strategies)
+    assert (tmp_path / "demo" / "demo.png").stat().st_size > 0
+    assert all((tmp_path / "demo" / s / "cycles" / "metrics.csv").exists() for s in strategies)

@@ -3,7 +3,7 @@
     bal rotation --dataset cifar10 --datapath DATA --save checkpoint      # step 1
     bal kmeans   --dataset cifar10 --datapath DATA --load checkpoint      # step 2
     bal train    --dataset cifar10 --datapath DATA --sorted_dataset_path checkpoint/unlabeled_pool.txt
-    bal run      ... (all three)          bal demo   (digits, BAL against random)
+    bal run      ... (all three)          bal demo   (digits, BAL, the recommendation, random)
     bal bench    (strategies over seeds)  bal project/query/serve/...  (label your own images)
 
 One module per command group: :mod:`.steps`, :mod:`.bench`, :mod:`.project`,

@@ -87,9 +87,11 @@ def add_bench_commands(sub) -> dict:
     add(g, "--device", default=None, help="auto, cpu, cuda, ...")
     add(p, "--no_progress", action="store_true", help="no progress bars")
 
-    p = sub.add_parser("demo", help="BAL against random on scikit-learn's digits: a table and a plot",
+    p = sub.add_parser("demo", help="BAL and the recommended selection against random on scikit-learn's digits: "
+                                    "a table and a plot",
                        description="The embedded default: scikit-learn's 8x8 digits as pool and test "
-                                   "(fixed split), BAL against random, a per-cycle table and a PNG plot.",
+                                   "(fixed split), the paper's BAL and bal's recommended selection (the one "
+                                   "`bal query` uses) against random, a per-cycle table and a PNG plot.",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add(p, "--out", default="bal-demo", help="output folder")
     add(p, "--seed", type=seed, default=0, help="seed")
