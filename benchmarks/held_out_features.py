@@ -15,6 +15,10 @@ hypothesis, not something bal can ship, since those labels are not the user's.
     python benchmarks/held_out_features.py --config benchmarks/ablation/cifar10-cpu-small-val.yaml \\
         --datapath /tmp/c10 --out runs/held-out-features.npy
 
+``--labels N`` trains on a class-stratified N of those images instead (seeded by ``--seed``):
+embeddings of graded quality, to see how a rule's gain over random grows with the quality of
+the features it reads.
+
 The file is written atomically with a ``.json`` beside it (the command, the images used,
 the held-out model's accuracy on the validation split, seconds, the machine).
 """
@@ -36,6 +40,7 @@ import numpy as np
 import torch
 
 from bal.bench import BenchConfig, bench_splits
+from bal.data import stratified_indices
 from bal.data.open import open_dataset
 from bal.engine.runtime import resolve_device
 from bal.engine.trainer import TrainConfig, evaluate, predict, train_model
@@ -56,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True, help="the .npy file to write (rows in the bench's pool.txt order)")
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--labels", type=int, default=None,
+                    help="train on a class-stratified subset of this many held-out images (default: all)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
@@ -67,11 +74,15 @@ def main(argv: list[str] | None = None) -> int:
     held = held_out_indices(data.pool.paths, pool.paths, val.paths if val is not None else [])
     print(f"held out: {len(held)} training images outside the pool ({len(pool)}) and the validation split "
           f"({len(val) if val is not None else 0})", flush=True)
+    chosen = held
+    if args.labels is not None:
+        chosen = held[stratified_indices(np.asarray(data.pool.labels)[held], args.labels, args.seed, "--labels")]
+        print(f"trained on {len(chosen)} of them (--labels, stratified, seed {args.seed})", flush=True)
 
     train = TrainConfig(epochs=args.epochs, batch_size=128, lr=0.05, milestones=(0.5, 0.75))
     model = create_model(config.net, num_classes=len(data.pool.classes), image_size=int(data.pool.images.shape[1]))
     t0 = time.perf_counter()
-    train_model(model, data.pool.images, torch.from_numpy(np.asarray(data.pool.labels, dtype=np.int64)), held, train,
+    train_model(model, data.pool.images, torch.from_numpy(np.asarray(data.pool.labels, dtype=np.int64)), chosen, train,
                 data.augment, device=device, seed=args.seed, stream=("held-out",), progress=False,
                 log_epochs=True)
     seconds = time.perf_counter() - t0
@@ -82,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
                           device=device, features=True)
     atomic_save_npy(args.out, features.astype(np.float32))
     info = {"command": " ".join(sys.argv), "config": args.config, "pool": len(pool), "held_out": len(held),
+            "trained_on": len(chosen),
             "epochs": args.epochs, "seed": args.seed, "net": config.net, "shape": list(features.shape),
             "held_out_model_validation_accuracy": val_acc, "train_seconds": round(seconds, 1),
             "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}, "

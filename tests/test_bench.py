@@ -250,6 +250,13 @@ def test_held_out_features_embed_the_pool_from_images_outside_pool_and_validatio
     assert features.shape[0] == 120 and features.dtype == np.float32 and np.isfinite(features).all()
     assert info["held_out"] == 240 - 120 - 60 and info["pool"] == 120
     assert 0 <= info["held_out_model_validation_accuracy"] <= 100
+    assert info["trained_on"] == info["held_out"]
+
+    # --labels: a stratified part of the held-out images (toy's four classes, 15 each of 60)
+    assert module.main(["--config", str(config), "--datapath", str(toy / "data"), "--out", str(out),
+                        "--epochs", "1", "--labels", "20"]) == 0
+    info = json.loads(out.with_suffix(".json").read_text())
+    assert info["trained_on"] == 20 and info["held_out"] == 60 and np.load(out).shape[0] == 120
 
 
 def test_neighbour_purity_of_first_picks_by_hand():

@@ -38,7 +38,8 @@ from typing import Any
 import numpy as np
 
 from bal.data import (
-    REGIMES, ImageSet, budgets_from_percentages, open_dataset, regime_percentages, stratified_subset, subset,
+    REGIMES, ImageSet, budgets_from_percentages, open_dataset, regime_percentages, stratified_indices,
+    stratified_subset, subset,
 )
 from bal.engine.runfolder import bind_config
 from bal.engine.runtime import resolve_device
@@ -284,24 +285,14 @@ def folder_name(spec: str) -> str:
 # -- splits and pretexts -----------------------------------------------------------------
 def bench_splits(config: BenchConfig, train: ImageSet, test: ImageSet) -> tuple[ImageSet, ImageSet | None, ImageSet]:
     """(pool, validation or None, test): the pool and the validation split never share an image."""
-    pool_idx = _stratified_indices(train, config.pool_size, config.subset_seed, "pool_size")
+    pool_idx = stratified_indices(train.labels, config.pool_size, config.subset_seed, "pool_size")
     pool = subset(train, pool_idx)
     val = None
     if config.val_size:
         rest = np.setdiff1d(np.arange(len(train)), pool_idx)
         left = subset(train, rest)
-        val = subset(left, _stratified_indices(left, config.val_size, config.subset_seed, "val_size"))
+        val = subset(left, stratified_indices(left.labels, config.val_size, config.subset_seed, "val_size"))
     return pool, val, stratified_subset(test, config.test_size, config.subset_seed, "test")
-
-
-def _stratified_indices(images: ImageSet, size: int | None, seed: int, name: str) -> np.ndarray:
-    if size is None or size == len(images):
-        return np.arange(len(images))
-    check_int(name, size, 1, len(images) - 1)
-    from sklearn.model_selection import train_test_split
-
-    idx, _ = train_test_split(np.arange(len(images)), train_size=size, stratify=images.labels, random_state=seed)
-    return np.sort(idx)
 
 
 def pretext_folder(config: BenchConfig, pool: ImageSet, seed: int) -> Path:

@@ -10,7 +10,7 @@ from bal.data.augment import BatchAugment
 from bal.data.cache import cached_split, default_cache_dir, load_dataset, load_split
 from bal.data.decode import ImageDecodeError, decode_image, encode_png, infer_image_size
 from bal.data.folders import IMAGE_EXTENSIONS, FolderSplit, scan_dataset, scan_split, walk_images
-from bal.data.imageset import ImageSet, images_from_arrays, stratified_subset, subset
+from bal.data.imageset import ImageSet, images_from_arrays, stratified_indices, stratified_subset, subset
 from bal.data.open import Dataset, augment_for, choose_image_size, open_dataset
 from bal.data.presets import (
     DEFAULT_REGIME, PRESETS, REGIMES, Preset, budgets_from_percentages, generic_preset, get_preset,
@@ -45,6 +45,7 @@ __all__ = [
     "regime_percentages",
     "scan_dataset",
     "scan_split",
+    "stratified_indices",
     "stratified_subset",
     "subset",
     "walk_images",

@@ -14,7 +14,7 @@ import numpy as np
 from bal.errors import BalError
 from bal.validation import check_int
 
-__all__ = ["ImageSet", "images_from_arrays", "row_digests", "stratified_subset", "subset"]
+__all__ = ["ImageSet", "images_from_arrays", "row_digests", "stratified_indices", "stratified_subset", "subset"]
 
 
 @dataclass
@@ -84,15 +84,27 @@ def subset(images: ImageSet, indices: Sequence[int]) -> ImageSet:
                     list(images.classes), list(images.skipped))
 
 
+def stratified_indices(labels: np.ndarray, size: int | None, seed: int = 0, name: str = "size") -> np.ndarray:
+    """Sorted indices of a class-stratified subset of ``size`` of the ``labels`` (N,), fixed by ``seed``.
+
+    All N indices when ``size`` is None or N; ``name`` is the parameter named in the error
+    when ``size`` is not an integer in [1, N].
+    """
+    n = len(labels)
+    if size is None or size == n:
+        return np.arange(n)
+    check_int(name, size, 1, n)
+    from sklearn.model_selection import train_test_split
+
+    idx, _ = train_test_split(np.arange(n), train_size=size, stratify=labels, random_state=seed)
+    return np.sort(idx)
+
+
 def stratified_subset(images: ImageSet, size: int | None, seed: int = 0, what: str = "pool") -> ImageSet:
     """A class-stratified subset of ``size`` images fixed by ``seed`` (all images when ``size`` is None)."""
     if size is None or size == len(images):
         return images
-    check_int(f"{what}_size", size, 1, len(images))
-    from sklearn.model_selection import train_test_split
-
-    idx, _ = train_test_split(np.arange(len(images)), train_size=size, stratify=images.labels, random_state=seed)
-    return subset(images, idx)
+    return subset(images, stratified_indices(images.labels, size, seed, f"{what}_size"))
 
 
 def row_digests(images: np.ndarray) -> np.ndarray:
