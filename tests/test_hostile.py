@@ -468,3 +468,144 @@ def test_changed_image_content_stops_a_resumed_run(world, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "1 pool image(s) changed since the run" in err and target.name in err
     assert snapshot(tmp_path / "run") == before
+
+
+# -- files bal loads are data, never code -----------------------------------------------------
+class _Payload:
+    """Pickles to a call of ``os.system``: loading it with plain pickle would create ``marker``."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch '{self.marker}'",))
+
+
+def _plant(path: Path, marker: Path) -> None:
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"epoch": 0, "model": _Payload(marker), "net": "cnn"}, path)
+
+
+def _labelled_fitted_project(w, t: Path) -> Path:
+    """A copy of the world's project with its selection labelled and a model fitted (cycle 1)."""
+    from bal.project import Project
+
+    proj = copy(w["proj"], t / "p")
+    with Project.open(proj) as p:
+        _, selection = p.current_selection()
+    f = t / "labels.csv"
+    f.write_text("path,label\n" + "".join(f"{r.path},{r.path.split('/')[-2]}\n" for r in selection))
+    assert main(["import", str(proj), str(f)]) == 0
+    assert main(["fit", str(proj), "--epochs", "1", "--no-progress"]) == 0
+    return proj
+
+
+def _rotation_argv(w, save):
+    return ["rotation", *w["data"], "--epochs", "1", "--batch_size", "8", "--save", str(save)]
+
+
+def _payload_rotation(w, t, marker):
+    ckpt = copy(w["ckpt"], t / "c")
+    _plant(ckpt / "rotation.pth", marker)
+    return _rotation_argv(w, ckpt), ckpt / "rotation.pth"
+
+
+def _payload_rotation_ckpt(w, t, marker):
+    ckpt = copy(w["ckpt"], t / "c")
+    (ckpt / "rotation.json").unlink()  # an unfinished pretext resumes from its checkpoint
+    _plant(ckpt / "rotation_ckpt.pth", marker)
+    return _rotation_argv(w, ckpt), ckpt / "rotation_ckpt.pth"
+
+
+def _payload_model(w, t, marker):
+    run = copy(w["half"], t / "r")
+    _plant(run / "model_0.pth", marker)
+    return train_flags(w, run, "--per_samples_list", "20,20"), run / "model_0.pth"
+
+
+def _payload_cycle_ckpt(w, t, marker):
+    run = copy(w["half"], t / "r")
+    _plant(run / "ckpt_1.pth", marker)
+    return train_flags(w, run, "--per_samples_list", "20,20"), run / "ckpt_1.pth"
+
+
+def _payload_project_model(w, t, marker):
+    proj = _labelled_fitted_project(w, t)
+    target = next((proj / "models").glob("cycle-*.pth"))
+    _plant(target, marker)
+    return ["query", str(proj), "--budget", "2", "--strategy", "confidence", "--no-progress"], target
+
+
+def _payload_fit_ckpt(w, t, marker):
+    import bal.engine.trainer as trainer
+
+    proj = _labelled_fitted_project(w, t)
+    real, seen = trainer.train_model, []
+
+    def plant_then_train(*args, checkpoint=None, **kwargs):  # the fit checkpoint's name holds a digest
+        _plant(Path(checkpoint), marker)
+        seen.append(Path(checkpoint))
+        return real(*args, checkpoint=checkpoint, **kwargs)
+
+    trainer.train_model = plant_then_train
+    return ["fit", str(proj), "--epochs", "1", "--no-progress"], ("fit-cycle", lambda: setattr(
+        trainer, "train_model", real))
+
+
+def _payload_project_pretext(w, t, marker):
+    proj = copy(w["proj"], t / "p")
+    argv = ["query", str(proj), "--budget", "2", "--strategy", "bal", "--pretext-epochs", "1", "--no-progress"]
+    assert main(argv) == 0
+    target = next((proj / "pretext").rglob("rotation.pth"))
+    _plant(target, marker)
+    (target.parent / "kmeans.json").unlink(missing_ok=True)  # the order is built again: the network is read
+    return argv, target
+
+
+PAYLOADS = {
+    "rotation.pth": _payload_rotation,
+    "rotation_ckpt.pth": _payload_rotation_ckpt,
+    "model_C.pth": _payload_model,
+    "ckpt_C.pth": _payload_cycle_ckpt,
+    "project-cycle-model": _payload_project_model,
+    "project-fit-checkpoint": _payload_fit_ckpt,
+    "project-pretext-rotation.pth": _payload_project_pretext,
+}
+
+
+@pytest.mark.parametrize("kind", list(PAYLOADS))
+def test_a_pickle_payload_is_never_run(kind, world, tmp_path, capsys):
+    """A model or checkpoint file that would run code when unpickled is refused, named, and runs nothing."""
+    marker = tmp_path / "MARKER"
+    argv, target = PAYLOADS[kind](world, tmp_path, marker)
+    undo = None
+    if isinstance(target, tuple):
+        name, undo = target
+    else:
+        name = target.name
+    capsys.readouterr()
+    try:
+        code = main([str(a) for a in argv])
+    finally:
+        if undo is not None:
+            undo()
+    err = capsys.readouterr().err
+    assert not marker.exists(), f"{kind}: the payload ran"
+    assert code == 2, f"{kind}: exit {code}\n{err}"
+    assert name in err and "could run code" in err and "Traceback" not in err, err
+
+
+def test_an_eps_named_jpg_is_refused_with_or_without_ghostscript(tmp_path, monkeypatch):
+    from PIL import EpsImagePlugin
+
+    from bal.data.decode import decode_image
+
+    eps = tmp_path / "photo.jpg"
+    eps.write_text("%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 16 16\n(ran) print\nshowpage\n")
+    for has_gs in (False, True):
+        monkeypatch.setattr(EpsImagePlugin, "has_ghostscript", lambda: has_gs)
+        monkeypatch.setattr(EpsImagePlugin, "gs_binary", "gs" if has_gs else False, raising=False)
+        with pytest.raises(Exception, match=r"photo\.jpg: cannot identify image file: not an image of an accepted"):
+            decode_image(str(eps), 16)

@@ -81,6 +81,60 @@ def atomic_torch_save(path: str | os.PathLike, obj: Any) -> None:
     atomic_write(path, lambda f: torch.save(obj, f))
 
 
+class UnsafeFileError(BalError):
+    """A torch file that holds more than tensors, numbers, strings and containers: it could run code."""
+
+
+def load_torch(path: str | os.PathLike, what: str, redo: str, map_location: Any = "cpu") -> Any:
+    """The content of a torch file, loaded as data only (``weights_only=True``): the one loader of bal.
+
+    Every ``.pth`` bal reads (model files, per-epoch checkpoints, a project's models, a
+    backbone's weights) comes through here. A pickle can run any code when it is loaded;
+    with ``weights_only`` torch only rebuilds tensors, numbers, strings and the plain
+    containers bal writes (dicts, lists, tuples, ``OrderedDict``, ``Counter``), and
+    refuses anything else. ``what`` says what the file should hold and ``redo`` how the
+    user gets a good one back; both go into the message of a file that is refused.
+
+    Raises
+    ------
+    BalError
+        A missing file; :class:`UnsafeFileError` for one that holds code or objects bal
+        never writes; a truncated or foreign one (each names the file).
+    """
+    import pickle
+
+    import torch
+
+    path = Path(path)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise BalError(f"{path} is missing: it should hold {what}; {redo}") from None
+    except IsADirectoryError:
+        raise BalError(f"{path} is a folder; it should be a file holding {what}; {redo}") from None
+    except pickle.UnpicklingError as e:
+        if "weights_only" in str(e) or "Unsupported global" in str(e) or "Unsupported operand" in str(e):
+            raise UnsafeFileError(
+                f"{path} holds Python objects that bal never writes (loading it could run code), so it was not "
+                f"loaded; it should hold {what}. If it is not yours, delete it; then {redo}") from None
+        raise BalError(f"{path} is truncated or not a torch file ({_first_line(e)}); it should hold {what}; "
+                       f"{redo}") from None
+    except OSError as e:
+        if e.errno is not None:  # permissions, an unreadable disk: say so, the file may be fine
+            raise BalError(f"{path} cannot be read: {e.strerror}") from None
+        raise BalError(f"{path} is truncated or not a torch file ({_first_line(e)}); it should hold {what}; "
+                       f"{redo}") from None
+    except Exception as e:  # a truncated zip (RuntimeError), EOFError, a ValueError from the unpickler...
+        raise BalError(f"{path} is truncated or not a torch file ({_first_line(e)}); it should hold {what}; "
+                       f"{redo}") from None
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    line = text[0] if text else type(e).__name__
+    return line if len(line) <= 160 else line[:157] + "..."
+
+
 @contextlib.contextmanager
 def held_lock(path: str | os.PathLike, waiting: Callable[[], None] | None = None, *,
               wait: bool = True) -> Iterator[bool]:

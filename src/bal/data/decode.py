@@ -11,6 +11,9 @@ Every image becomes RGB of one square size S:
 * grayscale (``1``, ``L``, ``LA``) is repeated into three channels;
 * 16/32-bit grayscale (``I;16*``, ``I``) is scaled from 0..65535 down to 0..255
   (PIL's own conversion would clip everything above 255 to white);
+* floating-point grayscale (``F``, a float TIFF) whose values lie in 0..1 is scaled to
+  0..255 (PIL would make it all black); other float values are clipped to 0..255, as
+  PIL does, and NaN is black;
 * palette images (``P``, ``PA``) take their palette colours;
 * CMYK, YCbCr and the rest go through ``Image.convert("RGB")``;
 * an alpha channel is dropped, keeping the colour stored under transparent pixels.
@@ -22,6 +25,12 @@ Every image becomes RGB of one square size S:
   side is S and padded with black above and below (or left and right), so it is seen
   whole. The square is then resized to S x S with PIL's antialiased bilinear filter. A
   square image of size S is left exactly as it is (CIFAR's pixels are the files').
+
+Only the formats of bal's file extensions are opened (:data:`ACCEPTED_FORMATS`): a file
+of any other format is refused whatever its name, so that a PostScript file called
+``photo.jpg`` never reaches Ghostscript. An image whose decode would hold more than
+:data:`MAX_DECODE_PIXELS` pixels (after a JPEG's reduced-scale decoding) is refused
+before it is decoded: a small compressed file can expand to gigabytes.
 """
 
 from __future__ import annotations
@@ -31,11 +40,14 @@ from collections import Counter
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+# The plugins of ACCEPTED_FORMATS, registered up front: Image.open(formats=...) only knows loaded ones.
+from PIL import BmpImagePlugin, JpegImagePlugin, PngImagePlugin, TiffImagePlugin  # noqa: F401
+from PIL import WebPImagePlugin  # noqa: F401
 
 from bal.errors import DataError
 
 __all__ = [
-    "PAD_ABOVE", "ImageDecodeError", "decode_image", "encode_png", "fit_square", "image_header", "infer_image_size",
+    "ACCEPTED_FORMATS", "MAX_DECODE_PIXELS", "PAD_ABOVE", "ImageDecodeError", "decode_image", "encode_png", "fit_square", "image_header", "infer_image_size",
 ]
 
 #: Aspect ratio (long side / short side) above which an image is padded rather than cropped.
@@ -45,6 +57,16 @@ PAD_ABOVE = 2.0
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+#: Pillow's names of the formats of :data:`bal.data.IMAGE_EXTENSIONS` (a phone's multi-picture
+#: JPEG opens through "JPEG", as format "MPO").
+ACCEPTED_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "BMP", "WEBP", "TIFF")
+_ACCEPTED = "JPEG, PNG, BMP, WebP or TIFF"
+
+#: The most pixels bal decodes in one image (100 megapixels: ~300 MB as RGB, ~1 GB at the
+#: peak for a 16-bit one). A JPEG is counted after its reduced-scale decoding, so a phone's
+#: 200-megapixel JPEG is well inside.
+MAX_DECODE_PIXELS = 100_000_000
 
 
 class ImageDecodeError(DataError):
@@ -77,9 +99,16 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     if mode == "RGB":
         return img
     if mode in _SIXTEEN_BIT_MODES:
-        a = np.asarray(img).astype(np.int64)
-        a = (np.clip(a, 0, 65535) * 255 + 32767) // 65535
+        a = np.clip(np.asarray(img), 0, 65535).astype(np.uint32)  # 4 bytes a pixel, not 8
+        a *= 255
+        a += 32767
+        a //= 65535
         return Image.fromarray(a.astype(np.uint8)).convert("RGB")
+    if mode == "F":
+        a = np.nan_to_num(np.asarray(img, dtype=np.float32), nan=0.0, posinf=255.0, neginf=0.0)
+        if a.size and a.min() >= 0.0 and a.max() <= 1.0:  # a 0..1 float image, the usual float TIFF
+            a = a * 255.0
+        return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8)).convert("RGB")
     if mode in ("P", "PA") and (mode == "PA" or "transparency" in img.info):
         # Going through RGBA gives the same colours as convert("RGB") but without
         # PIL's warning about palette transparency.
@@ -118,9 +147,13 @@ def decode_image(path: str, size: int) -> np.ndarray:
     # Another library may have switched this on; a truncated file must fail here.
     ImageFile.LOAD_TRUNCATED_IMAGES = False
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            if img.format == "JPEG" and min(img.size) > 2 * size:
+        with Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS) as img:
+            if img.format in ("JPEG", "MPO") and min(img.size) > 2 * size:
                 img.draft(img.mode, (size, size))  # decode at 1/2, 1/4 or 1/8 scale, each side >= size
+            w, h = img.size
+            if w * h > MAX_DECODE_PIXELS:
+                raise ImageDecodeError(path, f"too large: {w} x {h} pixels is more than bal decodes in one image "
+                                             f"({MAX_DECODE_PIXELS // 1_000_000} megapixels); shrink it first")
             img.load()  # Image.open only reads the header; force the full decode
             factor = min(img.size) // (2 * size)
             if factor >= 2 and img.mode not in _SIXTEEN_BIT_MODES:
@@ -129,7 +162,10 @@ def decode_image(path: str, size: int) -> np.ndarray:
             rgb = fit_square(_to_rgb(img), size)
             arr = np.asarray(rgb, dtype=np.uint8)
     except UnidentifiedImageError:
-        raise ImageDecodeError(path, "cannot identify image file") from None
+        raise ImageDecodeError(path, f"cannot identify image file: not an image of an accepted format ({_ACCEPTED})"
+                               ) from None
+    except ImageDecodeError:
+        raise
     except Image.DecompressionBombError as e:
         raise ImageDecodeError(path, f"too large: {short_reason(e)}") from None
     except Exception as e:  # PIL raises OSError, ValueError, SyntaxError, struct.error...
@@ -152,7 +188,7 @@ def encode_png(pixels: np.ndarray, max_side: int = 256) -> bytes:
 def image_header(path: str) -> tuple[int, int] | None:
     """``(width, height)`` as the image is shown (EXIF orientation applied), from the header only; None if unreadable."""
     try:
-        with Image.open(path) as img:
+        with Image.open(path, formats=ACCEPTED_FORMATS) as img:
             w, h = img.size
             orientation = img.getexif().get(0x0112, 1)
     except Exception:
@@ -162,7 +198,7 @@ def image_header(path: str) -> tuple[int, int] | None:
 
 def _header_size(path: str) -> tuple[int, int] | None:
     try:
-        with Image.open(path) as img:
+        with Image.open(path, formats=ACCEPTED_FORMATS) as img:
             return img.size
     except Exception:
         return None

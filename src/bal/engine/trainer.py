@@ -30,7 +30,7 @@ from bal.data.cache import release
 from bal.engine import runtime
 from bal.engine.runtime import autocast, derive_seed, images_on, scoring_batch_size, to_device
 from bal.errors import BalError, ParameterError
-from bal.files import atomic_torch_save
+from bal.files import atomic_torch_save, load_torch
 from bal.validation import check_int, check_real
 
 log = logging.getLogger("bal")
@@ -187,16 +187,16 @@ def train_model(
     start_epoch = 0
     dist_info = runtime.info()
     if checkpoint is not None and Path(checkpoint).exists():
+        redo = f"delete {checkpoint} to train this step again from its first epoch"
+        state = load_torch(checkpoint, "a training checkpoint of bal", redo, map_location=device)
         try:
-            state = torch.load(checkpoint, map_location=device, weights_only=False)
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
             scaler.load_state_dict(state["scaler"])
             start_epoch = state["epoch"] + 1
         except Exception as e:  # truncated, or another run's
-            raise BalError(f"the checkpoint {checkpoint} is damaged ({type(e).__name__}); delete it to train "
-                           f"this step again from its first epoch") from None
+            raise BalError(f"the checkpoint {checkpoint} is damaged ({type(e).__name__}); {redo}") from None
 
     net = model
     if dist_info.enabled:

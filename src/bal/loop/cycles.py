@@ -235,7 +235,34 @@ class _Run:
                         normalisation=self.augment.state(), classes=list(self.pool.classes))
 
     def load_model(self, c: int):
-        return load_model_file(self.model_path(c))[0]
+        """Cycle ``c``'s model; one that is missing is trained again from the committed ``labeled_c.txt``.
+
+        Training is seeded by cycle, so the model trained again has the weights of the
+        one that was lost (on the same machine): deleting a damaged ``model_C.pth`` and
+        running the same command again is a recovery that works.
+        """
+        path = self.model_path(c)
+        redo = (f"delete it and run the same command again: bal then trains cycle {c}'s model again from "
+                f"labeled_{c}.txt, with the same seed")
+        if not path.exists() and (self.out / f"labeled_{c}.txt").exists():
+            if runtime.info().enabled:
+                raise BalError(f"{path} is missing; run the same command once without torchrun to train it again")
+            log.warning("%s is missing: training cycle %d's model again from labeled_%d.txt", path, c, c)
+            model = self.train_cycle(c, self.pool_after(c))
+            self.save_model(model, c)
+            (self.out / f"ckpt_{c}.pth").unlink(missing_ok=True)
+            return model
+        return load_model_file(path, redo)[0]
+
+    def train_cycle(self, c: int, labelled: LabelledPool):
+        """Train cycle ``c``'s model on ``labelled`` (resuming from its per-epoch checkpoint)."""
+        model = self.load_model(c - 1) if c > 0 and self.warm_start else self.new_model(c)
+        train_model(
+            model, self.images, self.labels, labelled.order, self.train, self.augment,
+            device=self.device, seed=self.seed, stream=("cycle", c),
+            checkpoint=self.out / f"ckpt_{c}.pth", progress=self.progress, desc=f"cycle {c} train",
+        )
+        return model
 
     def new_model(self, c: int):
         # Each cycle's initialisation is its own random stream, so --reinit runs are
@@ -289,12 +316,7 @@ class _Run:
             t0 = time.perf_counter()
             # rank 0 selects (or re-reads a committed selection); the others are told
             labelled, info = runtime.on_main(self.commit_selection, c, labelled)
-            model = self.load_model(c - 1) if c > 0 and self.warm_start else self.new_model(c)
-            train_model(
-                model, self.images, self.labels, labelled.order, self.train, self.augment,
-                device=self.device, seed=self.seed, stream=("cycle", c),
-                checkpoint=out / f"ckpt_{c}.pth", progress=self.progress, desc=f"cycle {c} train",
-            )
+            model = self.train_cycle(c, labelled)
             # also: model_{c}.pth is on disk before any rank reads it
             row = runtime.on_main(self.finish_cycle, c, model, labelled, info, t0, rows)
             if not runtime.is_main():

@@ -125,22 +125,21 @@ def save_model_file(path, model: BalModel, *, net: str, image_size: int, normali
     atomic_torch_save(path, {**state, "model": model.state_dict()})
 
 
-def load_model_file(path) -> tuple[BalModel, dict]:
+def load_model_file(path, redo: str = "delete it and run the command that wrote it again") -> tuple[BalModel, dict]:
     """The model stored by :func:`save_model_file` (on the CPU), and the file's other entries.
 
-    A missing, truncated or foreign file is a :class:`~bal.errors.BalError` naming it.
+    The file is loaded as data only (:func:`bal.files.load_torch`). A missing,
+    truncated, foreign or unsafe file is a :class:`~bal.errors.BalError` naming it and
+    ending in ``redo``, the caller's advice on getting a good one back.
     """
-    import torch
+    from bal.files import load_torch
 
+    state = load_torch(path, "a bal model", redo)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
         model = create_model(state["net"], num_classes=int(state["num_classes"]), image_size=int(state["image_size"]))
         model.load_state_dict(state.pop("model"))
-    except FileNotFoundError:
-        raise BalError(f"model file {path} is missing") from None
     except BalError:
         raise
-    except Exception as e:  # a truncated zip, a pickle of something else, keys that do not fit...
-        raise BalError(f"model file {path} is truncated or not a bal model file ({type(e).__name__}); delete it "
-                       f"and run the same command again to train that model anew") from None
+    except Exception as e:  # keys that do not fit, a dict of something else...
+        raise BalError(f"model file {path} is not a bal model file ({type(e).__name__}); {redo}") from None
     return model, state

@@ -24,7 +24,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from bal.engine.runtime import autocast
-from bal.errors import ParameterError
+from bal.errors import BalError, ParameterError
+from bal.files import load_torch
 from bal.validation import check_choice, check_int
 
 __all__ = ["BACKBONES", "IMAGENET_MEAN", "IMAGENET_STD", "embed_with_backbone", "load_backbone"]
@@ -44,9 +45,10 @@ def load_backbone(name: str, weights: str | os.PathLike) -> nn.Module:
         raise ParameterError("weights", f"{{name}} {path}: no such file (bal never downloads weights; "
                                         f"save them once with torch.save(model.state_dict(), FILE))")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # pickle errors, zip errors, truncated files ...
-        raise ParameterError("weights", f"{{name}} {path} is not a torch weights file ({type(e).__name__}: {e})") from None
+        state = load_torch(path, f"the weights of torchvision's {name}", "save them with "
+                           "torch.save(model.state_dict(), FILE)")
+    except BalError as e:
+        raise ParameterError("weights", "{name} " + str(e).replace("{", "{{").replace("}", "}}")) from None
     if isinstance(state, dict) and not any(isinstance(v, torch.Tensor) for v in state.values()):
         state = state.get("state_dict", state.get("model", state))
     if not isinstance(state, dict):

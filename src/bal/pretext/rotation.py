@@ -26,7 +26,7 @@ from bal.engine.trainer import TrainConfig, batch_indices, gather, prepare, trai
 from bal.files import held_lock
 from bal.models import create_model
 from bal.pretext.features import VIEWS
-from bal.pretext.store import RotationResult, is_finished, read_rotation, write_rotation
+from bal.pretext.store import RotationResult, is_complete, read_rotation, write_rotation
 
 log = logging.getLogger("bal")
 
@@ -178,7 +178,7 @@ def _train_rotation(pool: ImageSet, augment: BatchAugment, *, net: str, config: 
         out.mkdir(parents=True, exist_ok=True)
         bind_config(out / "rotation_config.json", settings, "rotation run")
         bind_content(out, {"pool": (pool.paths, pool.images)})
-        if is_finished(out):
+        if is_complete(out):
             return read_rotation(out, pool_paths=pool.paths, device=device)
 
     torch.manual_seed(derive_seed(seed, "rotation", "init"))

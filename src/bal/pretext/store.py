@@ -70,6 +70,15 @@ def is_finished(folder: str | os.PathLike) -> bool:
     return (Path(folder) / "rotation.json").exists()
 
 
+def is_complete(folder: str | os.PathLike) -> bool:
+    """Whether step 1 finished in ``folder`` and every file it wrote is still there.
+
+    ``bal rotation`` trains again (seeded, so to the same network) when one was deleted:
+    deleting a damaged ``rotation.pth`` and running the same command again repairs it.
+    """
+    return is_finished(folder) and all((Path(folder) / name).exists() for name in ROTATION_FILES)
+
+
 def write_rotation(folder: Path, result: RotationResult, *, settings: dict, net: str, image_size: int,
                    normalisation: dict) -> None:
     """Write step 1's files; ``rotation.json`` last, so its presence means they are all complete."""
@@ -107,7 +116,8 @@ def read_rotation(folder: str | os.PathLike, *, pool_paths: Sequence[str] | None
     paths = read_lines(folder / "paths.txt")
     if pool_paths is not None and paths != list(pool_paths):
         raise BalError(f"{folder / 'paths.txt'} lists other images than the dataset now holds; run `bal rotation` again")
-    model, _ = load_model_file(folder / "rotation.pth")
+    model, _ = load_model_file(folder / "rotation.pth", "delete it and run the same command again: the rotation "
+                                                        "network is then trained again, with the same seed")
     # memory-mapped: a view is read when used (a million images x 512 features is 2 GiB a view)
     views = {v: load_npy(folder / f, f"rotation features ({v})", mmap=True) for v, f in VIEW_FILES.items()
              if v == "upright" or (folder / f).exists()}

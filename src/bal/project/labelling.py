@@ -235,9 +235,10 @@ def load_task_model(project: Project, cycle: dict):
 
     path = Path(cycle["model_path"])
     path = path if path.is_absolute() else project.folder / path
+    redo = f"run `bal fit {project.folder}` to train the model again"
     if not path.is_file():
-        raise BalError(f"the model of cycle {cycle['id']}, {path}, is missing; run `bal fit {project.folder}` again")
-    model, state = load_model_file(path)
+        raise BalError(f"the model of cycle {cycle['id']}, {path}, is missing; {redo}")
+    model, state = load_model_file(path, f"delete it and {redo}")
     return model, BatchAugment.from_state(state["normalisation"])
 
 
