@@ -388,11 +388,21 @@ def test_cache_invalidated_when_a_file_changes(tmp_path, monkeypatch):
     assert np.array_equal(second.images[i], new)
     assert not np.array_equal(first.images[i], new)
 
-    # Same size, only the modification time differs: still a new key.
+    # Only the modification time differs (a `touch`): the same content, the same cache.
     seen.clear()
     os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns + 2 * 10**9))
     load_split(scan_split(root), cache_dir=c, progress=False)
-    assert len(seen) == 6
+    assert seen == []
+
+    # Other pixels at the same size and modification time (`cp -p`, `rsync -a`): a new key.
+    before = os.stat(target)
+    other = np.full((16, 16, 3), 201, np.uint8)
+    Image.fromarray(other).save(target)
+    assert os.stat(target).st_size == before.st_size
+    os.utime(target, ns=(before.st_atime_ns, before.st_mtime_ns))
+    fourth = load_split(scan_split(root), cache_dir=c, progress=False)
+    assert len(seen) == 6 and np.array_equal(fourth.images[i], other)
+    seen.clear()
 
     # A new file, too.
     seen.clear()

@@ -78,7 +78,11 @@ def atomic_save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
 def atomic_torch_save(path: str | os.PathLike, obj: Any) -> None:
     import torch
 
-    atomic_write(path, lambda f: torch.save(obj, f))
+    # Serialised in memory first: torch's own file writer turns a full disk into a RuntimeError
+    # ("unexpected pos ..."), while a plain write raises the OSError (ENOSPC) that names the cause.
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write(path, lambda f: f.write(buf.getbuffer()))
 
 
 class UnsafeFileError(BalError):
@@ -175,6 +179,30 @@ def held_lock(path: str | os.PathLike, waiting: Callable[[], None] | None = None
         yield True
     finally:
         os.close(fd)  # releases the lock
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes, hex: what identifies an image's content (a project's images, the cache's key)."""
+    import hashlib
+
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def file_digests(paths: Sequence[str | os.PathLike], threads: int = 8) -> list[str | None]:
+    """:func:`file_digest` of each path, read on a few threads (hashing releases the GIL); None if unreadable."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(p):
+        try:
+            return file_digest(p)
+        except OSError:
+            return None
+
+    if len(paths) < 64:
+        return [one(p) for p in paths]
+    with ThreadPoolExecutor(threads) as pool:
+        return list(pool.map(one, paths, chunksize=256))
 
 
 def append_line(path: str | os.PathLike, line: str) -> None:

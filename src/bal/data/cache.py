@@ -40,7 +40,7 @@ from bal.data.decode import ImageDecodeError, decode_image, infer_image_size, sh
 from bal.data.folders import FolderSplit, scan_dataset
 from bal.data.imageset import ImageSet
 from bal.errors import DataError, ParameterError
-from bal.files import atomic_write_json, held_lock
+from bal.files import atomic_write_json, file_digests, held_lock
 
 log = logging.getLogger("bal")
 
@@ -49,7 +49,8 @@ __all__ = ["CacheEntry", "cached_split", "check_cache_room", "default_cache_dir"
 
 # Bump when decoding changes in a way that changes pixels, so old caches are not reused.
 # 2: aspect ratio kept (centre crop / pad), EXIF orientation applied, draft decoding of large JPEGs.
-CACHE_FORMAT_VERSION = 2
+# 3: keyed on the files' content (SHA-256), not their sizes and modification times.
+CACHE_FORMAT_VERSION = 3
 
 # Decoding a small image costs ~50 us, a good part of it in C code that releases the
 # GIL, so a few threads help; chunks amortise the executor's per-task overhead and are
@@ -65,21 +66,18 @@ def default_cache_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "bal"
 
 
-def _stat(path: str) -> tuple[int, int]:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return (-1, -1)  # decoding will report the file; the key still changes when it returns
-    return (st.st_size, st.st_mtime_ns)
-
-
 def _fingerprint(split: FolderSplit) -> list:
+    # Keyed on each file's bytes, not its size and modification time: a file replaced by
+    # another of the same size and time (`cp -p`, `rsync -a`, a fixed-size BMP) must not
+    # train on its old pixels. Hashing reads each file once, a fraction of what decoding
+    # costs (docs/performance.md has the figures); an unreadable file hashes to None and
+    # decoding reports it.
     files = sorted([*split.paths, *(p for p, _ in split.bad)])
     return [
         os.path.abspath(split.root),  # relative paths mean different files from another cwd
         split.classes,
         hashlib.sha256(np.ascontiguousarray(split.labels, dtype=np.int64).tobytes()).hexdigest(),
-        [(p, *_stat(p)) for p in files],
+        [(p, d) for p, d in zip(files, file_digests(files))],
     ]
 
 

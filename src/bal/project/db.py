@@ -21,13 +21,15 @@ import hashlib
 import json
 import os
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from bal.errors import BalError
+from bal.files import file_digest as file_sha256  # noqa: F401  (the project's name for it)
 
 DB_NAME = "project.db"
 SETTINGS_KEY = "settings"
@@ -86,12 +88,66 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+
+
+def _connect_read_only(path: Path, busy_seconds: float) -> sqlite3.Connection:
+    """``path`` opened read-only; a WAL database whose folder cannot be written is opened immutable."""
+    from urllib.parse import quote
+
+    uri = f"file:{quote(str(path.resolve()))}"
+    conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=busy_seconds, isolation_level=None,
+                           check_same_thread=False)
+    try:
+        conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+        return conn
+    except sqlite3.OperationalError:  # WAL needs its -shm file, which cannot be made here
+        conn.close()
+        return sqlite3.connect(f"{uri}?immutable=1", uri=True, timeout=busy_seconds, isolation_level=None,
+                               check_same_thread=False)
+
+
+def is_empty_database(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is an empty file or an SQLite database without a single table (nothing to lose)."""
+    path = Path(path)
+    if path.stat().st_size == 0:
+        return True
+    try:
+        conn = sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True)
+        try:
+            return conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0] == 0
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return False
+
+
+def database_error(path: str | os.PathLike, e: sqlite3.Error) -> BalError:
+    """What an SQLite error means for the project's database ``path``, with advice that loses nothing.
+
+    Only a file that truly is not a database is told to be replaced, and then with the
+    warning that the labels in it would be lost; a read-only file, a full disk or a busy
+    database are said as such (their labels are safe).
+    """
+    text = str(e)
+    low = text.lower()
+    if "disk is full" in low or "no space" in low:
+        return BalError(f"no space left on device while writing {path}; nothing of this command was recorded and "
+                        f"every earlier label is safe: free some space, then run the same command again")
+    if "readonly" in low or "read-only" in low:
+        return BalError(f"{path} is read-only (the file or its folder cannot be written): commands that only read "
+                        f"(bal status, bal export) work; to label, query, scan or fit, make the project writable")
+    if "unable to open" in low or "access permission" in low:
+        return BalError(f"{path} cannot be opened ({text}): check the permissions of the file and of its folder; "
+                        f"the project itself is untouched")
+    if "locked" in low or "busy" in low:
+        return BalError(f"{path} is busy: another bal process (a page, a fit, a query) is writing to it; try "
+                        f"again once it has finished")
+    if "not a database" in low or "malformed" in low or "encrypted" in low:
+        return BalError(f"{path} is not a bal project database ({text}); restore it from a backup. Creating the "
+                        f"project again (move the file away, then `bal project init`) starts with no labels: the "
+                        f"labels in this file would be lost")
+    return BalError(f"{path}: the project database reported an error ({text}); nothing of this command was "
+                    f"recorded")
 
 
 @dataclass(frozen=True)
@@ -119,27 +175,47 @@ class Project:
         self.folder = folder
         self.conn = conn
         self._tx: sqlite3.Cursor | None = None  # the open transaction, which nested writes join
+        self.filled: Any = None  # what create()'s fill returned
 
     # -- opening -----------------------------------------------------------------------
     @staticmethod
     def _connect(path: Path, busy_seconds: float = 30.0) -> sqlite3.Connection:
+        """A connection to ``path``: read-write, or read-only where the file or its folder cannot be written.
+
+        A read-only project still answers the commands that only read (``bal status``,
+        ``bal export``); one that writes is told that the project is read-only.
+        """
+        writable = os.access(path, os.W_OK) and os.access(path.parent, os.W_OK) if path.exists() else True
         try:
-            conn = sqlite3.connect(path, timeout=busy_seconds, isolation_level=None, check_same_thread=False)
+            if writable:
+                conn = sqlite3.connect(path, timeout=busy_seconds, isolation_level=None, check_same_thread=False)
+            else:
+                conn = _connect_read_only(path, busy_seconds)
             conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
+            if writable:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA foreign_keys=ON")
             conn.execute(f"PRAGMA busy_timeout={int(busy_seconds * 1000)}")
             conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()  # reads the header: is it a database?
-        except sqlite3.DatabaseError as e:
-            raise BalError(f"{path} is not a bal project database ({e}); restore it from a backup, or move it "
-                           f"away and create the project again with `bal project init`") from None
+        except sqlite3.Error as e:
+            raise database_error(path, e) from None
         return conn
 
     @classmethod
-    def create(cls, folder: str | os.PathLike, images: str | os.PathLike, classes: Sequence[str]) -> "Project":
+    def create(cls, folder: str | os.PathLike, images: str | os.PathLike, classes: Sequence[str], *,
+               settings: dict | None = None, fill: Callable[["Project"], Any] | None = None) -> "Project":
+        """Create the project in ``folder``, atomically: its database appears complete or not at all.
+
+        The database is built beside ``project.db`` under a temporary name, with its
+        ``settings`` and whatever ``fill(project)`` adds (the first scan), and then linked
+        into place; an init interrupted at any moment leaves no ``project.db``, and the
+        same ``bal project init`` starts afresh. Returns the project and ``fill``'s result
+        as ``project.filled``.
+        """
         folder, images = Path(folder), Path(images)
-        if (folder / DB_NAME).exists():
+        db = folder / DB_NAME
+        if db.exists():
             raise BalError(f"{folder} already holds a project ({DB_NAME}); use `bal project scan {folder}`")
         if not images.is_dir():
             raise BalError(f"--images {images} is not a folder")
@@ -147,12 +223,37 @@ class Project:
         if len(names) < 2 or any(not c for c in names) or len(set(names)) != len(names):
             raise BalError(f"--classes needs at least two distinct, non-empty names, got {','.join(classes)!r}")
         folder.mkdir(parents=True, exist_ok=True)
-        project = cls(folder, cls._connect(folder / DB_NAME))
-        project._migrate()
-        with project.transaction() as cur:
-            cur.execute("INSERT INTO meta VALUES ('images_root', ?)", (str(images.resolve()),))
-            cur.execute("INSERT INTO meta VALUES ('created_at', ?)", (now(),))
-            cur.executemany("INSERT INTO classes (name, position) VALUES (?, ?)", [(c, i) for i, c in enumerate(names)])
+        for stale in folder.glob(f".{DB_NAME}.init-*"):  # what an interrupted init left
+            stale.unlink(missing_ok=True)
+        tmp = folder / f".{DB_NAME}.init-{os.getpid()}"
+        project = cls(folder, cls._connect(tmp))
+        filled = None
+        try:
+            project._migrate()
+            with project.transaction() as cur:
+                cur.execute("INSERT INTO meta VALUES ('images_root', ?)", (str(images.resolve()),))
+                cur.execute("INSERT INTO meta VALUES ('created_at', ?)", (now(),))
+                cur.executemany("INSERT INTO classes (name, position) VALUES (?, ?)",
+                                [(c, i) for i, c in enumerate(names)])
+                if settings is not None:
+                    project.write_settings(settings)
+                if fill is not None:
+                    filled = fill(project)
+            project.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # everything in the main file
+            project.close()
+            try:
+                os.link(tmp, db)  # never replaces a project made meanwhile
+            except FileExistsError:
+                raise BalError(f"{folder} already holds a project ({DB_NAME}); use `bal project scan {folder}`"
+                               ) from None
+        except sqlite3.Error as e:
+            raise database_error(tmp, e) from None
+        finally:
+            project.close()
+            for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
+                leftover.unlink(missing_ok=True)
+        project = cls.open(folder)
+        project.filled = filled
         return project
 
     @classmethod
@@ -166,11 +267,17 @@ class Project:
         project = cls(folder, cls._connect(folder / DB_NAME, busy_seconds))
         try:
             project._migrate()
-            project.conn.execute("SELECT value FROM meta WHERE key = 'images_root'").fetchone()[0]
-        except (sqlite3.DatabaseError, TypeError) as e:
+            row = project.conn.execute("SELECT value FROM meta WHERE key = 'images_root'").fetchone()
+        except sqlite3.Error as e:
             project.close()
-            raise BalError(f"{folder / DB_NAME} is not a bal project database ({e or 'no images folder recorded'}); "
-                           f"restore it from a backup, or create the project again with `bal project init`") from None
+            if isinstance(e, sqlite3.OperationalError) and "no such table" in str(e):
+                raise BalError(f"{folder / DB_NAME} is an empty database, not a bal project (no tables); if an "
+                               f"interrupted `bal project init` left it, delete it and run that init again (it "
+                               f"holds no labels)") from None
+            raise database_error(folder / DB_NAME, e) from None
+        if row is None:
+            project.close()
+            raise BalError(f"{folder / DB_NAME} records no images folder: it was not made by `bal project init`")
         return project
 
     def close(self) -> None:
@@ -207,15 +314,31 @@ class Project:
             yield self._tx
             return
         cur = self.conn.cursor()
-        cur.execute("BEGIN IMMEDIATE")
+        path = self.folder / DB_NAME
+        try:
+            cur.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as e:
+            raise database_error(path, e) from None
         self._tx = cur
         try:
             yield cur
-        except BaseException:
-            cur.execute("ROLLBACK")
+        except BaseException as e:
+            try:
+                cur.execute("ROLLBACK")
+            except sqlite3.Error:  # SQLite may have rolled back already (a full disk does)
+                pass
+            if isinstance(e, sqlite3.Error):
+                raise database_error(path, e) from None
             raise
         else:
-            cur.execute("COMMIT")
+            try:
+                cur.execute("COMMIT")
+            except sqlite3.Error as e:
+                try:
+                    cur.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+                raise database_error(path, e) from None
         finally:
             self._tx = None
 

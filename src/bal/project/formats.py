@@ -53,14 +53,23 @@ def current_selection(project: Project) -> tuple[int, list[ImageRow], list[Image
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
+#: What gets a leading ``'``: formula starts, and a leading ``'`` itself, so that the escape is
+#: reversible (``=x.jpg`` becomes ``'=x.jpg``, and a file really named ``'=x.jpg`` becomes ``''=x.jpg``).
+_ESCAPED_STARTS = (*FORMULA_STARTS, "'")
+
+
 def spreadsheet_safe(cell: str) -> str:
-    """``cell`` with a leading ``'`` when a spreadsheet would run it as a formula (OWASP's advice)."""
-    return "'" + cell if cell.startswith(FORMULA_STARTS) else cell
+    """``cell`` with a leading ``'`` when a spreadsheet would run it as a formula (OWASP's advice).
+
+    A cell that starts with ``'`` gets one more, so :func:`from_spreadsheet` gives every
+    cell back exactly: two names never share one cell.
+    """
+    return "'" + cell if cell.startswith(_ESCAPED_STARTS) else cell
 
 
 def from_spreadsheet(cell: str) -> str:
     """The cell :func:`spreadsheet_safe` protected, as it was."""
-    return cell[1:] if cell.startswith("'") and cell[1:].startswith(FORMULA_STARTS) else cell
+    return cell[1:] if cell.startswith("'") and cell[1:].startswith(_ESCAPED_STARTS) else cell
 
 
 def export_csv(project: Project, rows: Sequence[ImageRow]) -> str:
@@ -200,6 +209,11 @@ def _path_from_image_url(value: str) -> str:
     return value
 
 
+def _short(value: object) -> str:
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _choice(annotation: object) -> tuple[str | None, str | None]:
     """(first choice, problem) of one Label Studio annotation; (None, None) when it chose nothing."""
     if not isinstance(annotation, dict):
@@ -211,6 +225,11 @@ def _choice(annotation: object) -> tuple[str | None, str | None]:
         if not isinstance(result, dict):
             return None, "an annotation result is not a JSON object"
         value = result.get("value")
+        if result.get("type") in (None, "choices"):
+            if value is not None and not isinstance(value, dict):
+                return None, f"a choices result's \"value\" is not a JSON object: {_short(value)}"
+            if isinstance(value, dict) and "choices" in value and not isinstance(value["choices"], list):
+                return None, f"a result's \"choices\" is not a list: {_short(value['choices'])}"
         choices = value.get("choices") if isinstance(value, dict) else None
         if result.get("type") in (None, "choices") and isinstance(choices, list) and choices:
             if not isinstance(choices[0], str):

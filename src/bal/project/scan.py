@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections import Counter
 from collections.abc import Sequence
@@ -24,10 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bal.errors import BalError
-from bal.project.db import DB_NAME, DEFAULT_SETTINGS, Project, file_sha256
+from bal.project.db import DB_NAME, DEFAULT_SETTINGS, Project, file_sha256, is_empty_database
 
 __all__ = ["InitReport", "ScanReport", "check_pool_files", "folder_label", "init_project", "list_image_files",
            "scan_project"]
+
+log = logging.getLogger("bal")
+
 
 def progress_bar(iterable, progress: bool, desc: str, total: int | None = None):
     """``iterable`` with a tqdm bar when ``progress``."""
@@ -141,6 +145,10 @@ def init_project(
 ) -> tuple[Project, InitReport]:
     """Create the project in ``folder`` over the images folder ``images``; scan and hash every image."""
     folder, images = Path(folder), Path(images)
+    if (folder / DB_NAME).is_file() and is_empty_database(folder / DB_NAME):
+        # an init of an older bal, interrupted before it wrote a table: nothing in it to keep
+        log.warning("%s is an empty database (an interrupted init): creating the project anew", folder / DB_NAME)
+        (folder / DB_NAME).unlink()
     if (folder / DB_NAME).exists():
         raise BalError(f"{folder} already holds a project ({DB_NAME}); use `bal project scan {folder}`")
     if folder.exists() and not folder.is_dir():
@@ -159,11 +167,9 @@ def init_project(
     if image_size is not None or records:
         image_size, why = choose_image_size([str(images / r.path) for r in records], preset=generic_preset("project"),
                                             net=net, given=image_size)
-    project = Project.create(folder, images, classes)
-    with project.transaction():
-        project.write_settings({"net": net, "image_size": image_size, "seed": int(seed), "flip": bool(flip)})
-        labelled = _add(project, records)
-    return project, InitReport(len(records), labelled, image_size, why, unreadable)
+    settings = {"net": net, "image_size": image_size, "seed": int(seed), "flip": bool(flip)}
+    project = Project.create(folder, images, classes, settings=settings, fill=lambda p: _add(p, records))
+    return project, InitReport(len(records), project.filled, image_size, why, unreadable)
 
 
 # -- scan --------------------------------------------------------------------------------
