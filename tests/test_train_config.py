@@ -40,3 +40,39 @@ def test_the_command_line_names_the_flag(capsys, tmp_path):
                  str(tmp_path / "run")])
     err = capsys.readouterr().err
     assert code == 2 and "--milestones" in err and "last epoch" in err
+
+
+def test_a_short_last_batch_joins_the_one_before():
+    """64k + 2 images at batch 64 end with a 66-image batch, never a 2-image SGD step; every image once."""
+    import numpy as np
+
+    from bal.engine.trainer import epoch_batches
+
+    for n, sizes in [(130, [64, 66]), (65, [65]), (64, [64]), (104, [64, 40]), (2, [2]), (127, [64, 63])]:
+        batches, _ = epoch_batches(np.arange(n), 64, 0, ("t",), 0)
+        assert [len(b) for b in batches] == sizes, n
+        assert sorted(np.concatenate(batches).tolist()) == list(range(n))
+
+
+def test_training_never_takes_a_step_on_a_tiny_batch():
+    """Train on 64 + 1 images: the step sizes the loss sees are 65, not 64 and then 1."""
+    import numpy as np
+    import torch
+
+    from bal.data.augment import BatchAugment
+    from bal.engine.trainer import TrainConfig, classification_loss, train_model
+    from bal.models import create_model
+
+    seen = []
+
+    def loss(model, x, y):
+        seen.append(len(x))
+        return classification_loss(model, x, y)
+
+    images = torch.from_numpy(np.random.default_rng(0).integers(0, 255, (65, 16, 16, 3), dtype=np.uint8))
+    labels = torch.tensor([0, 1] * 32 + [0])
+    model = create_model("cnn", num_classes=2, image_size=16)
+    train_model(model, images, labels, np.arange(65), TrainConfig(epochs=2, batch_size=64, milestones=(0.5,)),
+                BatchAugment((0.5, 0.5, 0.5), (0.25, 0.25, 0.25)),
+                device=torch.device("cpu"), seed=0, loss_fn=loss, progress=False)
+    assert seen == [65, 65]
