@@ -73,7 +73,8 @@ def snapshot(*folders: Path) -> dict[str, str]:
     out = {}
     for folder in folders:
         for path in sorted(Path(folder).rglob("*")) if Path(folder).is_dir() else []:
-            if path.is_file() and path.suffix not in (".log",) and "-wal" not in path.name and "-shm" not in path.name:
+            if path.is_file() and path.suffix not in (".log", ".lock") and "-wal" not in path.name and \
+                    "-shm" not in path.name:
                 out[str(path)] = hashlib.sha256(path.read_bytes()).hexdigest()
     return out
 

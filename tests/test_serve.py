@@ -487,7 +487,7 @@ def test_silent_connections_time_out_and_threads_are_bounded(project, served, mo
     import bal.project.serve as serve_mod
 
     monkeypatch.setattr(serve_mod, "SOCKET_TIMEOUT", 1)
-    monkeypatch.setattr(serve_mod, "MAX_THREADS", 3)
+    monkeypatch.setattr(serve_mod, "MAX_CONNECTIONS", 3)
     folder, _, _ = project
     s = served(folder)
     idle = [socket.create_connection(("127.0.0.1", s.port)) for _ in range(3)]  # say nothing: hold 3 threads
@@ -546,3 +546,63 @@ def test_hostile_json_gets_400_and_the_token_never_reaches_the_log(project, tmp_
         server.server_close()
     err = capfd.readouterr().err
     assert "/api/state" in err and "s3cret-token" not in err and "token=[hidden]" in err
+
+
+def test_trickling_clients_are_cut_at_the_deadline_and_never_starve_the_page(project, served, monkeypatch):
+    """Clients sending a byte at a time, each silence shorter than the socket timeout: dropped at the request's
+    deadline; and, holding no work slot (no token checked yet), they never keep real requests on 503."""
+    import socket
+
+    import bal.project.serve as serve_mod
+
+    monkeypatch.setattr(serve_mod, "REQUEST_SECONDS", 1.5)
+    monkeypatch.setattr(serve_mod, "MAX_THREADS", 2)
+    folder, _, _ = project
+    s = served(folder, host="0.0.0.0")
+    slow = [socket.create_connection(("127.0.0.1", s.port)) for _ in range(6)]
+    try:
+        t0 = time.monotonic()
+        request = b"GET /api/state HTTP/1.0\r\nHost: 127.0.0.1\r\n"
+        for byte in request[:4]:  # trickle: one byte every 0.2 s on each connection
+            for sock in slow:
+                sock.sendall(bytes([byte]))
+            status, _ = s.json("GET", f"/api/state?token={s.token}")
+            assert status == 200  # the page's own request, with its token, gets through meanwhile
+            time.sleep(0.2)
+        for sock in slow:
+            sock.settimeout(5)
+            reply = b""
+            while chunk := sock.recv(1000):
+                reply += chunk
+            assert not reply.startswith(b"HTTP/1.0 200")  # closed unanswered (or refused), never served
+        assert time.monotonic() - t0 < serve_mod.SOCKET_TIMEOUT  # the deadline, not the socket timeout, ended them
+    finally:
+        for sock in slow:
+            sock.close()
+
+
+def test_verbose_error_responses_are_logged_not_tracebacks(project, capfd):
+    """OPTIONS, PUT and a malformed request line are answered (501/400) and logged in one line each."""
+    import socket
+
+    folder, _, _ = project
+    server, url = make_server(folder, host="127.0.0.1", port=0, token="s3cret", quiet=False)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        running = Running(server, url)
+        for method in ("OPTIONS", "PUT"):
+            status, _, _ = running.request(method, "/api/state?token=s3cret")
+            assert status == 501
+        with socket.create_connection(("127.0.0.1", running.port)) as sock:
+            sock.sendall(b"GARBAGE\r\n\r\n")
+            sock.settimeout(5)
+            reply = b""
+            while chunk := sock.recv(1000):
+                reply += chunk
+            assert b"400" in reply  # a request line without a version is answered the HTTP/0.9 way
+    finally:
+        server.shutdown()
+        server.server_close()
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "code 501" in err and "s3cret" not in err, err

@@ -31,13 +31,33 @@ COMMANDS: dict = {}
 SINGLE_PROCESS = ("bench", "demo", "kmeans")
 
 
-def build_parser() -> argparse.ArgumentParser:
+#: command -> the group of commands that defines it (the module under bal.cli that adds its parser).
+COMMAND_GROUPS = {
+    "rotation": "steps", "kmeans": "steps", "train": "steps", "run": "steps",
+    "bench": "bench", "demo": "bench", "serve": "serve", "cache": "cache",
+    "project": "project", "query": "project", "export": "project", "import": "project", "undo": "project",
+    "fit": "project", "status": "project",
+}
+
+
+def _adders() -> dict:
     from bal.cli.bench import add_bench_commands
     from bal.cli.cache import add_cache_commands
     from bal.cli.project import add_project_commands
     from bal.cli.serve import add_serve_command
     from bal.cli.steps import add_step_commands
 
+    return {"steps": add_step_commands, "bench": add_bench_commands, "serve": add_serve_command,
+            "project": add_project_commands, "cache": add_cache_commands}
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """bal's parser: every command, or (``command``) only what that one needs.
+
+    Building one command's parser imports only what its flags need, so ``bal status``,
+    ``bal export`` or ``bal --version`` start without torch: a machine too short of
+    memory to load torch can still read its projects.
+    """
     parser = argparse.ArgumentParser(
         prog="bal",
         description="BAL: Balancing Active Learning (Li et al., TPAMI 2023) and PT4AL, on images.",
@@ -45,9 +65,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for add in (add_step_commands, add_bench_commands, add_serve_command, add_project_commands, add_cache_commands):
+    if command == "--version":
+        return parser
+    adders = _adders()
+    if command in COMMAND_GROUPS:
+        group = COMMAND_GROUPS[command]
+        COMMANDS.update(adders[group](sub, only=command) if group == "project" else adders[group](sub))
+        return parser
+    for add in adders.values():
         COMMANDS.update(add(sub))
     return parser
+
+
+def _command_of(argv: Sequence[str]) -> str | None:
+    """The command named in ``argv`` (its first word that is not a flag); ``--version`` before any; else None."""
+    for word in argv:
+        if word == "--version":
+            return word
+        if not word.startswith("-"):
+            return word if word in COMMAND_GROUPS else None
+    return None
 
 
 def _version() -> str:
@@ -60,16 +97,24 @@ def _version() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from bal.engine import runtime
-
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        # Ctrl-C while torch loads (a second or more) is an interruption, not a traceback
+        args = build_parser(_command_of(argv)).parse_args(argv)
+    except KeyboardInterrupt:
+        print("bal: interrupted", file=sys.stderr)
+        return 130
+    except (ImportError, OSError, MemoryError) as e:
+        print(f"bal: error: {import_error_message(e)}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.INFO, format="bal: %(message)s", stream=sys.stderr)
     where = ""
     finished = False
     try:
-        if runtime.launched_by_torchrun() and args.command in SINGLE_PROCESS:
+        if args.command in SINGLE_PROCESS and _runtime().launched_by_torchrun():
             raise BalError(f"`bal {args.command}` runs in one process; start it without torchrun")
         if getattr(args, "device", None) is not None and args.command != "bench":
+            runtime = _runtime()  # a command with --device trains or scores: it needs torch anyway
             args.device = runtime.resolve_device(args.device)  # fail on a bad --device before any work
             if runtime.launched_by_torchrun():
                 info, args.device = runtime.setup(args.device)
@@ -90,6 +135,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 141
+    except ImportError as e:  # torch (or a library under it) failing to load when a command first needs it
+        print(f"bal: error{where}: {import_error_message(e)}", file=sys.stderr)
+        return 2
     except OSError as e:  # the disk, the file system, permissions: the user's to fix, not a bug
         print(f"bal: error{where}: {os_error_message(e)}", file=sys.stderr)
         return 2
@@ -101,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"bal: error{where}: out of memory ({str(e).splitlines()[0][:160]}); lower --batch_size or "
                   f"--image_size", file=sys.stderr)
             return 2
-        if runtime.launched_by_torchrun():
+        if _torchrun():
             # torchrun stops the other ranks when this one exits non-zero
             print(f"bal: rank {os.environ.get('RANK', '?')} failed: {type(e).__name__}: {e}", file=sys.stderr)
             return 1
@@ -110,7 +158,33 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"the traceback is in {log_file}; please report it", file=sys.stderr)
         return 1
     finally:
-        runtime.shutdown(finished)
+        loaded = sys.modules.get("bal.engine.runtime")  # not imported: nothing to shut down
+        if loaded is not None:
+            loaded.shutdown(finished)
+
+
+def _runtime():
+    from bal.engine import runtime
+
+    return runtime
+
+
+def _torchrun() -> bool:
+    loaded = sys.modules.get("bal.engine.runtime")
+    return loaded is not None and loaded.launched_by_torchrun()
+
+
+def import_error_message(e: BaseException) -> str:
+    """A library that would not load (torch, most often), in the user's terms."""
+    text = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+    name = (getattr(e, "name", None) or "").split(".")[0]
+    name = "torch" if "torch" in text or name in ("_C", "torch") else name or "a library bal needs"
+    memory = ("failed to map segment", "cannot allocate memory", "out of memory")
+    if isinstance(e, MemoryError) or any(m in text.lower() for m in memory):
+        return (f"could not load {name} ({text}): the process is short of memory, as under a memory limit "
+                f"(ulimit -v, a container's limit); torch needs about 2 GB of address space to load: raise the "
+                f"limit, or free memory")
+    return f"could not load {name} ({text}); reinstall bal's dependencies (pip install -e . or make install)"
 
 
 def os_error_message(e: OSError) -> str:

@@ -38,13 +38,42 @@ def _run_flags(p) -> None:
     add(p, "--no-progress", action="store_true", help="no progress bars")
 
 
-def add_project_commands(subparsers) -> dict[str, Handler]:
-    """Add the project commands to bal's ``add_subparsers()`` object; returns {command: handler}."""
-    from bal.cli.steps import add_embedding_flags, add_strategy_flags
-    from bal.project.labelling import QUERY_STRATEGY
-    from bal.project.db import DEFAULT_SETTINGS
-    from bal.project.labelling import FIT_DEFAULTS, HOLDOUT, PRETEXT_EPOCHS
+#: The commands added here; only query and fit need torch to build their flags.
+PROJECT_COMMANDS = ("project", "query", "export", "import", "undo", "fit", "status")
 
+
+def add_project_commands(subparsers, only: str | None = None) -> dict[str, Handler]:
+    """Add the project commands to bal's ``add_subparsers()`` object; returns {command: handler}.
+
+    With ``only``, just that command: ``bal status`` and its like then start without
+    importing torch (a machine short of memory can still read its project).
+    """
+    from bal.project.db import DEFAULT_SETTINGS
+
+    def wanted(name: str) -> bool:
+        return only is None or only == name
+
+    handlers = {"project": cmd_project, "query": cmd_query, "export": cmd_export, "import": cmd_import,
+                "undo": cmd_undo, "fit": cmd_fit, "status": cmd_status}
+    if wanted("project"):
+        _add_project_parser(subparsers, DEFAULT_SETTINGS)
+    if wanted("query"):
+        _add_query_parser(subparsers)
+    if wanted("export"):
+        _add_export_parser(subparsers)
+    if wanted("import"):
+        _add_import_parser(subparsers)
+    if wanted("undo"):
+        _add_undo_parser(subparsers)
+    if wanted("fit"):
+        _add_fit_parser(subparsers)
+    if wanted("status"):
+        st = subparsers.add_parser("status", help="counts, class balance, cycles and what to do next")
+        st.add_argument("dir", metavar="DIR", help="project folder")
+    return {name: h for name, h in handlers.items() if wanted(name)}
+
+
+def _add_project_parser(subparsers, defaults: dict) -> None:
     p = subparsers.add_parser(
         "project", help="a labelling project over a folder of your images: init, scan",
         description="A labelling project: DIR holds a database of your images, their labels (never "
@@ -59,7 +88,7 @@ def add_project_commands(subparsers) -> dict[str, Handler]:
     a.add_argument("dir", metavar="DIR", help="project folder to create (holds project.db)")
     add(a, "--images", required=True, metavar="FOLDER", help="the folder of images")
     add(a, "--classes", required=True, type=_class_list, metavar="A,B,...", help="the class names, comma-separated")
-    add(a, "--net", default=DEFAULT_SETTINGS["net"],
+    add(a, "--net", default=defaults["net"],
         help="task and pretext network: cnn, resnet18, vgg16 (default: %(default)s)")
     add(a, "--image-size", type=image_side, default=None,
          help="square side the images are decoded to (default: the network's working size, 64 px for the "
@@ -67,7 +96,7 @@ def add_project_commands(subparsers) -> dict[str, Handler]:
               "crop, or by padding beyond 2:1)")
     a.add_argument("--no-flip", "--no_flip", dest="flip", action="store_false", default=True,
                    help="no horizontal flips in training (digits, signs and text change meaning when mirrored)")
-    add(a, "--seed", type=seed, default=DEFAULT_SETTINGS["seed"], help="fixes every random choice (default: %(default)s)")
+    add(a, "--seed", type=seed, default=defaults["seed"], help="fixes every random choice (default: %(default)s)")
     add(a, "--no-progress", action="store_true", help="no progress bars")
     s = actions.add_parser(
         "scan", help="pick up added, changed and vanished images",
@@ -78,6 +107,11 @@ def add_project_commands(subparsers) -> dict[str, Handler]:
     add(s, "--accept-changed", action="store_true",
          help="take the current content of every changed image as the image, keeping its labels")
     add(s, "--no-progress", action="store_true", help="no progress bars")
+
+
+def _add_query_parser(subparsers) -> None:
+    from bal.cli.steps import add_embedding_flags, add_strategy_flags
+    from bal.project.labelling import PRETEXT_EPOCHS, QUERY_STRATEGY
 
     q = subparsers.add_parser(
         "query", help="the next images to label, recorded as a new cycle",
@@ -99,6 +133,8 @@ def add_project_commands(subparsers) -> dict[str, Handler]:
     add_embedding_flags(q)
     _run_flags(q)
 
+
+def _add_export_parser(subparsers) -> None:
     e = subparsers.add_parser(
         "export", help="the current selection as CSV or Label Studio tasks",
         description="CSV: columns path,label,absolute_path (label filled only for images already labelled); "
@@ -112,6 +148,8 @@ def add_project_commands(subparsers) -> dict[str, Handler]:
     add(e, "--out", default=None, metavar="FILE",
          help="output file (default: standard output for csv, DIR/export.json for labelstudio)")
 
+
+def _add_import_parser(subparsers) -> None:
     i = subparsers.add_parser(
         "import", help="labels back from a CSV or a Label Studio export",
         description="Read labels from FILE (CSV with a header naming path and label, other columns ignored; "
@@ -127,6 +165,8 @@ def add_project_commands(subparsers) -> dict[str, Handler]:
         help="a row giving a labelled image another class replaces its label (the old one stays in the "
              "history, retracted); without it such a row is a conflict")
 
+
+def _add_undo_parser(subparsers) -> None:
     u = subparsers.add_parser(
         "undo", help="take labels back: of given images, or the last ones given",
         description="Retract labels (they stay in the history, marked retracted): the current label of each "
@@ -135,6 +175,10 @@ def add_project_commands(subparsers) -> dict[str, Handler]:
     u.add_argument("dir", metavar="DIR", help="project folder")
     u.add_argument("paths", metavar="PATH", nargs="*", help="images whose label to take back")
     add(u, "--last", type=positive_int, default=None, metavar="N", help="take back the last N labels given")
+
+
+def _add_fit_parser(subparsers) -> None:
+    from bal.project.labelling import FIT_DEFAULTS, HOLDOUT
 
     f = subparsers.add_parser(
         "fit", help="train the task model on all labels; accuracy on a held-out split",
@@ -149,12 +193,6 @@ def add_project_commands(subparsers) -> dict[str, Handler]:
     add(f, "--holdout", type=_fraction, default=HOLDOUT, help="held-out fraction per class, 0 for none "
                                                               "(default: %(default)s)")
     _run_flags(f)
-
-    st = subparsers.add_parser("status", help="counts, class balance, cycles and what to do next")
-    st.add_argument("dir", metavar="DIR", help="project folder")
-
-    return {"project": cmd_project, "query": cmd_query, "export": cmd_export, "import": cmd_import, "undo": cmd_undo,
-            "fit": cmd_fit, "status": cmd_status}
 
 
 #: How a query's rule reads in a sentence ("... under the model of cycle 3").
@@ -210,6 +248,7 @@ def cmd_init(args) -> int:
         _say(f"settings: net {args.net}, seed {args.seed}, horizontal flips {'on' if args.flip else 'off'}\n{size}")
         _say(f"labelled from class folders: {n_labelled} ({_per_class(report.labelled, classes)}); "
              f"unlabelled: {report.n_images - n_labelled}")
+        _say_loose_folders(report.loose_folders)
         if report.unreadable:
             _say(f"left out {len(report.unreadable)} file(s) that cannot be read (scan again once fixed):", err=True)
             _say("\n".join(f"  {p}: {why}" for p, why in report.unreadable), err=True)
@@ -218,6 +257,11 @@ def cmd_init(args) -> int:
         else:
             _say(f"next: put images under {project.images_root}, then bal project scan {args.dir}")
     return 0
+
+
+def _say_loose_folders(loose: dict[str, str]) -> None:
+    for folder, name in loose.items():
+        _say(f"class folder {folder + '/'!r} taken as class {name!r} (the names differ only in case or spaces)")
 
 
 def cmd_scan(args) -> int:
@@ -232,6 +276,7 @@ def cmd_scan(args) -> int:
             by_class = _per_class(r.added_labelled, project.classes, nonzero=True)
             extra = f" ({n} labelled from class folders: {by_class})" if n else ""
             _say(f"added {len(r.added)} image(s){extra}:\n{_listing(r.added)}")
+            _say_loose_folders(r.loose_folders)
         if r.accepted:
             _say(f"accepted the new content of {len(r.accepted)} changed image(s), labels kept:\n"
                  f"{_listing(r.accepted)}")

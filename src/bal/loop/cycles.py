@@ -38,7 +38,7 @@ from bal.engine.runfolder import bind_config, bind_content
 from bal.engine.runtime import derive_seed
 from bal.engine.trainer import TrainConfig, evaluate, predict, train_model
 from bal.errors import BalError
-from bal.files import atomic_write_json, atomic_write_text, read_json, read_lines, write_csv, write_lines
+from bal.files import atomic_write_json, atomic_write_text, held_lock, read_json, read_lines, write_csv, write_lines
 from bal.loop.pool import LabelledPool
 from bal.models import create_model, load_model_file, save_model_file
 from bal.selection.strategies import Pretext, SelectionContext, Strategy
@@ -303,8 +303,18 @@ class _Run:
         return labelled, info
 
     def run(self, out: Path) -> list[dict]:
-        self.out = out
+        """Run (or resume) every cycle in ``out``; a second process on the same folder is refused, not raced."""
         out.mkdir(parents=True, exist_ok=True)
+        if not runtime.is_main() or runtime.info().enabled:  # under torchrun the ranks of one run share it
+            return self._run(out)
+        with held_lock(out / "train.lock", wait=False) as free:
+            if not free:
+                raise BalError(f"another bal process is running the cycles in {out} (it holds {out / 'train.lock'}); "
+                               f"wait for it to finish, or use another --save folder")
+            return self._run(out)
+
+    def _run(self, out: Path) -> list[dict]:
+        self.out = out
         bind_config(out / "config.json", self.settings(), "active-learning run")
         bind_content(out, {"pool": (self.pool.paths, self.images), "test": (self.test.paths, self.test_images)})
         state_path = out / "state.json"

@@ -46,12 +46,18 @@ def cdd_order(features: np.ndarray, n_clusters: int, *, seed: int = 0, algorithm
     return cdd, sort_by_cdd(cdd)
 
 
+#: The largest absolute value an embedding may hold: above it, squared distances (summed over
+#: thousands of dimensions, in float32) overflow to infinity.
+MAX_FEATURE_MAGNITUDE = 1e15
+
+
 def load_features_file(path: str | os.PathLike, n_rows: int, what: str = "the pool") -> np.ndarray:
     """An embedding the user brings: a ``.npy`` file of shape (``n_rows``, D), real and finite.
 
     Every problem is a :class:`~bal.errors.ParameterError` naming ``features`` and the file:
     missing, not a NumPy file (or one that needs pickle), not 2-D, not numbers, NaN or
-    infinity, or a row count other than ``n_rows`` (one row per image of ``what``).
+    infinity, values above :data:`MAX_FEATURE_MAGNITUDE`, or a row count other than ``n_rows``
+    (one row per image of ``what``).
     """
     path = Path(path)
     if not path.is_file():
@@ -72,6 +78,11 @@ def load_features_file(path: str | os.PathLike, n_rows: int, what: str = "the po
     if not np.isfinite(out).all():
         bad = int(np.flatnonzero(~np.isfinite(out).all(axis=1))[0])
         raise ParameterError("features", f"{{name}} {path}: row {bad} holds NaN or infinity")
+    largest = float(np.abs(out).max()) if out.size else 0.0
+    if largest > MAX_FEATURE_MAGNITUDE:
+        raise ParameterError("features", f"{{name}} {path} holds values up to {largest:.3g}: squared distances "
+                                         f"between such rows overflow, and k-means would order the pool by "
+                                         f"nothing; rescale the embedding (divide it by its largest value)")
     return out
 
 

@@ -106,6 +106,10 @@ def _connect_read_only(path: Path, busy_seconds: float) -> sqlite3.Connection:
                                check_same_thread=False)
 
 
+class ProjectBusyError(BalError):
+    """The project's database is locked by another writer: trying again later works."""
+
+
 def is_empty_database(path: str | os.PathLike) -> bool:
     """Whether ``path`` is an empty file or an SQLite database without a single table (nothing to lose)."""
     path = Path(path)
@@ -140,7 +144,7 @@ def database_error(path: str | os.PathLike, e: sqlite3.Error) -> BalError:
         return BalError(f"{path} cannot be opened ({text}): check the permissions of the file and of its folder; "
                         f"the project itself is untouched")
     if "locked" in low or "busy" in low:
-        return BalError(f"{path} is busy: another bal process (a page, a fit, a query) is writing to it; try "
+        return ProjectBusyError(f"{path} is busy: another bal process (a page, a fit, a query) is writing to it; try "
                         f"again once it has finished")
     if "not a database" in low or "malformed" in low or "encrypted" in low:
         return BalError(f"{path} is not a bal project database ({text}); restore it from a backup. Creating the "

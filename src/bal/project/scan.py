@@ -27,8 +27,8 @@ from pathlib import Path
 from bal.errors import BalError
 from bal.project.db import DB_NAME, DEFAULT_SETTINGS, Project, file_sha256, is_empty_database
 
-__all__ = ["InitReport", "ScanReport", "check_pool_files", "folder_label", "init_project", "list_image_files",
-           "scan_project"]
+__all__ = ["InitReport", "ScanReport", "check_pool_files", "folder_label", "inexact_class_folders", "init_project",
+           "list_image_files", "scan_project"]
 
 log = logging.getLogger("bal")
 
@@ -62,9 +62,30 @@ def list_image_files(root: str | os.PathLike, skip: str | os.PathLike | None = N
 
 
 def folder_label(path: str, classes: Sequence[str]) -> str | None:
-    """The class of an image sorted into a class folder (first path component), else None."""
+    """The class of an image sorted into a class folder (first path component), else None.
+
+    A folder named like a class but for case or surrounding spaces (``Cat/``, ``ship /``)
+    is that class, when exactly one class matches so; :func:`inexact_class_folders` lists
+    such folders so that the user is told.
+    """
     parts = path.split("/")
-    return parts[0] if len(parts) > 1 and parts[0] in classes else None
+    if len(parts) < 2:
+        return None
+    return _class_of_folder(parts[0], tuple(classes))
+
+
+def _class_of_folder(folder: str, classes: tuple[str, ...]) -> str | None:
+    if folder in classes:
+        return folder
+    loose = [c for c in classes if c.strip().casefold() == folder.strip().casefold()]
+    return loose[0] if len(loose) == 1 else None
+
+
+def inexact_class_folders(paths: Sequence[str], classes: Sequence[str]) -> dict[str, str]:
+    """``{folder: class}`` for the class folders among ``paths`` that match a class only loosely."""
+    folders = {p.split("/")[0] for p in paths if "/" in p}
+    found = {f: _class_of_folder(f, tuple(classes)) for f in sorted(folders) if f not in classes}
+    return {f: c for f, c in found.items() if c is not None}
 
 
 @dataclass(frozen=True)
@@ -123,6 +144,7 @@ class InitReport:
     image_size: int | None
     size_reason: str = ""  # why that size (bal.data.choose_image_size)
     unreadable: list[tuple[str, str]] = field(default_factory=list)
+    loose_folders: dict[str, str] = field(default_factory=dict)  # class folder -> the class it was taken as
 
 
 def check_net(net: str) -> None:
@@ -169,7 +191,8 @@ def init_project(
                                             net=net, given=image_size)
     settings = {"net": net, "image_size": image_size, "seed": int(seed), "flip": bool(flip)}
     project = Project.create(folder, images, classes, settings=settings, fill=lambda p: _add(p, records))
-    return project, InitReport(len(records), project.filled, image_size, why, unreadable)
+    return project, InitReport(len(records), project.filled, image_size, why, unreadable,
+                               inexact_class_folders([r.path for r in records], classes))
 
 
 # -- scan --------------------------------------------------------------------------------
@@ -183,6 +206,7 @@ class ScanReport:
     accepted: list[str] = field(default_factory=list)  # changed images taken as they are now
     unreadable: list[tuple[str, str]] = field(default_factory=list)  # new files that could not be read
     labels_kept: int = 0  # current labels on changed or missing images
+    loose_folders: dict[str, str] = field(default_factory=dict)  # class folder -> the class it was taken as
 
 
 def scan_project(project: Project, *, accept_changed: bool = False, progress: bool = False) -> ScanReport:
@@ -227,6 +251,7 @@ def scan_project(project: Project, *, accept_changed: bool = False, progress: bo
         project.update_images(updates)
         report.added_labelled = _add(project, records)
     report.added = [r.path for r in records]
+    report.loose_folders = inexact_class_folders(report.added, project.classes)
     report.labels_kept = sum(1 for r in project.images(None) if r.status != "ok" and r.label is not None)
     return report
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import hmac
 import importlib.resources
+import io
 import ipaddress
 import json
 import mimetypes
@@ -42,6 +43,7 @@ import socket
 import sqlite3
 import sys
 import threading
+import time
 from contextlib import contextmanager
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -49,7 +51,7 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import parse_qs, quote, urlsplit
 
 from bal.errors import BalError
-from bal.project.db import Project
+from bal.project.db import Project, ProjectBusyError
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
@@ -104,7 +106,15 @@ class HttpError(Exception):
 
 #: Seconds a connection may stay silent before it is dropped.
 SOCKET_TIMEOUT = 20
-#: Requests handled at the same time (threads); more get "503 busy" at once.
+#: Seconds a client has to send its whole request (line, headers, body): one trickling a
+#: byte at a time is dropped then, however short each silence.
+REQUEST_SECONDS = 10
+#: Connections served at the same time (threads), reading their request or answering it;
+#: one more gets "503 busy" at once.
+MAX_CONNECTIONS = 64
+#: Authorised requests worked on at the same time; a connection takes one of these only once
+#: its whole request is read and its token (or loopback Host) checked, so clients without
+#: the token, slow or not, never keep the page's own requests waiting.
 MAX_THREADS = 16
 _TOKEN_IN_URL = re.compile(r"([?&])token=[^&\s\"]*")
 
@@ -138,15 +148,18 @@ class LabelApp:
     @contextmanager
     def project(self):
         """A connection for one request; SQLite's "database is locked" becomes HTTP 503."""
+        busy = "the project is busy (another bal command is writing to it); try again"
         try:
             project = Project.open(self.project_dir, busy_seconds=BUSY_SECONDS)
-        except sqlite3.OperationalError:
-            raise HttpError(503, "the project is busy (another bal command is writing to it); try again")
+        except (sqlite3.OperationalError, ProjectBusyError):
+            raise HttpError(503, busy) from None
         try:
             yield project
+        except ProjectBusyError:
+            raise HttpError(503, busy) from None
         except sqlite3.OperationalError as e:
             if "locked" in str(e) or "busy" in str(e):
-                raise HttpError(503, "the project is busy (another bal command is writing to it); try again")
+                raise HttpError(503, busy) from None
             raise
         finally:
             project.close()
@@ -261,10 +274,17 @@ class Handler(BaseHTTPRequestHandler):
     quiet = True
 
     # -- plumbing --------------------------------------------------------------------------
+    def setup(self):
+        super().setup()
+        # the whole request must arrive within REQUEST_SECONDS (a socket timeout alone bounds only each silence)
+        self.rfile = io.BufferedReader(_DeadlineReader(self.connection, time.monotonic() + REQUEST_SECONDS))
+
     def log_message(self, format, *args):  # noqa: A002 (the base class's name)
         if not self.quiet:
-            # the request line holds ?token=...: never write the token to a log
-            super().log_message(format, *(_TOKEN_IN_URL.sub(r"\1token=[hidden]", str(a)) for a in args))
+            # the request line holds ?token=...: never write the token to a log. Only text is
+            # redacted: send_error logs "code %d", and an int made a str broke the format.
+            super().log_message(format, *(_TOKEN_IN_URL.sub(r"\1token=[hidden]", a) if isinstance(a, str) else a
+                                          for a in args))
 
     def end_headers(self):
         self.send_header("Content-Security-Policy", CSP)
@@ -275,6 +295,7 @@ class Handler(BaseHTTPRequestHandler):
         super().end_headers()
 
     def _send(self, status: int, body: bytes, content_type: str, cache: str = "no-store") -> None:
+        self.connection.settimeout(self.timeout)  # the request is read: writing has its own timeout again
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -312,18 +333,12 @@ class Handler(BaseHTTPRequestHandler):
                 return self._send(200, _static(static), STATIC_FILES[static], cache="no-cache")
             if not self._authorised(query):
                 raise HttpError(403, "forbidden: this server needs its token (the ?token=... of the URL it printed)")
-            if method == "GET" and path == "/":
-                return self._send(200, _static("index.html"), STATIC_FILES["index.html"])
-            if method == "GET" and path == "/api/state":
-                return self._json(200, self.app.state())
-            if method == "GET" and (m := _IMAGE_ROUTE.fullmatch(path)):
-                return self._image(int(m.group(1)), original=query.get("original") == ["1"])
-            if method == "POST" and path in ("/api/label", "/api/undo"):
-                body = self._body()
-                return self._json(200, self.app.label(body) if path == "/api/label" else self.app.undo(body))
-            if path in ("/", "/api/state", "/api/label", "/api/undo") or _IMAGE_ROUTE.fullmatch(path):
-                raise HttpError(405, f"{method} is not allowed here")
-            raise HttpError(404, "not found")
+            if not self.server.work_slots.acquire(blocking=False):
+                raise HttpError(503, "busy, try again")
+            try:
+                return self._authorised_route(method, path, query)
+            finally:
+                self.server.work_slots.release()
         except HttpError as e:
             self._error(e.status, e.message)
         except BalError as e:
@@ -337,6 +352,20 @@ class Handler(BaseHTTPRequestHandler):
                 self._error(500, "internal error (a bug in bal); see the server's output")
             except OSError:
                 pass
+
+    def _authorised_route(self, method: str, path: str, query: dict) -> None:
+        if method == "GET" and path == "/":
+            return self._send(200, _static("index.html"), STATIC_FILES["index.html"])
+        if method == "GET" and path == "/api/state":
+            return self._json(200, self.app.state())
+        if method == "GET" and (m := _IMAGE_ROUTE.fullmatch(path)):
+            return self._image(int(m.group(1)), original=query.get("original") == ["1"])
+        if method == "POST" and path in ("/api/label", "/api/undo"):
+            body = self._body()
+            return self._json(200, self.app.label(body) if path == "/api/label" else self.app.undo(body))
+        if path in ("/", "/api/state", "/api/label", "/api/undo") or _IMAGE_ROUTE.fullmatch(path):
+            raise HttpError(405, f"{method} is not allowed here")
+        raise HttpError(404, "not found")
 
     def _body(self) -> dict:
         ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
@@ -383,14 +412,33 @@ class Handler(BaseHTTPRequestHandler):
         self._route("POST")
 
 
+class _DeadlineReader(io.RawIOBase):
+    """A socket read until a deadline: each read waits at most for the time left, then TimeoutError."""
+
+    def __init__(self, sock: socket.socket, deadline: float):
+        self.sock, self.deadline = sock, deadline
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the request took longer than its deadline")
+        self.sock.settimeout(min(left, SOCKET_TIMEOUT))
+        return self.sock.recv_into(buffer)
+
+
 class _Server(ThreadingHTTPServer):
-    """At most MAX_THREADS requests at a time; one more gets a short 503 at once."""
+    """At most MAX_CONNECTIONS connections and MAX_THREADS authorised requests at a time; past
+    either, a short 503 at once."""
 
     daemon_threads = True
     allow_reuse_address = True
 
     def __init__(self, *args, **kwargs):
-        self._slots = threading.BoundedSemaphore(MAX_THREADS)
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self.work_slots = threading.BoundedSemaphore(MAX_THREADS)
         super().__init__(*args, **kwargs)
 
     def process_request(self, request, client_address):
