@@ -67,6 +67,18 @@ def _make_image_folder_fixture():
     return make_image_folder
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _session_cache(tmp_path_factory):
+    """Every test's image caches (projects' pools included) under a temporary BAL_CACHE_DIR, never ~/.cache."""
+    before = os.environ.get("BAL_CACHE_DIR")
+    os.environ["BAL_CACHE_DIR"] = str(tmp_path_factory.mktemp("bal-cache"))
+    yield
+    if before is None:
+        os.environ.pop("BAL_CACHE_DIR", None)
+    else:
+        os.environ["BAL_CACHE_DIR"] = before
+
+
 @pytest.fixture
 def cache_dir(tmp_path, monkeypatch) -> Path:
     """A private image cache folder; BAL_CACHE_DIR points there so nothing touches ~/.cache."""

@@ -195,7 +195,7 @@ def _pretexts(d: Path) -> list[Path]:
     return list((d / "pretext").iterdir()) if (d / "pretext").is_dir() else []
 
 
-def test_whole_loop_init_query_export_import_fit_status_query(tmp_path, images):
+def test_whole_loop_init_query_export_import_fit_status_query(tmp_path, images, cache_dir):
     root, truth = images
     d = init(tmp_path, root)
 
@@ -213,7 +213,14 @@ def test_whole_loop_init_query_export_import_fit_status_query(tmp_path, images):
         assert p.cycles()[0]["strategy"] == RECOMMENDED and p.cycles()[0]["budget"] == 9
     # a pretext is trained only for a strategy that reads one (the recommendation, confidence, does not)
     pretexts = 1 if create_strategy(RECOMMENDED, default_beta=1.0).needs else 0
-    assert len(list(_pretexts(d))) == pretexts and len(list((d / "cache").glob("*.npy"))) == 1
+    # the pool's decoded images live in bal's one image cache ($BAL_CACHE_DIR), where `bal cache list` sees them
+    assert len(list(_pretexts(d))) == pretexts and len(list(cache_dir.glob("*.npy"))) == 1
+    from bal.cli import main
+
+    listing = io.StringIO()
+    with redirect_stdout(listing):
+        assert main(["cache", "list"]) == 0
+    assert str(root) in listing.getvalue()
 
     # export: CSV on stdout, Label Studio tasks in DIR/export.json
     code, out, err = run_bal("export", d)
@@ -265,7 +272,7 @@ def test_whole_loop_init_query_export_import_fit_status_query(tmp_path, images):
     # second query: scored by the cycle-1 model, never a labelled image, pretext reused
     code, out, err = run_bal("query", d, "--budget", 6, "--pretext-epochs", 1, "--no-progress")
     assert code == 0, err
-    assert "cycle 2: 6 image(s)" in out and "under the model of cycle 1" in out
+    assert "cycle 2: 6 image(s)" in out and "under the model fitted in cycle 1" in out
     second = ranked_paths(out)
     assert len(second) == 6 and set(second) != set(first)
     with Project.open(d) as p:
@@ -555,7 +562,7 @@ def test_killed_import_is_all_or_nothing(tmp_path, images):
 
 @pytest.mark.slow
 def test_a_later_query_keeps_the_projects_settings(tmp_path, images):
-    """Issue 11: a flag left out takes the project's value from its last query; a pretext setting that
+    """A flag left out takes the project's value from its last query; a pretext setting that
     would retrain is refused unless --retrain-pretext."""
     root, _ = images
     d = init(tmp_path, root)
@@ -567,7 +574,7 @@ def test_a_later_query_keeps_the_projects_settings(tmp_path, images):
     assert stored["strategy"] == "bal" and stored["options"] == {"beta": 2.0}
     code, _, err = run_bal("query", d, "--budget", 3, "--no-progress")
     assert code == 0, err
-    assert "strategy: bal" in err and "'beta': 2.0" in err and "from its last query" in err
+    assert "strategy: bal[" in err and "beta=2.0" in err and "{" not in err and "from its last query" in err
     assert len(_pretexts(d)) == 1  # the first query's pretext, reused
     code, _, err = run_bal("query", d, "--budget", 3, "--pretext-epochs", 2, "--no-progress")
     assert code == 2 and "--retrain-pretext" in err and "(the project's is 1)" in err

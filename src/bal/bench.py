@@ -50,7 +50,7 @@ from bal.loop.cycles import run_cycles
 from bal.pretext.features import FEATURE_NORMS, VIEWS, cdd_order, load_features_file, normalise_features
 from bal.pretext.rotation import pretext_busy, train_rotation
 from bal.report import summarise, summary_table, write_results
-from bal.report.diagnostics import DIAGNOSTIC_COLUMNS, diagnostics_markdown, plot_balance
+from bal.report.diagnostics import DIAGNOSTIC_COLUMNS, diagnostics_markdown, diagnostics_short, plot_balance
 from bal.selection import Pretext, create_strategy, list_strategies, strategy_options
 from bal.data.presets import check_percentages
 from bal.validation import check_choice, check_int, check_real
@@ -199,8 +199,11 @@ class BenchConfig:
                            weight_decay=self.weight_decay, milestones=tuple(self.milestones))
 
     def rotation_config(self) -> TrainConfig:
-        return TrainConfig(epochs=self.rotation_epochs, batch_size=self.rotation_batch_size, lr=self.rotation_lr,
-                           milestones=tuple(self.rotation_milestones))
+        try:
+            return TrainConfig(epochs=self.rotation_epochs, batch_size=self.rotation_batch_size, lr=self.rotation_lr,
+                               milestones=tuple(self.rotation_milestones))
+        except ParameterError as e:  # TrainConfig names its own fields; here they are the rotation_ keys
+            raise ParameterError(f"rotation_{e.param}", e.template) from None
 
 
 #: Each field's type as declared in BenchConfig (strings: the module has postponed annotations).
@@ -440,6 +443,9 @@ def run_bench(config: BenchConfig, *, progress: bool = True) -> list[dict]:
              "%d strategies x %d seeds -> %s", config.dataset, len(pool), len(val) if val else 0, len(test),
              config.eval, len(evaluate_on), config.net, ",".join(map(str, budgets)), len(config.strategies),
              len(config.seeds), out)
+    if not val:
+        log.info("bench: no validation split (val_size 0): nothing can be chosen on validation; report the test "
+                 "split only for settings chosen elsewhere")
 
     defaults = {"beta": config.beta, "window": config.window, "first": config.first, "sampling": config.sampling,
                 "addendum": config.addendum, "order_from": config.order_from}
@@ -518,5 +524,6 @@ def run_bench(config: BenchConfig, *, progress: bool = True) -> list[dict]:
     plot_balance(rows, out / "balance.png", title=f"class balance of the labelled set ({config.dataset})")
     print(f"evaluated on the {split}")
     print(summary_table(summaries))
+    print(diagnostics_short(rows, pretexts.quality))
     print(f"\nresults: {out}/results.csv, summary.csv, summary.md (with diagnostics), accuracy.png, balance.png")
     return rows

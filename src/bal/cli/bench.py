@@ -7,8 +7,8 @@ import dataclasses
 from pathlib import Path
 
 from bal.cli.flags import (
-    add, add_warm_start, addendum, flatten, image_side, milestone, number_list, output_folder, positive_float,
-    positive_int, seed,
+    add, add_warm_start, addendum, count, flatten, image_side, milestone, number_list, output_folder,
+    positive_float, positive_int, seed,
 )
 
 
@@ -32,8 +32,9 @@ def add_bench_commands(sub) -> dict:
     add(g, "--dataset", default=None, help="dataset folder name")
     add(g, "--datapath", default=None, help="folder holding DATASET/{train,test}/CLASS")
     add(g, "--pool_size", type=positive_int, default=None, help="stratified subset of the training split")
-    add(g, "--val_size", type=positive_int, default=None,
-        help="validation images, carved (stratified) from the training split outside the pool")
+    add(g, "--val_size", type=count, default=None,
+        help="validation images, carved (stratified) from the training split outside the pool; 0 for none "
+             "(then nothing can be chosen on validation)")
     add(g, "--test_size", type=positive_int, default=None, help="stratified subset of the test split")
     add(g, "--subset_seed", type=seed, default=None, help="seed of the pool, validation and test subsets")
     add(g, "--eval", choices=list(EVAL_SPLITS), default=None,

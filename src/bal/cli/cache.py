@@ -11,8 +11,8 @@ from bal.cli.flags import add, positive_float
 def add_cache_commands(sub) -> dict:
     p = sub.add_parser("cache", help="list or prune decoded-image caches",
                        description="Decoded images are cached once per split and size (a memory-mapped .npy and a "
-                                   ".json), under $BAL_CACHE_DIR (default ~/.cache/bal), or DIR/cache for a "
-                                   "labelling project. A changed folder gets a new cache; the old one stays "
+                                   ".json), under $BAL_CACHE_DIR (default ~/.cache/bal), labelling projects' "
+                                   "pools included. A changed folder gets a new cache; the old one stays "
                                    "until pruned.")
     actions = p.add_subparsers(dest="cache_command", metavar="ACTION", required=True)
     ls = actions.add_parser("list", help="every cache: images, size, disk, age, source folder")

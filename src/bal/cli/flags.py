@@ -32,6 +32,10 @@ FLAG_OF = {
     "image_size": "--image_size",
     "lr": "--lr",
     "milestones": "--milestones",
+    "rotation_batch_size": "--rotation_batch_size",
+    "rotation_epochs": "--rotation_epochs",
+    "rotation_lr": "--rotation_lr",
+    "rotation_milestones": "--rotation_milestones",
     "mode": "--window",
     "momentum": "--momentum",
     "n_clusters": "--clusters",
@@ -114,6 +118,17 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}")
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    return value
+
+
+def count(text: str) -> int:
+    """A whole number >= 0 (a size where 0 means none)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
     return value
 
 

@@ -196,13 +196,19 @@ def _add_fit_parser(subparsers) -> None:
 
 
 #: How a query's rule reads in a sentence ("... under the model of cycle 3").
-_RULE_WORDS = {"confidence": "least confident", "margin": "smallest margin", "entropy": "highest entropy",
+_RULE_WORDS = {"random (cycle 0)": "at random", "random": "at random", "confidence": "least confident", "margin": "smallest margin", "entropy": "highest entropy",
                "high1st": "the window's first images (high1st)", "low1st": "the window's last images (low1st)",
                "uni": "evenly spaced over the window (uni)", "rand": "at random",
                "typical": "the most typical image of each cluster of the window (typical)"}
 
 
 # -- output helpers ----------------------------------------------------------------------
+def _spec(strategy) -> str:
+    """A strategy as the spec syntax writes it: ``bal[beta=1.2,first=high1st,...]`` (options that are set)."""
+    options = [f"{k}={v}" for k, v in strategy.settings().items() if k != "name" and v is not None]
+    return strategy.name + (f"[{','.join(options)}]" if options else "")
+
+
 def _say(text: str = "", err: bool = False) -> None:
     print(text, file=sys.stderr if err else sys.stdout, flush=True)
 
@@ -324,7 +330,10 @@ def cmd_query(args) -> int:
         embedding = {**(stored.get("embedding") or {}), **given}
         where = "as given" if args.strategy else ("the project's, from its last query" if stored.get("strategy")
                                                   else "bal's recommendation")
-        _say(f"strategy: {strategy.name} {strategy.settings()} ({where})", err=True)
+        _say(f"strategy: {_spec(strategy)} ({where})", err=True)
+        if args.pretext_epochs is not None and not strategy.needs:
+            _say(f"note: --pretext-epochs {args.pretext_epochs} is not used: {strategy.name} needs no rotation "
+                 f"pretext", err=True)
         r = query(project, args.budget, strategy=strategy, pretext_epochs=args.pretext_epochs,
                   pretext_batch_size=args.pretext_batch_size, retrain_pretext=args.retrain_pretext,
                   embedding=embedding, device=_device(args), progress=not args.no_progress)
@@ -335,12 +344,14 @@ def cmd_query(args) -> int:
             _say(f"note: {r.unlabelled_before} image(s) of the previous selection are still unlabelled; they may "
                  f"be selected again", err=True)
         rule = _RULE_WORDS.get(r.info["rule"], r.info["rule"])
-        how = (f"{rule} under the model of cycle {r.model_cycle}" if r.model_cycle is not None
-               else f"no fitted model yet: {rule}")
+        how = (f"{rule} under the model fitted in cycle {r.model_cycle}" if r.model_cycle is not None
+               else f"no fitted model yet, so {rule}")
         w = r.info.get("window")
-        where = f", window [{w[0]}, {w[1]}) of the order" if w else ""
-        _say(f"cycle {r.cycle_id}: {len(r.selected)} image(s) to label from a pool of {r.pool_size} "
-             f"(query {r.q + 1} of {r.n_planned} planned, {strategy.name}{where}, {how})")
+        # a window strategy walks its order in about N/K windows; the others have no plan to speak of
+        where = (f", window [{w[0]}, {w[1]}) of the CDD order (window {r.q + 1} of the {r.n_planned} that cover it)"
+                 if w else "")
+        _say(f"cycle {r.cycle_id}: {len(r.selected)} image(s) to label from a pool of {r.pool_size}, by "
+             f"{strategy.name}{where}; {how}")
         if r.info.get("n_topped_up"):
             _say(f"the window held fewer than {args.budget} unlabelled images; {r.info['n_topped_up']} came from "
                  f"just outside it")

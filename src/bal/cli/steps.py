@@ -17,7 +17,7 @@ from bal.cli.flags import (
     add, add_warm_start, addendum, flatten, image_side, input_folder, milestone, number_list, output_folder,
     positive_float, positive_int, seed,
 )
-from bal.errors import BalError
+from bal.errors import BalError, ParameterError
 
 log = logging.getLogger("bal")
 
@@ -286,9 +286,14 @@ def _schedule(args, prefix: str, defaults):
 
     get = lambda name: getattr(args, prefix + name, getattr(defaults, name))  # noqa: E731
     milestones = flatten(getattr(args, prefix + "milestones"))
-    return replace(defaults, epochs=get("epochs"), batch_size=get("batch_size"), lr=get("lr"),
-                   momentum=get("momentum"), weight_decay=get("weight_decay"),
-                   milestones=tuple(milestones) if milestones else defaults.milestones)
+    try:
+        return replace(defaults, epochs=get("epochs"), batch_size=get("batch_size"), lr=get("lr"),
+                       momentum=get("momentum"), weight_decay=get("weight_decay"),
+                       milestones=tuple(milestones) if milestones else defaults.milestones)
+    except ParameterError as e:  # the pretext's schedule: name its flag (--rotation_milestones), not step 3's
+        if prefix and hasattr(args, prefix + e.param):
+            raise ParameterError(prefix + e.param, e.template) from None
+        raise
 
 
 def _open(args, report_dir: Path):

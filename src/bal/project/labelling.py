@@ -3,7 +3,8 @@
 The project folder holds::
 
     DIR/project.db            images, labels, cycles, selections (see db.py); settings in meta
-    DIR/cache/                the pool decoded once (bal.data's cache, keyed by files, sizes, mtimes)
+    (the pool decoded once lives in bal's image cache, $BAL_CACHE_DIR or ~/.cache/bal, keyed by
+    the files' content, where `bal cache list` shows it with every other)
     DIR/pretext/<digest>/     a pretext folder (bal.pretext.store), one per pool and pretext
                               settings: added images -> a new folder
     DIR/models/cycle-<id>.pth the task model fitted at that cycle (a model file, normalisation included)
@@ -139,12 +140,12 @@ def cached_pool(project: Project, rows: Sequence[ImageRow], size: int) -> np.nda
     """The pool's decoded images if they are cached already (memory-mapped), else None: never decodes."""
     from bal.data.cache import cached_split
 
-    found = cached_split(pool_split(project, rows), size, project.folder / "cache")
+    found = cached_split(pool_split(project, rows), size)
     return None if found is None else found.images
 
 
 def load_pool(project: Project, rows: Sequence[ImageRow], size: int, *, progress: bool = False) -> ImageSet:
-    """The pool decoded (bal.data's cache, in ``DIR/cache``), as an ImageSet whose paths are the project's.
+    """The pool decoded (bal.data's cache, under ``$BAL_CACHE_DIR``), as an ImageSet whose paths are the project's.
 
     Labels are all 0 here: the project's labels live in the database, and a cache keyed
     by them would be rebuilt at every label.
@@ -152,7 +153,7 @@ def load_pool(project: Project, rows: Sequence[ImageRow], size: int, *, progress
     from bal.data.cache import load_split
 
     try:
-        decoded = load_split(pool_split(project, rows), size, cache_dir=project.folder / "cache", progress=progress,
+        decoded = load_split(pool_split(project, rows), size, progress=progress,
                              desc="decode")
     except DataError as e:
         raise BalError(f"{e}\nfix or remove them and run `bal project scan {project.folder}`") from None
@@ -311,7 +312,9 @@ def query(
                 if settings.get("pretext_seconds") else "")
         raise BalError(f"{' and '.join(changed)} would train a new pretext{cost}. Leave the flag out to keep the "
                        f"project's, or add --retrain-pretext to train a new one")
-    log.info("query: pool of %d images at %d px (cache in %s)", len(rows), size, project.folder / "cache")
+    from bal.data import default_cache_dir
+
+    log.info("query: pool of %d images at %d px (cache in %s)", len(rows), size, default_cache_dir())
     pool = load_pool(project, rows, size, progress=progress)
     write_lines(project.folder / "pool.txt", [r.path for r in rows])  # the row order of a --features file
     pre = Pretext()

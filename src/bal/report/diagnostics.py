@@ -12,7 +12,7 @@ from typing import Any
 
 from bal.report.plot import plot_curves
 
-__all__ = ["DIAGNOSTIC_COLUMNS", "diagnostics_markdown", "plot_balance"]
+__all__ = ["DIAGNOSTIC_COLUMNS", "diagnostics_markdown", "diagnostics_short", "plot_balance"]
 
 #: Per-cycle diagnostics a benchmark row carries (besides ``class_counts``).
 DIAGNOSTIC_COLUMNS = ("class_entropy", "previous_model_wrong")
@@ -59,6 +59,24 @@ def diagnostics_markdown(rows: Sequence[Mapping[str, Any]], quality: Sequence[Ma
         for q in sorted(quality, key=lambda q: (q["features"], q["feature_norm"], q["seed"])):
             lines.append(f"| {q['seed']} | {q['features']} | {q['feature_norm']} | "
                          f"{_cell(q['knn_accuracy'], '.1f')} | {_cell(q['rotation_accuracy'], '.1f')} |")
+    return "\n".join(lines)
+
+
+def diagnostics_short(rows: Sequence[Mapping[str, Any]], quality: Sequence[Mapping[str, Any]]) -> str:
+    """The diagnostics in a few terminal lines: per strategy, the class balance and the previous
+    model's errors on the new picks at the first and last cycle; the pretexts' k-NN accuracy."""
+    entropy = _by_strategy_cycle(rows, "class_entropy")
+    wrong = _by_strategy_cycle(rows, "previous_model_wrong")
+    lines = ["diagnostics (means over seeds; class balance 1 = balanced; previous model wrong on the new picks):"]
+    for strategy, by_cycle in entropy.items():
+        first, last = min(by_cycle), max(by_cycle)
+        errs = [v for c, v in wrong[strategy].items() if v is not None]
+        err = f", previous model wrong {100 * errs[0]:.0f} -> {100 * errs[-1]:.0f} %" if errs else ""
+        lines.append(f"  {strategy}: class balance {_cell(by_cycle[first], '.3f')} -> {_cell(by_cycle[last], '.3f')}"
+                     f"{err}")
+    knn = [q["knn_accuracy"] for q in quality if q.get("knn_accuracy") is not None]
+    if knn:
+        lines.append(f"  pretext features: k-NN accuracy {min(knn):.1f}-{max(knn):.1f} % over {len(knn)} pretext(s)")
     return "\n".join(lines)
 
 

@@ -37,8 +37,9 @@ async function api(method, path, body) {
   }
 }
 
-function imageUrl(id) {
-  return "/image/" + id + (token ? "?token=" + encodeURIComponent(token) : "");
+function imageUrl(id, original) {
+  const query = [original ? "original=1" : "", token ? "token=" + encodeURIComponent(token) : ""].filter(Boolean);
+  return "/image/" + id + (query.length ? "?" + query.join("&") : "");
 }
 
 // Keys: a class whose name is one digit or letter is chosen by that very key (classes named
@@ -89,7 +90,16 @@ function build() {
     lab.className = "label";
     const path = document.createElement("span");
     path.textContent = item.path;
-    cap.append(lab, path);
+    // the thumbnail is what the model sees; the file itself opens full size in a new tab
+    const full = document.createElement("a");
+    full.className = "original";
+    full.href = imageUrl(item.id, true);
+    full.target = "_blank";
+    full.rel = "noopener noreferrer";
+    full.textContent = "full image";
+    full.title = "open " + item.path + " at full size";
+    full.addEventListener("click", (e) => e.stopPropagation());
+    cap.append(lab, path, " ", full);
     fig.append(img, cap);
     fig.addEventListener("click", () => { current = i; render(); });
     grid.append(fig);
