@@ -37,12 +37,16 @@ def tiny_config(toy, name: str, strategies: str, out):
     return config
 
 
-def test_tiny_bench_writes_results_table_and_plot(toy, capsys):
+def test_tiny_bench_writes_results_table_and_plot(toy, capsys, caplog):
     out = toy / "out"
     config = tiny_config(toy, "tiny", "random, bal", out)
+    caplog.set_level(logging.INFO, logger="bal")
     assert main(["bench", "--config", str(config), "--no_progress", "--device", "cpu"]) == 0
     table = capsys.readouterr().out
     assert "AUBC" in table and "random" in table and "bal" in table and "±" in table
+    # the diagnostics reach the terminal, not only summary.md; no validation split is said to mean no choosing
+    assert "diagnostics (means over seeds" in table and "  bal: class balance" in table and "k-NN accuracy" in table
+    assert "no validation split (val_size 0): nothing can be chosen on validation" in caplog.text
     rows = list(csv.DictReader(open(out / "results.csv")))
     assert {(r["strategy"], r["cycle"]) for r in rows} == {("random", "0"), ("random", "1"), ("bal", "0"), ("bal", "1")}
     assert [r["labelled"] for r in rows if r["strategy"] == "bal"] == ["10", "20"]
@@ -60,7 +64,7 @@ def test_tiny_bench_writes_results_table_and_plot(toy, capsys):
     # a second call resumes: every pair is finished, so nothing is trained again and results are identical
     before = (out / "results.csv").read_text()
     mtime = (out / "runs" / "bal" / "seed-0" / "model_1.pth").stat().st_mtime_ns
-    assert main(["bench", "--config", str(config), "--no_progress", "--device", "cpu"]) == 0
+    assert main(["bench", "--config", str(config), "--no_progress", "--device", "cpu", "--val_size", "0"]) == 0
     assert (out / "results.csv").read_text() == before
     assert (out / "runs" / "bal" / "seed-0" / "model_1.pth").stat().st_mtime_ns == mtime
 

@@ -614,3 +614,15 @@ def test_a_second_process_waits_for_the_cache_another_is_building(tmp_path, capl
     again = load_split(split, 16, cache_dir=c, progress=False)
     assert np.array_equal(got["data"].images, again.images) and got["data"].paths == again.paths
     assert [e.key for e in cache_mod.list_caches(c)] == [key]
+
+
+def test_a_float_tiff_in_zero_to_one_is_scaled_not_black(tmp_path):
+    from bal.data.decode import decode_image
+
+    ramp = np.tile(np.linspace(0, 1, 16, dtype=np.float32), (16, 1))
+    Image.fromarray(ramp, mode="F").save(tmp_path / "f.tif")
+    out = decode_image(str(tmp_path / "f.tif"), 16)
+    assert out[0, 0].tolist() == [0, 0, 0] and out[0, -1].tolist() == [255, 255, 255]
+    assert out[..., 0].tolist() == out[..., 1].tolist() == np.rint(ramp * 255).astype(np.uint8).tolist()
+    Image.fromarray(ramp * 1000, mode="F").save(tmp_path / "g.tif")  # not 0..1: clipped to 0..255, as PIL does
+    assert decode_image(str(tmp_path / "g.tif"), 16)[0, -1].tolist() == [255, 255, 255]

@@ -245,6 +245,22 @@ CASES = [
     ("bench-not-a-mapping", _bench_yaml("- 1\n- 2\n"), ["mapping"]),
     ("bench-strategy-typo", _bench_yaml("strategies: [bal, margn]\n"), ["margn"]),
     ("bench-milestone-past-end", _bench_yaml("epochs: 10\nmilestones: [20]\n"), ["milestones", "last epoch"]),
+    ("ls-value-not-an-object", _ls([{"data": {"bal_path": "unsorted/ant/0000.png"},
+                                     "annotations": [{"result": [{"type": "choices", "value": ["ant"]}]}]}]),
+     ["task 1", "\"value\" is not a JSON object"]),
+    ("ls-choices-not-a-list", _ls([{"data": {"bal_path": "unsorted/ant/0000.png"},
+                                    "annotations": [{"result": [{"type": "choices", "value": {"choices": "ant"}}]}]}]),
+     ["task 1", "\"choices\" is not a list"]),
+    # -- files that are not what their names say; embeddings that overflow
+    ("eps-named-jpg", lambda w, t: _dataset_with(t, "photo.jpg", _EPS), ["photo.jpg", "not an image of an accepted"]),
+    ("features-overflow", lambda w, t: _then(np.save, (t / "f.npy", np.full((24, 4), 1e19)), (
+        ["kmeans", "--load", str(copy(w["ckpt"], t / "c")), "--features", str(t / "f.npy")], [t / "c"])),
+     ["--features", "f.npy", "overflow", "rescale"]),
+    ("bench-rotation-milestone", _bench_yaml("rotation_epochs: 10\nrotation_milestones: [20]\n"),
+     ["rotation_milestones", "last epoch"]),
+    ("run-rotation-milestone", lambda w, t: (["run", *w["data"], "--rotation_epochs", "3", "--rotation_milestones",
+                                              "5", "--save", str(t / "r")], []), ["--rotation_milestones"]),
+    ("train-on-a-busy-folder", lambda w, t: _busy_run(w, t), ["another bal process", "train.lock"]),
     # -- other commands
     ("serve-port", lambda w, t: (["serve", str(w["proj"]), "--port", "99999"], [w["proj"]]), ["--port"]),
     ("cache-prune-what", lambda w, t: (["cache", "prune", "--cache_dir", str(t)], []), ["--partial"]),
@@ -264,6 +280,28 @@ def _then(action, argument, result):
     else:
         action(argument)
     return result
+
+
+_EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 16 16\n(ran) print\nshowpage\n"
+_HELD = []  # locks held by a row until the end of the module (a run another process is busy with)
+
+
+def _dataset_with(t: Path, name: str, content: bytes):
+    """A dataset whose train/ant folder also holds ``name`` with ``content``; `bal rotation` on it."""
+    make_image_folder(t / "d" / "odd", CLASSES, 3, size=(16, 16))
+    (t / "d" / "odd" / "train" / "ant" / name).write_bytes(content)
+    return ["rotation", "--datapath", str(t / "d"), "--dataset", "odd", "--save", str(t / "s"), "--cache_dir",
+            str(t / "c"), "--no_progress"], []
+
+
+def _busy_run(w, t):
+    import fcntl
+
+    run = copy(w["half"], t / "r")
+    fd = os.open(run / "train.lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # as a second `bal train` on this --save would find it
+    _HELD.append(fd)
+    return train_flags(w, run, "--per_samples_list", "20,20"), [run]
 
 
 def _pt4al_without_losses(w, t):
@@ -610,3 +648,281 @@ def test_an_eps_named_jpg_is_refused_with_or_without_ghostscript(tmp_path, monke
         monkeypatch.setattr(EpsImagePlugin, "gs_binary", "gs" if has_gs else False, raising=False)
         with pytest.raises(Exception, match=r"photo\.jpg: cannot identify image file: not an image of an accepted"):
             decode_image(str(eps), 16)
+
+
+# -- errors say what is true; advice that is followed works ---------------------------------------
+def _run_and_read(argv, capsys):
+    capsys.readouterr()
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    return code, out, err
+
+
+def test_a_read_only_project_reads_and_says_why_it_cannot_write(world, tmp_path, capsys, monkeypatch):
+    """Where the database or its folder cannot be written: status and export work; a write is 'read-only',
+    never 'move it away and create the project again'."""
+    import bal.project.db as db
+
+    proj = copy(world["proj"], tmp_path / "p")
+    with db.Project.open(proj) as p:  # a clean database, no -wal left, as on a read-only medium
+        p.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    real = os.access
+    monkeypatch.setattr(db.os, "access", lambda path, mode: False if mode == os.W_OK and str(proj) in str(path)
+                        else real(path, mode))
+    before = snapshot(proj)
+    code, out, err = _run_and_read(["status", proj], capsys)
+    assert code == 0 and "labelled" in out.lower()
+    code, out, _ = _run_and_read(["export", proj], capsys)
+    assert code == 0 and "path,label" in out
+    f = tmp_path / "l.csv"
+    with db.Project.open(proj) as p:
+        _, selection = p.current_selection()
+    f.write_text(f"path,label\n{selection[0].path},ant\n")
+    code, _, err = _run_and_read(["import", proj, f], capsys)
+    assert code == 2 and "read-only" in err and "project.db" in err
+    assert "create the project again" not in err and "init" not in err
+    assert snapshot(proj) == before
+
+
+def _full_after_connect(monkeypatch):
+    """Every connection bal opens may not grow its database file: SQLite's own 'database or disk is full'."""
+    import bal.project.db as db
+
+    real = db.Project._connect
+
+    def connect(path, busy_seconds=30.0):
+        conn = real(path, busy_seconds)
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+        conn.execute(f"PRAGMA max_page_count = {pages}")
+        return conn
+
+    monkeypatch.setattr(db.Project, "_connect", staticmethod(connect))
+
+
+def test_a_full_disk_during_scan_or_import_loses_nothing_and_says_so(tmp_path, capsys, monkeypatch):
+    """SQLite's 'database or disk is full' in a scan and in an import: 'no space left on device', the labels
+    safe, the database unchanged; never the advice to create the project again."""
+    from bal.project import Project
+
+    photos = tmp_path / "photos"
+    make_image_folder(photos, CLASSES, 40, size=(8, 8), splits=("a",))
+    proj = tmp_path / "p"
+    assert main(["project", "init", str(proj), "--images", str(photos), "--classes", ",".join(CLASSES),
+                 "--no-progress"]) == 0
+    with Project.open(proj) as p:
+        rows = [r for r in p.images() if r.label is None]
+        p.start_cycle("random", [r.id for r in rows])
+    make_image_folder(photos / "b", CLASSES, 40, size=(8, 8), splits=("",))
+    labels = tmp_path / "labels.csv"
+    labels.write_text("path,label\n" + "".join(f"{r.path},{CLASSES[i % 3]}\n" for i, r in enumerate(rows)))
+    _full_after_connect(monkeypatch)
+    before = snapshot(proj)
+    for argv in (["project", "scan", proj, "--no-progress"], ["import", proj, labels]):
+        code, _, err = _run_and_read(argv, capsys)
+        assert code == 2 and "no space left on device" in err and "project.db" in err and "label" in err, err
+        assert "create the project again" not in err
+        assert snapshot(proj) == before
+
+
+def test_a_full_disk_while_labelling_on_the_page_is_said_not_a_bug(world, tmp_path, monkeypatch):
+    from bal.project.serve import LabelApp
+
+    proj = copy(world["proj"], tmp_path / "p")
+    from bal.project.db import Project
+
+    with Project.open(proj) as p:
+        _, selection = p.current_selection()
+    _full_after_connect(monkeypatch)
+    app = LabelApp(proj, None)
+    with pytest.raises(Exception) as refused:
+        for _ in range(200):  # enough labels to need a new page
+            app.label({"image_id": selection[0].id, "label": "ant"})
+    assert "no space left on device" in str(refused.value) and "create the project again" not in str(refused.value)
+
+
+def test_an_interrupted_init_leaves_nothing_and_init_then_works(world, tmp_path, capsys, monkeypatch):
+    import bal.project.scan as scan
+
+    real = scan._add
+
+    def killed(project, records):
+        real(project, records)
+        raise KeyboardInterrupt  # after the images went in, before the project was complete
+
+    argv = ["project", "init", tmp_path / "p", "--images", world["photos"], "--classes", ",".join(CLASSES),
+            "--no-progress", "--seed", "7"]
+    monkeypatch.setattr(scan, "_add", killed)
+    code, _, _ = _run_and_read(argv, capsys)
+    monkeypatch.setattr(scan, "_add", real)
+    assert code == 130 and not (tmp_path / "p" / "project.db").exists()
+    code, out, _ = _run_and_read(["status", tmp_path / "p"], capsys)
+    assert code == 2
+    code, out, _ = _run_and_read(argv, capsys)
+    assert code == 0 and "seed 7" in out
+    from bal.project.db import Project
+
+    with Project.open(tmp_path / "p") as p:
+        assert p.settings()["seed"] == 7  # never silently the defaults
+
+
+@pytest.mark.parametrize("leftover", [b"", "tables-none"])
+def test_init_finishes_what_an_older_interrupted_init_left(world, tmp_path, capsys, leftover):
+    """An older bal's init killed in its first moments left an empty project.db: init takes it, status explains."""
+    import sqlite3
+
+    db = tmp_path / "p" / "project.db"
+    db.parent.mkdir()
+    if leftover == b"":
+        db.write_bytes(b"")
+    else:
+        conn = sqlite3.connect(db)  # a database file without a single table (its header written)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.close()
+        assert db.stat().st_size > 0
+    if db.stat().st_size:
+        code, _, err = _run_and_read(["status", db.parent], capsys)
+        assert code == 2 and "interrupted `bal project init`" in err and "holds no labels" in err
+    code, out, err = _run_and_read(["project", "init", db.parent, "--images", world["photos"], "--classes",
+                                    ",".join(CLASSES), "--no-progress"], capsys)
+    assert code == 0, err
+    assert _run_and_read(["status", db.parent], capsys)[0] == 0
+
+
+def test_a_real_full_disk_while_saving_a_model_is_a_user_error(world, tmp_path, capsys):
+    """On a 300 KB file system a run's first model does not fit: 'no space left on device', never 'a bug'."""
+    import subprocess
+
+    tiny = tmp_path / "tiny"
+    tiny.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(tiny)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small file system here (needs root in a container that allows it)")
+    try:
+        code, _, err = _run_and_read(train_flags(world, tiny / "run"), capsys)
+    finally:
+        subprocess.run(["umount", str(tiny)], capture_output=True)
+    assert code == 2 and "no space left on device" in err and "a bug" not in err
+
+
+def test_following_the_advice_for_a_damaged_model_works(world, tmp_path, capsys):
+    """A truncated model_0.pth: the message says to delete it and run the same command; doing so finishes
+    the run, with the selections and accuracies of a run that was never damaged."""
+    whole = tmp_path / "whole"
+    assert main(train_flags(world, whole, "--per_samples_list", "20,20")) == 0
+    run = copy(world["half"], tmp_path / "r")
+    _truncate("model_0.pth")(run)
+    code, _, err = _run_and_read(train_flags(world, run, "--per_samples_list", "20,20"), capsys)
+    assert code == 2 and "model_0.pth" in err and "delete it and run the same command again" in err
+    (run / "model_0.pth").unlink()
+    code, _, err = _run_and_read(train_flags(world, run, "--per_samples_list", "20,20"), capsys)
+    assert code == 0, err
+    for name in ("labeled_0.txt", "labeled_1.txt"):
+        assert (run / name).read_text() == (whole / name).read_text()
+    accuracies = [[c["accuracy"] for c in json.loads((f / "state.json").read_text())["cycles"]] for f in (run, whole)]
+    assert accuracies[0] == accuracies[1]
+
+
+def test_following_the_advice_for_a_damaged_rotation_network_works(world, tmp_path, capsys):
+    ckpt = copy(world["ckpt"], tmp_path / "c")
+    features = (ckpt / "features.npy").read_bytes()
+    _truncate("rotation.pth")(ckpt)
+    code, _, err = _run_and_read(_rotation_argv(world, ckpt), capsys)
+    assert code == 2 and "rotation.pth" in err and "delete it and run the same command again" in err
+    (ckpt / "rotation.pth").unlink()
+    code, _, err = _run_and_read(_rotation_argv(world, ckpt), capsys)
+    assert code == 0, err
+    assert (ckpt / "features.npy").read_bytes() == features  # the same seed trained the same network
+
+
+# -- no silent wrong data -------------------------------------------------------------------------
+def test_names_that_escape_alike_keep_their_own_labels(tmp_path, capsys):
+    """'=x.png and =x.png: the CSV gives each its own cell, and a label lands on the image it was given to."""
+    from bal.project import Project
+
+    photos = tmp_path / "photos"
+    make_image_folder(photos, CLASSES, 1, size=(16, 16), splits=("x",))
+    (photos / "x" / "ant" / "0000.png").rename(photos / "=x.png")
+    (photos / "x" / "bee" / "0000.png").rename(photos / "'=x.png")
+    proj = tmp_path / "p"
+    assert main(["project", "init", str(proj), "--images", str(photos), "--classes", ",".join(CLASSES),
+                 "--no-progress"]) == 0
+    with Project.open(proj) as p:
+        plain, quoted = p.image_by_path("=x.png"), p.image_by_path("'=x.png")
+        p.start_cycle("random", [plain.id, quoted.id])
+    code, text, _ = _run_and_read(["export", proj], capsys)
+    assert code == 0 and "\n'=x.png," in text and "\n''=x.png," in text
+    f = tmp_path / "back.csv"
+    f.write_text(text.replace("\n''=x.png,,", "\n''=x.png,cat,"))
+    assert _run_and_read(["import", proj, f], capsys)[0] == 0
+    with Project.open(proj) as p:
+        assert p.image_by_path("'=x.png").label == "cat" and p.image_by_path("=x.png").label is None
+
+
+def test_class_folders_that_differ_only_by_case_or_spaces_are_matched_and_said(tmp_path, capsys):
+    from bal.project import Project
+
+    photos = tmp_path / "photos"
+    make_image_folder(photos, ["Cat", "ship "], 2, size=(16, 16), splits=("",))
+    code, out, _ = _run_and_read(["project", "init", tmp_path / "p", "--images", photos, "--classes", "cat,ship",
+                                  "--no-progress"], capsys)
+    assert code == 0
+    assert "class folder 'Cat/' taken as class 'cat'" in out and "class folder 'ship /' taken as class 'ship'" in out
+    with Project.open(tmp_path / "p") as p:
+        assert sorted(r.label for r in p.images()) == ["cat", "cat", "ship", "ship"]
+
+
+def test_an_image_over_the_pixel_limit_is_refused_before_decoding(tmp_path, capsys, monkeypatch):
+    import bal.data.decode as decode
+    from PIL import Image
+
+    monkeypatch.setattr(decode, "MAX_DECODE_PIXELS", 100 * 100)
+    big = np.zeros((120, 120), np.uint16)
+    buf = tmp_path / "big.png"
+    Image.fromarray(big).save(buf)
+    argv, _ = _dataset_with(tmp_path, "big.png", buf.read_bytes())
+    code, _, err = _run_and_read(argv, capsys)
+    assert code == 2 and "big.png" in err and "too large: 120 x 120 pixels" in err
+
+
+# -- no traceback, ever -------------------------------------------------------------------------
+def test_ctrl_c_while_bal_starts_is_an_interruption(monkeypatch, capsys):
+    import bal.cli
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(bal.cli, "build_parser", interrupted)
+    code, _, err = _run_and_read(["status", "x"], capsys)
+    assert code == 130 and err.strip() == "bal: interrupted"
+
+
+def test_torch_that_cannot_load_is_a_message_and_reading_commands_need_none(world, tmp_path):
+    """Under an address-space limit torch cannot load: `bal status` and `bal --version` still work, `bal train`
+    says it is short of memory (exit 2, no traceback)."""
+    import resource
+    import subprocess
+    import sys
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_AS, (700 * 2**20, 700 * 2**20))
+
+    def bal(*argv):
+        return subprocess.run([sys.executable, "-m", "bal", *map(str, argv)], capture_output=True, text=True,
+                              preexec_fn=limit, timeout=120)
+
+    version = bal("--version")
+    assert version.returncode == 0 and "bal" in version.stdout
+    status = bal("status", world["proj"])
+    assert status.returncode == 0, status.stderr
+    train = bal(*train_flags(world, tmp_path / "r"))
+    if train.returncode == 0:
+        pytest.skip("torch loaded within 700 MB of address space here")
+    assert train.returncode == 2 and "short of memory" in train.stderr and "Traceback" not in train.stderr
+
+
+def test_a_query_says_when_pretext_flags_are_not_used(world, tmp_path, capsys):
+    proj = copy(world["proj"], tmp_path / "p")
+    code, out, err = _run_and_read(["query", proj, "--budget", "2", "--strategy", "random", "--pretext-epochs", "3",
+                                    "--no-progress"], capsys)
+    assert code == 0 and "--pretext-epochs 3 is not used: random needs no rotation pretext" in err
+    assert "{" not in err and "planned" not in out and "(cycle 0)" not in out

@@ -606,3 +606,15 @@ def test_verbose_error_responses_are_logged_not_tracebacks(project, capfd):
         server.server_close()
     err = capfd.readouterr().err
     assert "Traceback" not in err and "code 501" in err and "s3cret" not in err, err
+
+
+def test_the_page_links_each_image_at_full_size(project, served):
+    """Beside the model's thumbnail, the page links the file itself (?original=1), served byte for byte."""
+    folder, selected, _ = project
+    s = served(folder)
+    with Project.open(folder) as p:
+        path = p.absolute_path(p.image(selected[0]))
+    status, headers, body = s.request("GET", f"/image/{selected[0]}?original=1")
+    assert status == 200 and body == path.read_bytes() and headers["Content-Type"] == "image/png"
+    status, _, js = s.request("GET", "/static/app.js")
+    assert status == 200 and b"original=1" in js and b"full image" in js and b'rel = "noopener' in js

@@ -270,14 +270,14 @@ class Project:
             raise BalError(f"{folder / DB_NAME} is not a file; {folder} is not a bal project")
         project = cls(folder, cls._connect(folder / DB_NAME, busy_seconds))
         try:
+            if project.conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0] == 0:
+                project.close()  # nothing is created in it: opening must not turn any file into a project
+                raise BalError(f"{folder / DB_NAME} is an empty database, not a bal project (no tables); an "
+                               f"interrupted `bal project init` leaves one: run that init again (it holds no labels)")
             project._migrate()
             row = project.conn.execute("SELECT value FROM meta WHERE key = 'images_root'").fetchone()
         except sqlite3.Error as e:
             project.close()
-            if isinstance(e, sqlite3.OperationalError) and "no such table" in str(e):
-                raise BalError(f"{folder / DB_NAME} is an empty database, not a bal project (no tables); if an "
-                               f"interrupted `bal project init` left it, delete it and run that init again (it "
-                               f"holds no labels)") from None
             raise database_error(folder / DB_NAME, e) from None
         if row is None:
             project.close()
