@@ -89,7 +89,8 @@ class UnsafeFileError(BalError):
     """A torch file that holds more than tensors, numbers, strings and containers: it could run code."""
 
 
-def load_torch(path: str | os.PathLike, what: str, redo: str, map_location: Any = "cpu") -> Any:
+def load_torch(path: str | os.PathLike, what: str, redo: str, map_location: Any = "cpu", kind: str = "torch file"
+               ) -> Any:
     """The content of a torch file, loaded as data only (``weights_only=True``): the one loader of bal.
 
     Every ``.pth`` bal reads (model files, per-epoch checkpoints, a project's models, a
@@ -117,25 +118,29 @@ def load_torch(path: str | os.PathLike, what: str, redo: str, map_location: Any 
     except IsADirectoryError:
         raise BalError(f"{path} is a folder; it should be a file holding {what}; {redo}") from None
     except pickle.UnpicklingError as e:
-        if "weights_only" in str(e) or "Unsupported global" in str(e) or "Unsupported operand" in str(e):
+        # torch names what it refused: a GLOBAL (a function or class: the way a pickle runs code) is
+        # unsafe; an unknown opcode ("Unsupported operand") is garbage or a truncated file
+        if "unsupported global" in str(e).lower():
             raise UnsafeFileError(
                 f"{path} holds Python objects that bal never writes (loading it could run code), so it was not "
                 f"loaded; it should hold {what}. If it is not yours, delete it; then {redo}") from None
-        raise BalError(f"{path} is truncated or not a torch file ({_first_line(e)}); it should hold {what}; "
-                       f"{redo}") from None
+        raise BalError(f"{path} is truncated or not a {kind} ({_reason(e)}); it should hold {what}; {redo}"
+                       ) from None
     except OSError as e:
         if e.errno is not None:  # permissions, an unreadable disk: say so, the file may be fine
             raise BalError(f"{path} cannot be read: {e.strerror}") from None
-        raise BalError(f"{path} is truncated or not a torch file ({_first_line(e)}); it should hold {what}; "
-                       f"{redo}") from None
+        raise BalError(f"{path} is truncated or not a {kind} ({_reason(e)}); it should hold {what}; {redo}"
+                       ) from None
     except Exception as e:  # a truncated zip (RuntimeError), EOFError, a ValueError from the unpickler...
-        raise BalError(f"{path} is truncated or not a torch file ({_first_line(e)}); it should hold {what}; "
-                       f"{redo}") from None
+        raise BalError(f"{path} is truncated or not a {kind} ({_reason(e)}); it should hold {what}; {redo}"
+                       ) from None
 
 
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    line = text[0] if text else type(e).__name__
+def _reason(e: BaseException) -> str:
+    """The line of an exception that says what went wrong (torch's unpickler says it after a preamble)."""
+    lines = [x.strip() for x in str(e).strip().splitlines() if x.strip()]
+    useful = [x for x in lines if "unsupported" in x.lower()] or lines or [type(e).__name__]
+    line = useful[0]
     return line if len(line) <= 160 else line[:157] + "..."
 
 

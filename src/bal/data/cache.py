@@ -1,9 +1,10 @@
 """Decoding image folders once into a uint8 array on disk, read through a memory map.
 
 The cache of one split is ``{key}.npy`` (uint8, N x S x S x 3) plus ``{key}.json``
-(paths, labels, classes, skipped files), where the key hashes the file list with sizes
-and modification times, the size S and the decoding format, so any change in the folder
-gives a new key (decoding rules: :mod:`.decode`).
+(paths, labels, classes, skipped files), where the key hashes the file list with a SHA-256
+of each file's bytes, the size S and the decoding format, so any change in the folder's
+content gives a new key, and a file replaced by another of the same size and modification
+time is decoded again (decoding rules: :mod:`.decode`).
 
 Memory. The array is never built whole in memory: decoded chunks of 256 images are
 written straight into the file, and readers open it with ``mmap_mode="r"``. Training

@@ -46,7 +46,7 @@ def load_backbone(name: str, weights: str | os.PathLike) -> nn.Module:
                                         f"save them once with torch.save(model.state_dict(), FILE))")
     try:
         state = load_torch(path, f"the weights of torchvision's {name}", "save them with "
-                           "torch.save(model.state_dict(), FILE)")
+                           "torch.save(model.state_dict(), FILE)", kind="torch weights file")
     except BalError as e:
         raise ParameterError("weights", "{name} " + str(e).replace("{", "{{").replace("}", "}}")) from None
     if isinstance(state, dict) and not any(isinstance(v, torch.Tensor) for v in state.values()):
