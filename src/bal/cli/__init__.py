@@ -34,7 +34,7 @@ SINGLE_PROCESS = ("bench", "demo", "kmeans")
 #: command -> the group of commands that defines it (the module under bal.cli that adds its parser).
 COMMAND_GROUPS = {
     "rotation": "steps", "kmeans": "steps", "train": "steps", "run": "steps",
-    "bench": "bench", "demo": "bench", "serve": "serve", "cache": "cache",
+    "bench": "bench", "demo": "bench", "serve": "serve", "cache": "cache", "data": "data",
     "project": "project", "query": "project", "export": "project", "import": "project", "undo": "project",
     "fit": "project", "status": "project",
 }
@@ -43,12 +43,13 @@ COMMAND_GROUPS = {
 def _adders() -> dict:
     from bal.cli.bench import add_bench_commands
     from bal.cli.cache import add_cache_commands
+    from bal.cli.data import add_data_commands
     from bal.cli.project import add_project_commands
     from bal.cli.serve import add_serve_command
     from bal.cli.steps import add_step_commands
 
     return {"steps": add_step_commands, "bench": add_bench_commands, "serve": add_serve_command,
-            "project": add_project_commands, "cache": add_cache_commands}
+            "project": add_project_commands, "cache": add_cache_commands, "data": add_data_commands}
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
