@@ -2,13 +2,14 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test install clean
+.PHONY: demo test test-fast lint install clean
 
-# The venv is (re)built when missing or when pyproject.toml changes.
-$(BIN)/.installed: pyproject.toml
+# The venv is (re)built when missing or when pyproject.toml or the pins change. The exact versions
+# come from constraints.txt (torch and torchvision install from a local wheel cache where there is one).
+$(BIN)/.installed: pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "make: $(PYTHON) not found; bal needs Python 3.11 (make PYTHON=/path/to/python3.11)"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev]"
 	touch $@
 
 install: $(BIN)/.installed
@@ -18,6 +19,13 @@ demo: $(BIN)/.installed
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest -q
+
+# The loop while working: everything but the end-to-end trainings (a minute or two).
+test-fast: $(BIN)/.installed
+	$(BIN)/python -m pytest -q -m "not slow"
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check src tests benchmarks
 
 clean:
 	rm -rf $(VENV) bal-demo .pytest_cache
