@@ -6,9 +6,9 @@ import subprocess
 import sys
 
 import pytest
+from conftest import make_image_folder
 
 from bal.cli import build_parser, flatten, main
-from conftest import make_image_folder
 
 
 def run_cli(capsys, *argv):

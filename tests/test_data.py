@@ -79,7 +79,8 @@ def test_scan_dataset_sorted_classes_labels_and_relative_paths(tmp_path, monkeyp
 def test_scan_recurses_into_subfolders_and_matches_extensions_case_insensitively(tmp_path):
     root = tmp_path / "train"
     for rel in ["a/z.png", "a/sub/b.PNG", "a/sub/deeper/c.JpEg", "a/m.TIFF", "b/x.webp", "b/y.bmp"]:
-        fmt = {"png": "PNG", "jpeg": "JPEG", "tiff": "TIFF", "webp": "WEBP", "bmp": "BMP"}[rel.rsplit(".", 1)[1].lower()]
+        formats = {"png": "PNG", "jpeg": "JPEG", "tiff": "TIFF", "webp": "WEBP", "bmp": "BMP"}
+        fmt = formats[rel.rsplit(".", 1)[1].lower()]
         save(root / rel, noise_rgb(4, 4), format=fmt)
     s = scan_split(root)
     rel = [os.path.relpath(p, root).replace(os.sep, "/") for p in s.paths]
@@ -482,10 +483,10 @@ def _reference(batch, offsets, flips, p):
     std = torch.tensor(STD).view(3, 1, 1)
     out = []
     _, h, w, _ = batch.shape
-    for img, (t, l), f in zip(batch, offsets.tolist(), flips.tolist()):
+    for img, (t, left), f in zip(batch, offsets.tolist(), flips.tolist()):
         padded = torch.zeros((h + 2 * p, w + 2 * p, 3), dtype=torch.uint8)
         padded[p : p + h, p : p + w] = img
-        crop = padded[t : t + h, l : l + w]
+        crop = padded[t : t + h, left : left + w]
         if f:
             crop = crop.flip(1)
         out.append((crop.permute(2, 0, 1).float() / 255 - mean) / std)
@@ -512,8 +513,8 @@ def test_crop_flip_equals_per_image_slicing():
     for k in range(8):
         padded = torch.zeros((10 + 2 * p, 12 + 2 * p, 3), dtype=torch.uint8)
         padded[p:-p, p:-p] = x[k]
-        t, l = offsets[k].tolist()
-        want = padded[t : t + 10, l : l + 12]
+        t, left = offsets[k].tolist()
+        want = padded[t : t + 10, left : left + 12]
         assert torch.equal(got[k], want.flip(1) if flips[k] else want), k
 
 

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 import torchvision
+from conftest import make_image_folder
 
 import bal
 from bal.cli import main
@@ -23,7 +24,6 @@ from bal.errors import BalError
 from bal.files import read_lines
 from bal.pretext.backbone import embed_with_backbone, load_backbone
 from bal.pretext.features import load_features_file, normalise_features
-from conftest import make_image_folder
 
 pytestmark = pytest.mark.slow
 
@@ -55,7 +55,8 @@ def data_flags(toy):
 def truth_features(toy) -> np.ndarray:
     """One-hot class of every pool image, in paths.txt order: a perfect embedding."""
     paths = read_lines(toy / "ckpt" / "paths.txt")
-    return np.eye(4, dtype=np.float32)[[CLASSES.index(p.split("/")[-2]) for p in paths]] + 0.01 * np.arange(len(paths))[:, None]
+    one_hot = np.eye(4, dtype=np.float32)[[CLASSES.index(p.split("/")[-2]) for p in paths]]
+    return one_hot + 0.01 * np.arange(len(paths))[:, None]
 
 
 def test_rotation_folder_keeps_three_views_and_the_rotation_accuracy(toy):
@@ -212,10 +213,12 @@ def test_query_reads_your_features(tmp_path, capsys):
     root = tmp_path / "photos"
     make_image_folder(root, CLASSES, 5, splits=("unsorted",))
     d = tmp_path / "proj"
-    assert main(["project", "init", str(d), "--images", str(root), "--classes", ",".join(CLASSES), "--no-progress"]) == 0
+    assert main(["project", "init", str(d), "--images", str(root), "--classes", ",".join(CLASSES),
+                 "--no-progress"]) == 0
     rows = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.png"))
     emb = tmp_path / "emb.npy"
-    np.save(emb, np.eye(4, dtype=np.float32)[[CLASSES.index(r.split("/")[1]) for r in rows]] + 0.01 * np.arange(20)[:, None])
+    one_hot = np.eye(4, dtype=np.float32)[[CLASSES.index(r.split("/")[1]) for r in rows]]
+    np.save(emb, one_hot + 0.01 * np.arange(20)[:, None])
     capsys.readouterr()
     assert main(["query", str(d), "--budget", "4", "--strategy", "typiclust", "--features", str(emb),
                  "--no-progress"]) == 0

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import make_image_folder
 
 from bal.cli import main
-from conftest import make_image_folder
 
 pytestmark = pytest.mark.slow
 
@@ -307,7 +307,8 @@ def _busy_run(w, t):
 def _pt4al_without_losses(w, t):
     ckpt = copy(w["ckpt"], t / "c")
     (ckpt / "rotation_loss.npy").unlink()
-    return train_flags(w, t / "r", "--strategy", "pt4al", "--sorted_dataset_path", str(ckpt / "unlabeled_pool.txt")), [ckpt]
+    argv = train_flags(w, t / "r", "--strategy", "pt4al", "--sorted_dataset_path", str(ckpt / "unlabeled_pool.txt"))
+    return argv, [ckpt]
 
 
 def _odd_name(t: Path, name: str):
@@ -872,8 +873,9 @@ def test_class_folders_that_differ_only_by_case_or_spaces_are_matched_and_said(t
 
 
 def test_an_image_over_the_pixel_limit_is_refused_before_decoding(tmp_path, capsys, monkeypatch):
-    import bal.data.decode as decode
     from PIL import Image
+
+    import bal.data.decode as decode
 
     monkeypatch.setattr(decode, "MAX_DECODE_PIXELS", 100 * 100)
     big = np.zeros((120, 120), np.uint16)

@@ -202,7 +202,8 @@ class _RefResNet18(nn.Module):
         return self.linear(F.avg_pool2d(out, 4).view(x.size(0), -1))
 
 
-@pytest.mark.parametrize("name,ref_cls,old_head", [("vgg16", _RefVGG, "classifier."), ("resnet18", _RefResNet18, "linear.")])
+@pytest.mark.parametrize("name,ref_cls,old_head",
+                         [("vgg16", _RefVGG, "classifier."), ("resnet18", _RefResNet18, "linear.")])
 def test_matches_reference_implementation(name: str, ref_cls: type, old_head: str) -> None:
     torch.manual_seed(7)
     ref = ref_cls().eval()

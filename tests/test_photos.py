@@ -11,11 +11,11 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import make_image_folder
 from PIL import Image
 from sklearn.datasets import load_sample_images
 
@@ -25,7 +25,6 @@ from bal.data import choose_image_size, decode_image, generic_preset, get_preset
 from bal.data.cache import check_cache_room, list_caches, release
 from bal.data.decode import image_header
 from bal.errors import BalError
-from conftest import make_image_folder
 
 PHOTOS = load_sample_images().images  # two 427 x 640 RGB photos
 
@@ -219,9 +218,10 @@ def test_photo_project_prints_its_size_and_the_page_sends_thumbnails(tmp_path, c
     with Project.open(d) as p:
         assert p.settings()["pretext"] == {"epochs": 1, "batch_size": 64} and p.settings()["flip"] is False
         image_id = p.images()[0].id
-    from bal.project.serve import make_server
     import threading
     import urllib.request
+
+    from bal.project.serve import make_server
 
     server, url = make_server(d, port=0)
     threading.Thread(target=server.serve_forever, daemon=True).start()

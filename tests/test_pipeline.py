@@ -6,10 +6,10 @@ import json
 
 import numpy as np
 import pytest
+from conftest import make_image_folder
 
 from bal.cli import main
 from bal.files import read_lines
-from conftest import make_image_folder
 
 pytestmark = pytest.mark.slow
 

@@ -157,7 +157,8 @@ def test_cifar100_svhn_caltech_and_tiny_imagenet(tmp_path, capsys):
         sorted(p.name for p in (tmp_path / "z" / "caltech101" / "test").rglob("*.jpg"))
 
     fake_tiny(tmp_path / "tiny-imagenet-200.zip")
-    assert prepare(capsys, "tinyimagenet", "--out", tmp_path / "d", "--from", tmp_path / "tiny-imagenet-200.zip")[0] == 0
+    tiny = tmp_path / "tiny-imagenet-200.zip"
+    assert prepare(capsys, "tinyimagenet", "--out", tmp_path / "d", "--from", tiny)[0] == 0
     train, test = scan_dataset(tmp_path / "d", "tinyimagenet")
     assert (len(train), len(test)) == (6, 4) and train.classes == ["n01443537", "n01629819"]
     assert int(np.sum(test.labels == 0)) == 2  # labelled by val_annotations.txt

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bal.errors import BalError
 from bal.data.presets import REGIMES, budgets_from_percentages, get_preset
+from bal.errors import BalError
 
 
 def test_beta_table_matches_the_method():

@@ -26,15 +26,15 @@ from urllib.parse import quote
 import numpy as np
 import pytest
 import torch
+from conftest import class_image, make_image_folder
 from PIL import Image
 
+from bal.cli.project import add_project_commands
 from bal.errors import BalError
 from bal.project import DB_NAME, Project
-from bal.cli.project import add_project_commands
-from bal.selection import RECOMMENDED, create_strategy
 from bal.project.db import file_sha256
 from bal.project.labelling import holdout_split
-from conftest import class_image, make_image_folder
+from bal.selection import RECOMMENDED, create_strategy
 
 CLASSES = ["cat", "dog", "frog"]
 SPECIAL = "unsorted/my cat #1.png"  # a space and a '#': URL quoting must round-trip
@@ -190,11 +190,11 @@ def test_errors_name_what_is_wrong(tmp_path, images):
 
 
 # -- the whole loop ----------------------------------------------------------------------
-@pytest.mark.slow
 def _pretexts(d: Path) -> list[Path]:
     return list((d / "pretext").iterdir()) if (d / "pretext").is_dir() else []
 
 
+@pytest.mark.slow
 def test_whole_loop_init_query_export_import_fit_status_query(tmp_path, images, cache_dir):
     root, truth = images
     d = init(tmp_path, root)
@@ -516,9 +516,7 @@ def test_killed_import_is_all_or_nothing(tmp_path, images):
             conn.close()
 
     d = fresh("uninterrupted")
-    t0 = time.monotonic()
     r = subprocess.run(command(d), capture_output=True, text=True, timeout=300)
-    full = time.monotonic() - t0
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith(f"imported {n} label(s)") and state(d) == ("ok", n)
 

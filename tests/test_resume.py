@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import make_image_folder
 
 from bal.files import read_lines
-from conftest import make_image_folder
 
 pytestmark = pytest.mark.slow
 

@@ -1,4 +1,4 @@
-"""Tests of bal.selection against hand-computed answers (METHOD.md steps 2-3)."""
+"""Tests of bal.selection against hand-computed answers (docs/method.md steps 2-3)."""
 
 from __future__ import annotations
 

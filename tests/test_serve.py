@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bal.project.db import Project, file_sha256
 from bal.cli.serve import add_serve_command
+from bal.project.db import Project, file_sha256
 from bal.project.serve import make_server
 
 CLASSES = ["cat", "dog", "frog"]
@@ -457,7 +457,8 @@ def test_forty_three_classes_each_reachable_in_a_browser(tmp_path, served, monke
     driver = _chrome(tmp_path, monkeypatch)
     try:
         wait, keys, done = _page(driver, s.url)
-        shown = [b.find_element(By.TAG_NAME, "kbd").text for b in driver.find_elements(By.CSS_SELECTOR, "#classes button")]
+        buttons = driver.find_elements(By.CSS_SELECTOR, "#classes button")
+        shown = [b.find_element(By.TAG_NAME, "kbd").text for b in buttons]
         assert shown == list("1234567890") + ["/"] * 33  # every class shows how to reach it
         keys("0")  # the tenth class
         wait.until(done(selected[0]))

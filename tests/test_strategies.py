@@ -7,7 +7,12 @@ import pytest
 
 from bal.errors import BalError
 from bal.selection.strategies import (
-    Pretext, SelectionContext, create_strategy, default_addendum, list_strategies, strategy_options,
+    Pretext,
+    SelectionContext,
+    create_strategy,
+    default_addendum,
+    list_strategies,
+    strategy_options,
 )
 
 N = 40
@@ -71,7 +76,8 @@ def test_bal_variants_differ_only_in_their_windows():
     logits = confident_logits([])
     released = create_strategy("bal-released", beta=1.0).select(context(1, [4] * 5, labelled, pretext, logits))[1]
     centred = create_strategy("bal", beta=1.0).select(context(1, [4] * 5, labelled, pretext, logits))[1]
-    fixed = create_strategy("bal-fix", beta=2.0, ignore_unknown=True).select(context(1, [4] * 5, labelled, pretext, logits))[1]
+    fix = create_strategy("bal-fix", beta=2.0, ignore_unknown=True)
+    fixed = fix.select(context(1, [4] * 5, labelled, pretext, logits))[1]
     assert released["window"] == [8, 12] and centred["window"] == [4, 8] and fixed["window"] == [4, 8]
 
 

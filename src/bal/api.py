@@ -9,12 +9,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bal.data import DEFAULT_REGIME, ImageSet, Preset, augment_for, budgets_from_percentages, generic_preset
-from bal.data import regime_percentages
+from bal.data import (
+    DEFAULT_REGIME,
+    ImageSet,
+    Preset,
+    augment_for,
+    budgets_from_percentages,
+    generic_preset,
+    regime_percentages,
+)
 from bal.engine.trainer import TrainConfig
+from bal.errors import ParameterError
 from bal.loop.cycles import run_cycles
 from bal.pretext import ROTATION_DEFAULTS, build_pretext
-from bal.errors import ParameterError
 from bal.selection import RECOMMENDED, Pretext, create_strategy
 from bal.validation import check_matrix
 

@@ -38,9 +38,16 @@ from typing import Any
 import numpy as np
 
 from bal.data import (
-    REGIMES, ImageSet, budgets_from_percentages, open_dataset, regime_percentages, stratified_indices,
-    stratified_subset, subset,
+    REGIMES,
+    ImageSet,
+    budgets_from_percentages,
+    open_dataset,
+    regime_percentages,
+    stratified_indices,
+    stratified_subset,
+    subset,
 )
+from bal.data.presets import check_percentages
 from bal.engine.runfolder import bind_config
 from bal.engine.runtime import resolve_device
 from bal.engine.trainer import TrainConfig
@@ -51,8 +58,7 @@ from bal.pretext.features import FEATURE_NORMS, VIEWS, cdd_order, load_features_
 from bal.pretext.rotation import pretext_busy, train_rotation
 from bal.report import summarise, summary_table, write_results
 from bal.report.diagnostics import DIAGNOSTIC_COLUMNS, diagnostics_markdown, diagnostics_short, plot_balance
-from bal.selection import Pretext, create_strategy, list_strategies, strategy_options
-from bal.data.presets import check_percentages
+from bal.selection import Pretext, check_spec, create_strategy, list_strategies, parse_strategy
 from bal.validation import check_choice, check_int, check_real
 
 log = logging.getLogger("bal")
@@ -148,7 +154,7 @@ class BenchConfig:
 
     def validate(self, source: str = "configuration") -> None:
         try:
-            specs = [parse_strategy(s) for s in self.strategies]
+            specs = [parse_strategy(s, "strategies") for s in self.strategies]
             self.train_config()
             self.rotation_config()
             if self.per_samples_list is not None:
@@ -168,6 +174,11 @@ class BenchConfig:
         unknown = [s for s, (name, _) in zip(self.strategies, specs) if name not in known]
         if unknown or not self.strategies:
             raise BalError(f"{source}: strategies must be among {', '.join(known)}; got {unknown or 'none'}")
+        try:
+            for spec in self.strategies:  # every option of every spec is one its strategy takes
+                check_spec(spec, "strategies")
+        except ParameterError as e:
+            raise BalError(f"{source}: {e}") from None
         if len(set(self.strategies)) != len(self.strategies):
             raise BalError(f"{source}: a strategy is listed twice in {self.strategies}")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
@@ -246,41 +257,6 @@ def _typed(name: str, value: Any, kind: str, source: str) -> Any:
 
 
 # -- strategy specs ----------------------------------------------------------------------
-_SPEC = re.compile(r"^\s*([A-Za-z0-9_.-]+)\s*(?:\[(.*)\])?\s*$")
-
-
-def _value(text: str) -> Any:
-    text = text.strip()
-    if text.lower() in ("none", "null"):
-        return None
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
-
-
-def parse_strategy(spec: str) -> tuple[str, dict[str, Any]]:
-    """``"bal[first=typical,beta=2]"`` -> ``("bal", {"first": "typical", "beta": 2})``."""
-    match = _SPEC.match(str(spec))
-    if not match:
-        raise ParameterError("strategies", f"{{name}}: cannot read {spec!r}; write NAME or NAME[option=value,...]")
-    name, body = match.group(1), match.group(2)
-    options: dict[str, Any] = {}
-    for item in filter(None, (x.strip() for x in (body or "").split(","))):
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ParameterError("strategies", f"{{name}}: {spec!r}: options are key=value, got {item!r}")
-        options[key.strip()] = _value(value)
-    return name, options
-
-
-def split_strategy_list(text: str) -> list[str]:
-    """A command-line list of strategy specs: commas and spaces separate them, except inside [...]."""
-    return [s.strip() for s in re.findall(r"[^,\s\[]+(?:\[[^\]]*\])?", text) if s.strip()]
-
-
 def folder_name(spec: str) -> str:
     return re.sub(r"[^A-Za-z0-9._=-]+", "_", spec).strip("_")
 
@@ -363,7 +339,8 @@ class Pretexts:
         """The user's embedding (``features``) or the backbone's, in pool order; None for rotation features."""
         c = self.config
         if self._external is None and c.features:
-            self._external = load_features_file(c.features, len(self.pool), f"the benchmark's pool ({self.out}/pool.txt)")
+            self._external = load_features_file(c.features, len(self.pool),
+                                                f"the benchmark's pool ({self.out}/pool.txt)")
         if self._external is None and c.backbone:
             from bal.pretext.backbone import embed_with_backbone
 
@@ -426,8 +403,8 @@ def run_bench(config: BenchConfig, *, progress: bool = True) -> list[dict]:
     train_config = config.train_config()  # checked before any decoding
     config.rotation_config()
     data = open_dataset(config.datapath, config.dataset, image_size=config.image_size, net=config.net,
-                        flip=config.flip, cache_dir=config.cache_dir, skip_bad=config.skip_bad_images, progress=progress,
-                        report_dir=out)
+                        flip=config.flip, cache_dir=config.cache_dir, skip_bad=config.skip_bad_images,
+                        progress=progress, report_dir=out)
     pool, val, test = bench_splits(config, data.pool, data.test)
     write_lines(out / "pool.txt", pool.paths)  # the row order of a `features` file
     evaluate_on = val if config.eval == "validation" else test
@@ -452,17 +429,12 @@ def run_bench(config: BenchConfig, *, progress: bool = True) -> list[dict]:
     defaults = {k: v for k, v in defaults.items() if v is not None}
     plans = {}
     for spec in config.strategies:
-        name, options = parse_strategy(spec)
-        view, norm = options.pop("view", None), options.pop("feature_norm", None)
-        takes = strategy_options(name)
-        strange = sorted(set(options) - set(takes))
-        if strange:
-            raise BalError(f"strategy {spec!r}: {name} takes no option {', '.join(strange)}; "
-                           f"its options: {', '.join(takes) or 'none'} (and view, feature_norm)")
-        strategy = create_strategy(name, ignore_unknown=True, default_beta=preset_beta, **{**defaults, **options})
+        _, options = parse_strategy(spec)
+        strategy = create_strategy(spec, ignore_unknown=True, default_beta=preset_beta, **defaults)
         # the embedding: the spec's, else the configuration's, else the strategy's own, else the authors'
-        pretext_options = {"view": view or config.view or strategy.view or VIEWS[0],
-                           "norm": norm or config.feature_norm or strategy.feature_norm or FEATURE_NORMS[0]}
+        pretext_options = {"view": options.get("view") or config.view or strategy.view or VIEWS[0],
+                           "norm": options.get("feature_norm") or config.feature_norm or strategy.feature_norm
+                           or FEATURE_NORMS[0]}
         check_choice("view", pretext_options["view"], VIEWS)
         check_choice("feature_norm", pretext_options["norm"], FEATURE_NORMS)
         plans[spec] = (strategy, pretext_options)

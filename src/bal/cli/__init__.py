@@ -155,7 +155,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"bal: rank {os.environ.get('RANK', '?')} failed: {type(e).__name__}: {e}", file=sys.stderr)
             return 1
         log_file = write_bug_report(args, argv)
-        print(f"bal: internal error, a bug in bal ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}); "
+        first = str(e).splitlines()[0][:200] if str(e) else ""
+        print(f"bal: internal error, a bug in bal ({type(e).__name__}: {first}); "
               f"the traceback is in {log_file}; please report it", file=sys.stderr)
         return 1
     finally:
@@ -194,7 +195,8 @@ def os_error_message(e: OSError) -> str:
 
     where = f" (writing {e.filename})" if e.filename else ""
     if e.errno == errno.ENOSPC:
-        return f"no space left on device{where}; free some space or choose another folder, then run the same command again"
+        return (f"no space left on device{where}; free some space or choose another folder, then run the same "
+                f"command again")
     if e.filename:
         return f"{e.filename}: {e.strerror or e}"
     return str(e.strerror or e)
@@ -205,7 +207,7 @@ def _is_out_of_memory(e: Exception) -> bool:
     return isinstance(e, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
 
 
-def write_bug_report(args, argv) -> Path:
+def write_bug_report(args, argv) -> "Path":  # noqa: F821 (pathlib imported inside: start-up stays light)
     """Write the current exception's traceback to a log file in the command's folder; returns its path."""
     import time
     import traceback

@@ -4,21 +4,30 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from pathlib import Path
 
 from bal.cli.flags import (
-    add, add_warm_start, addendum, count, flatten, image_side, milestone, number_list, output_folder,
-    positive_float, positive_int, seed,
+    add,
+    add_warm_start,
+    addendum,
+    count,
+    flatten,
+    image_side,
+    milestone,
+    number_list,
+    output_folder,
+    positive_float,
+    positive_int,
+    seed,
 )
 
 
 def add_bench_commands(sub) -> dict:
     """Add bench and demo to ``bal``'s sub-commands; returns {command: handler}."""
-    from bal.bench import EVAL_SPLITS, split_strategy_list
+    from bal.bench import EVAL_SPLITS
     from bal.data import REGIMES
     from bal.pretext.backbone import BACKBONES
     from bal.pretext.features import FEATURE_NORMS, VIEWS
-    from bal.selection import list_strategies
+    from bal.selection import list_strategies, split_strategy_list
     from bal.selection.strategies import ORDER_SOURCES
 
     p = sub.add_parser("bench", help="compare strategies over seeds: results, table with AUBC, the paper's plot",
@@ -82,7 +91,8 @@ def add_bench_commands(sub) -> dict:
     add(g, "--backbone", choices=list(BACKBONES), default=None, help="embed the pool with a pretrained backbone")
     add(g, "--weights", default=None, metavar="FILE", help="the backbone's weights (never downloaded)")
     add(g, "--backbone_size", type=image_side, default=None, help="side the images are resized to for the backbone")
-    add(g, "--pretext_dir", default=None, help="where finished pretexts are kept and found (default: pretexts beside --out)")
+    add(g, "--pretext_dir", default=None,
+        help="where finished pretexts are kept and found (default: pretexts beside --out)")
     add(g, "--out", default=None, help="output folder (default: runs/bench)")
     add(g, "--cache_dir", default=None, help="decoded-image cache")
     add(g, "--device", default=None, help="auto, cpu, cuda, ...")

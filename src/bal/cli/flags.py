@@ -124,6 +124,16 @@ def positive_int(text: str) -> int:
     return value
 
 
+def strategy_spec(text: str) -> str:
+    """A strategy spec, ``NAME`` or ``NAME[option=value,...]``, checked against the registered strategies."""
+    from bal.selection import check_spec
+
+    try:
+        return check_spec(text)
+    except ParameterError as e:
+        raise argparse.ArgumentTypeError(e.named("strategy"))
+
+
 def count(text: str) -> int:
     """A whole number >= 0 (a size where 0 means none)."""
     try:

@@ -196,7 +196,8 @@ def _add_fit_parser(subparsers) -> None:
 
 
 #: How a query's rule reads in a sentence ("... under the model of cycle 3").
-_RULE_WORDS = {"random (cycle 0)": "at random", "random": "at random", "confidence": "least confident", "margin": "smallest margin", "entropy": "highest entropy",
+_RULE_WORDS = {"random (cycle 0)": "at random", "random": "at random", "confidence": "least confident",
+               "margin": "smallest margin", "entropy": "highest entropy",
                "high1st": "the window's first images (high1st)", "low1st": "the window's last images (low1st)",
                "uni": "evenly spaced over the window (uni)", "rand": "at random",
                "typical": "the most typical image of each cluster of the window (typical)"}
@@ -317,16 +318,20 @@ def cmd_query(args) -> int:
     from bal.cli.steps import strategy_flags_given, strategy_from_flags
     from bal.data import generic_preset
     from bal.project.labelling import QUERY_STRATEGY, query
+    from bal.selection import EMBEDDING_OPTIONS, parse_strategy
 
     with _open(args) as project:
         # a flag left out takes the project's value from its last query (stored), else bal's default
         stored = project.settings().get("query") or {}
-        name = args.strategy or stored.get("strategy") or QUERY_STRATEGY
+        name, spec_options = parse_strategy(args.strategy) if args.strategy else (None, {})
+        name = name or stored.get("strategy") or QUERY_STRATEGY
+        embedding_options = {k: spec_options.pop(k) for k in EMBEDDING_OPTIONS if k in spec_options}
         options = {**(stored.get("options", {}) if name == stored.get("strategy") else {}),
-                   **strategy_flags_given(args)}
+                   **strategy_flags_given(args), **spec_options}
         strategy = strategy_from_flags(argparse.Namespace(**{**vars(args), **options, "strategy": name}),
                                        generic_preset("project"))
-        given = {k: getattr(args, k) for k in EMBEDDING_KEYS if getattr(args, k) is not None}
+        given = {**embedding_options,
+                 **{k: getattr(args, k) for k in EMBEDDING_KEYS if getattr(args, k) is not None}}
         embedding = {**(stored.get("embedding") or {}), **given}
         where = "as given" if args.strategy else ("the project's, from its last query" if stored.get("strategy")
                                                   else "bal's recommendation")

@@ -14,8 +14,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bal.cli.flags import (
-    add, add_warm_start, addendum, flatten, image_side, input_folder, milestone, number_list, output_folder,
-    positive_float, positive_int, seed,
+    add,
+    add_warm_start,
+    addendum,
+    flatten,
+    image_side,
+    input_folder,
+    milestone,
+    number_list,
+    output_folder,
+    positive_float,
+    positive_int,
+    seed,
+    strategy_spec,
 )
 from bal.errors import BalError, ParameterError
 
@@ -61,7 +72,8 @@ def add_rotation_flags(p: argparse.ArgumentParser, prefix: str = "") -> None:
     from bal.pretext import ROTATION_DEFAULTS as R
 
     g = p.add_argument_group("step 1: rotation pretext")
-    add(g, f"--{prefix}epochs", type=positive_int, default=R.epochs, help="epochs (default: %(default)s, as the authors)")
+    add(g, f"--{prefix}epochs", type=positive_int, default=R.epochs,
+        help="epochs (default: %(default)s, as the authors)")
     add(g, f"--{prefix}lr", type=positive_float, default=R.lr, help="SGD learning rate (default: %(default)s)")
     add(g, f"--{prefix}batch_size", type=positive_int, default=R.batch_size, help="batch size (default: %(default)s)")
     add(g, f"--{prefix}milestones", type=number_list(milestone), nargs="+", default=None,
@@ -75,7 +87,8 @@ def add_kmeans_flags(p: argparse.ArgumentParser) -> None:
     add(g, "--clusters", type=positive_int, default=None, help="k-means clusters (default: the number of classes)")
     add(g, "--kmeans", choices=list(KMEANS_ALGORITHMS), default=KMEANS_ALGORITHMS[0],
         help="k-means implementation: scikit-learn's exact or mini-batch, or faiss (extra bal[faiss]); auto is "
-             "exact k-means up to 200,000 images, above that faiss if installed, else mini-batch (default: %(default)s)")
+             "exact k-means up to 200,000 images, above that faiss if installed, else mini-batch "
+             "(default: %(default)s)")
 
 
 def add_embedding_flags(p: argparse.ArgumentParser, backbone: bool = True, defaults: bool = False) -> None:
@@ -87,7 +100,7 @@ def add_embedding_flags(p: argparse.ArgumentParser, backbone: bool = True, defau
 
     g = p.add_argument_group("features the selection rules see (CDD, typiclust, probcover, --first typical)")
     add(g, "--view", choices=list(VIEWS), default=VIEWS[0] if defaults else None,
-        help="rotation view embedded: the upright image (METHOD.md), the mean over the four rotations, "
+        help="rotation view embedded: the upright image (docs/method.md), the mean over the four rotations, "
              "or one random rotation per image (the authors' kmeans.py) (default: "
              + ("%(default)s)" if defaults else "the strategy's own, else upright)"))
     add(g, "--feature_norm", choices=list(FEATURE_NORMS), default=FEATURE_NORMS[0] if defaults else None,
@@ -131,7 +144,8 @@ def given_features(args, pool_paths, images=None, device="cpu"):
         if images is None:
             raise BalError("--backbone needs the images: give --datapath and --dataset")
         return embed_with_backbone(images, args.backbone, args.weights, device=device,
-                                   input_size=args.backbone_size or 224, progress=not getattr(args, "no_progress", False))
+                                   input_size=args.backbone_size or 224,
+                                   progress=not getattr(args, "no_progress", False))
     return None
 
 
@@ -139,8 +153,7 @@ def add_strategy_flags(g, strategy_default: str | None = "bal", default_note: st
     """--strategy and the options of the BAL family, each defaulting to the strategy's own
     (β: the dataset's preset for ``--regime``, for the strategies without one of their own).
     ``default_note`` says where a value left out comes from when not from the strategy (bal query)."""
-    from bal.selection import FIRST_RULES, RECOMMENDED, SAMPLING_RULES, WINDOW_MODES, list_strategies
-    from bal.selection import strategy_options
+    from bal.selection import FIRST_RULES, RECOMMENDED, SAMPLING_RULES, WINDOW_MODES, list_strategies, strategy_options
     from bal.selection.strategies import ORDER_SOURCES
 
     bal, plus = strategy_options("bal"), strategy_options("bal-plus")
@@ -168,10 +181,10 @@ def add_strategy_flags(g, strategy_default: str | None = "bal", default_note: st
     add(g, "--sampling", choices=list(SAMPLING_RULES), default=None,
         help="uncertainty rule of later cycles; confidence-normalized is the authors' released variant"
              + own("sampling"))
-    add(g, "--strategy", choices=list_strategies(), default=strategy_default,
-        help="bal (the paper's), a baseline (random, confidence, margin, entropy, coreset, badge, typiclust, "
-             "probcover, pt4al), or a variant of BAL: bal-released, bal-fix, bal-plus (a typical cold start, margin "
-             "sampling, A = the pool over the cycles; under study, see the README) (default: "
+    add(g, "--strategy", type=strategy_spec, default=strategy_default, metavar="NAME[OPTIONS]",
+        help=f"one of {', '.join(list_strategies())}: bal (the paper's), a baseline, or a variant of BAL "
+             "(bal-released, bal-fix, bal-plus); options in brackets, e.g. 'bal[first=typical,beta=2]' (they win "
+             "over the option flags) (default: "
              + (f"{strategy_default})" if strategy_default
                 else f"{default_note}, else bal's recommendation, {RECOMMENDED})"))
 
@@ -260,15 +273,19 @@ def add_step_commands(sub) -> dict:
 def strategy_from_flags(args, preset):
     """The strategy ``--strategy`` names, with the options given as flags (β: the preset's for ``--regime``)."""
     from bal.data import DEFAULT_REGIME
-    from bal.selection import create_strategy, strategy_options
+    from bal.selection import create_strategy, parse_strategy, strategy_options
 
     given = strategy_flags_given(args)
-    name = args.strategy
+    name, own = parse_strategy(args.strategy)
     takes = strategy_options(name)
     ignored = sorted(k for k in given if k not in takes)
     if ignored:
         log.warning("--%s do(es) not apply to --strategy %s; ignored", ", --".join(ignored), name)
-    return create_strategy(name, ignore_unknown=True,
+    overridden = sorted(k for k in given if k in own and given[k] != own[k])
+    if overridden:
+        log.warning("--%s: the spec %s sets %s; the spec's value is used", ", --".join(overridden), args.strategy,
+                    ", ".join(f"{k}={own[k]}" for k in overridden))
+    return create_strategy(args.strategy, ignore_unknown=True,
                            default_beta=preset.beta_for(getattr(args, "regime", DEFAULT_REGIME)), **given)
 
 
@@ -348,7 +365,8 @@ def plan_from_flags(args, steps: tuple[str, ...]) -> Plan:
 def _rotation(args, data, save: Path, config) -> None:
     from bal.pretext import train_rotation
 
-    log.info("step 1: rotation pretext, %s on %d images, %d epochs -> %s", args.net, len(data.pool), config.epochs, save)
+    log.info("step 1: rotation pretext, %s on %d images, %d epochs -> %s", args.net, len(data.pool), config.epochs,
+             save)
     train_rotation(data.pool, data.augment, net=args.net, config=config, seed=args.seed,
                    device=args.device, save=save, progress=not args.no_progress)
 

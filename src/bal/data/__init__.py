@@ -13,7 +13,13 @@ from bal.data.folders import IMAGE_EXTENSIONS, FolderSplit, scan_dataset, scan_s
 from bal.data.imageset import ImageSet, images_from_arrays, stratified_indices, stratified_subset, subset
 from bal.data.open import Dataset, augment_for, choose_image_size, open_dataset
 from bal.data.presets import (
-    DEFAULT_REGIME, PRESETS, REGIMES, Preset, budgets_from_percentages, generic_preset, get_preset,
+    DEFAULT_REGIME,
+    PRESETS,
+    REGIMES,
+    Preset,
+    budgets_from_percentages,
+    generic_preset,
+    get_preset,
     regime_percentages,
 )
 

@@ -45,8 +45,8 @@ from bal.files import atomic_write_json, file_digests, held_lock
 
 log = logging.getLogger("bal")
 
-__all__ = ["CacheEntry", "cached_split", "check_cache_room", "default_cache_dir", "list_caches", "load_dataset", "load_split",
-           "release"]
+__all__ = ["CacheEntry", "cached_split", "check_cache_room", "default_cache_dir", "list_caches", "load_dataset",
+           "load_split", "release"]
 
 # Bump when decoding changes in a way that changes pixels, so old caches are not reused.
 # 2: aspect ratio kept (centre crop / pad), EXIF orientation applied, draft decoding of large JPEGs.

@@ -39,15 +39,25 @@ import io
 from collections import Counter
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
 # The plugins of ACCEPTED_FORMATS, registered up front: Image.open(formats=...) only knows loaded ones.
-from PIL import BmpImagePlugin, JpegImagePlugin, PngImagePlugin, TiffImagePlugin  # noqa: F401
-from PIL import WebPImagePlugin  # noqa: F401
+from PIL import (  # noqa: F401
+    BmpImagePlugin,
+    Image,
+    ImageFile,
+    ImageOps,
+    JpegImagePlugin,
+    PngImagePlugin,
+    TiffImagePlugin,
+    UnidentifiedImageError,
+    WebPImagePlugin,  # noqa: F401
+)
 
 from bal.errors import DataError
 
 __all__ = [
-    "ACCEPTED_FORMATS", "MAX_DECODE_PIXELS", "PAD_ABOVE", "ImageDecodeError", "decode_image", "encode_png", "fit_square", "image_header", "infer_image_size",
+    "ACCEPTED_FORMATS", "MAX_DECODE_PIXELS", "PAD_ABOVE", "ImageDecodeError", "decode_image", "encode_png",
+    "fit_square", "image_header", "infer_image_size",
 ]
 
 #: Aspect ratio (long side / short side) above which an image is padded rather than cropped.
@@ -186,7 +196,8 @@ def encode_png(pixels: np.ndarray, max_side: int = 256) -> bytes:
 
 
 def image_header(path: str) -> tuple[int, int] | None:
-    """``(width, height)`` as the image is shown (EXIF orientation applied), from the header only; None if unreadable."""
+    """``(width, height)`` as the image is shown (EXIF orientation applied), from the header only; None if
+    unreadable."""
     try:
         with Image.open(path, formats=ACCEPTED_FORMATS) as img:
             w, h = img.size

@@ -119,7 +119,8 @@ def row_digests(images: np.ndarray) -> np.ndarray:
 
     n = len(images)
     width = int(np.prod(images.shape[1:], dtype=np.int64)) if n else 0
-    weights = np.random.default_rng(0x5EED).integers(0, 2**63, size=width, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+    odd = np.random.default_rng(0x5EED).integers(0, 2**63, size=width, dtype=np.uint64)
+    weights = odd * np.uint64(2) + np.uint64(1)
     out = np.empty(n, dtype=np.uint64)
     rows = max(1, (1 << 23) // max(1, width))  # 8 Mi values of uint64 = 64 MiB
     for start in range(0, n, rows):

@@ -20,7 +20,7 @@ import numpy as np
 
 from bal.data.augment import BatchAugment
 from bal.data.cache import check_cache_room, load_dataset
-from bal.data.decode import PAD_ABOVE, image_header
+from bal.data.decode import image_header
 from bal.data.folders import scan_dataset
 from bal.data.imageset import ImageSet
 from bal.data.presets import Preset, get_preset

@@ -229,7 +229,8 @@ def _tinyimagenet(source: Path) -> Iterator[Item]:
                 if len(cols) < 2:
                     continue
                 if cols[1] not in known:
-                    raise BalError(f"{source}: val_annotations.txt gives {cols[0]} the class {cols[1]}, not in wnids.txt")
+                    raise BalError(f"{source}: val_annotations.txt gives {cols[0]} the class {cols[1]}, not in "
+                                   f"wnids.txt")
                 yield "test", cols[1], Path(cols[0]).stem, z.read(top + "val/images/" + cols[0]), ".jpg"
     except BalError:
         raise

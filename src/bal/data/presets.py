@@ -1,6 +1,6 @@
 """Per-dataset settings: image size, normalisation, augmentation and the β table.
 
-The β values and the three budget regimes are those of ``shared/docs/METHOD.md``
+The β values and the three budget regimes are those of ``docs/method.md``
 (from the authors). Any other dataset name gets :func:`generic_preset`: image
 size from its files, mean and standard deviation measured on its training split.
 """
@@ -45,7 +45,7 @@ class Preset:
     beta: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_BETA))
 
     def beta_for(self, regime: str) -> float:
-        """The sub-pool width factor β of this dataset in ``regime`` (METHOD.md's table)."""
+        """The sub-pool width factor β of this dataset in ``regime`` (docs/method.md's table)."""
         return float(self.beta[check_choice("regime", regime, list(REGIMES))])
 
     def resolve(self, images: np.ndarray) -> "Preset":

@@ -1,4 +1,4 @@
-"""Step 3: the active-learning cycles (METHOD.md, step 3).
+"""Step 3: the active-learning cycles (docs/method.md, step 3).
 
 :func:`select_cycle` is one cycle's selection, the same for a run folder, a benchmark,
 the API and a labelling project. :func:`run_cycles` runs every cycle of a simulation:

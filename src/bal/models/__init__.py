@@ -5,7 +5,13 @@ Importing this package registers ``vgg16``, ``resnet18`` and ``cnn``.
 
 from bal.models import cnn, resnet, vgg  # noqa: F401  (imported to register the models)
 from bal.models.registry import (
-    BalModel, create_model, list_models, load_model_file, register_model, save_model_file, working_size,
+    BalModel,
+    create_model,
+    list_models,
+    load_model_file,
+    register_model,
+    save_model_file,
+    working_size,
 )
 
 __all__ = [

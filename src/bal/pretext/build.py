@@ -12,9 +12,9 @@ from bal.data import BatchAugment, ImageSet
 from bal.engine.trainer import TrainConfig
 from bal.errors import BalError
 from bal.files import read_json
+from bal.pretext.features import cdd_order, normalise_features
 from bal.pretext.rotation import train_rotation
 from bal.pretext.store import read_sorted_pool, write_cdd
-from bal.pretext.features import cdd_order, normalise_features
 from bal.selection.strategies import Pretext
 
 __all__ = ["build_pretext"]

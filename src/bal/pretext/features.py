@@ -2,7 +2,7 @@
 
 CDD, TypiClust, ProbCover and the ``typical`` first rule all read one feature matrix
 per pool image. It comes from the rotation network (:data:`VIEWS`: the upright image as
-METHOD.md, the mean over the four rotations, or one rotation per image as the authors'
+docs/method.md, the mean over the four rotations, or one rotation per image as the authors'
 kmeans.py), from a pretrained backbone (:mod:`.backbone`), or from a file the user
 brings (``--features FILE.npy``); and it may be L2-normalised before k-means
 (:data:`FEATURE_NORMS`).
@@ -21,7 +21,7 @@ from bal.validation import check_choice
 
 __all__ = ["FEATURE_NORMS", "VIEWS", "cdd_order", "check_view", "load_features_file", "normalise_features"]
 
-#: The views of an image a pretext folder embeds: ``upright`` (METHOD.md's deterministic choice,
+#: The views of an image a pretext folder embeds: ``upright`` (docs/method.md's deterministic choice,
 #: ``features.npy``), ``mean`` (the mean over the four rotations) and ``random`` (one of the four,
 #: drawn per image from a seeded stream, as the authors' kmeans.py does unseeded).
 VIEWS = ("upright", "mean", "random")
@@ -41,7 +41,7 @@ def normalise_features(features: np.ndarray, norm: str) -> np.ndarray:
 
 def cdd_order(features: np.ndarray, n_clusters: int, *, seed: int = 0, algorithm: str = "auto"
               ) -> tuple[np.ndarray, np.ndarray]:
-    """CDD (N,) of every row and the pool order by CDD ascending (METHOD.md step 2)."""
+    """CDD (N,) of every row and the pool order by CDD ascending (docs/method.md step 2)."""
     cdd = cluster_distance_difference(features, n_clusters, seed=seed, algorithm=algorithm)
     return cdd, sort_by_cdd(cdd)
 

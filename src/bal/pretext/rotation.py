@@ -1,4 +1,4 @@
-"""Step 1: rotation prediction on the unlabelled pool (METHOD.md, step 1).
+"""Step 1: rotation prediction on the unlabelled pool (docs/method.md, step 1).
 
 A network with a 4-way head learns which of 0°, 90°, 180°, 270° an image was turned
 by. Every image contributes all four rotations; the loss is the mean cross-entropy
@@ -32,7 +32,7 @@ log = logging.getLogger("bal")
 
 N_ROTATIONS = 4
 
-#: The authors' pretext schedule (METHOD.md): 120 epochs, batch 256, milestones 30/60/90
+#: The authors' pretext schedule (docs/method.md): 120 epochs, batch 256, milestones 30/60/90
 #: (a quarter, half and three quarters of the epochs, so the decay follows --epochs).
 ROTATION_DEFAULTS = TrainConfig(epochs=120, batch_size=256, lr=0.1, milestones=(0.25, 0.5, 0.75))
 

@@ -32,11 +32,9 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
-from bal.engine import runtime
 from bal.errors import BalError, ParameterError
 from bal.files import atomic_save_npy, atomic_write_json, load_npy, read_json, read_lines, write_lines
 from bal.models import load_model_file, save_model_file
-from bal.selection.cdd import cluster_distance_difference, sort_by_cdd
 from bal.selection.strategies import Pretext
 
 __all__ = [
@@ -115,7 +113,8 @@ def read_rotation(folder: str | os.PathLike, *, pool_paths: Sequence[str] | None
         )
     paths = read_lines(folder / "paths.txt")
     if pool_paths is not None and paths != list(pool_paths):
-        raise BalError(f"{folder / 'paths.txt'} lists other images than the dataset now holds; run `bal rotation` again")
+        raise BalError(f"{folder / 'paths.txt'} lists other images than the dataset now holds; run `bal rotation` "
+                       f"again")
     model, _ = load_model_file(folder / "rotation.pth", "delete it and run the same command again: the rotation "
                                                         "network is then trained again, with the same seed")
     # memory-mapped: a view is read when used (a million images x 512 features is 2 GiB a view)

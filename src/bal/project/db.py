@@ -17,7 +17,6 @@ several reads and writes can so be made one atomic step (an import).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sqlite3

@@ -117,7 +117,8 @@ class ImportReport:
     unchanged: int = 0  # rows giving an image the label it already has
     no_label: int = 0  # rows without a label (left for later)
     rows: int = 0  # rows read
-    bad: list[tuple[int, str | None, str]] = field(default_factory=list)  # the first LISTED_PROBLEMS (number, path, why)
+    # the first LISTED_PROBLEMS (number, path, why)
+    bad: list[tuple[int, str | None, str]] = field(default_factory=list)
     bad_count: int = 0
     bad_kinds: Counter = field(default_factory=Counter)
 

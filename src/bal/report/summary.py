@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from bal.errors import BalError
-from bal.report.plot import plot_curves
 from bal.files import atomic_write_json, atomic_write_text, write_csv
+from bal.report.plot import plot_curves
 from bal.report.table import format_table
 
 ROW_COLUMNS = ("strategy", "seed", "cycle", "labelled", "labelled_pct", "accuracy", "seconds")

@@ -1,6 +1,6 @@
 """Which images to label: CDD ordering, sliding sub-pools, per-cycle rules and the strategies built on them.
 
-Pipeline (METHOD.md steps 2-3)::
+Pipeline (docs/method.md steps 2-3)::
 
     order = sort_by_cdd(cluster_distance_difference(features, n_clusters))
     window = subpool_window(cycle, n_cycles, N, addendum, beta, mode)
@@ -27,15 +27,25 @@ from bal.selection.cdd import (
     sort_by_cdd,
 )
 from bal.selection.first import FIRST_RULES, select_first
-from bal.selection.subpool import WINDOW_MODES, SubPool, build_subpool, subpool_window
-from bal.selection.uncertainty import SAMPLING_RULES, select_uncertain, uncertainty_scores
+from bal.selection.specs import EMBEDDING_OPTIONS, parse_strategy, split_strategy_list
 
 # strategies import the rules above, so they come last
 from bal.selection.strategies import (  # noqa: E402
-    RECOMMENDED, Pretext, SelectionContext, Strategy, create_strategy, list_strategies, register_strategy, strategy_options,
+    RECOMMENDED,
+    Pretext,
+    SelectionContext,
+    Strategy,
+    check_spec,
+    create_strategy,
+    list_strategies,
+    register_strategy,
+    strategy_options,
 )
+from bal.selection.subpool import WINDOW_MODES, SubPool, build_subpool, subpool_window
+from bal.selection.uncertainty import SAMPLING_RULES, select_uncertain, uncertainty_scores
 
 __all__ = [
+    "EMBEDDING_OPTIONS",
     "FIRST_RULES",
     "KMEANS_ALGORITHMS",
     "RECOMMENDED",
@@ -47,6 +57,9 @@ __all__ = [
     "SubPool",
     "badge_select",
     "build_subpool",
+    "check_spec",
+    "parse_strategy",
+    "split_strategy_list",
     "cdd_from_distances",
     "cluster_distance_difference",
     "create_strategy",

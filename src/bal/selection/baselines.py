@@ -35,7 +35,14 @@ import numpy as np
 from bal.errors import ParameterError
 from bal.selection.uncertainty import log_softmax
 from bal.validation import (
-    as_generator, check_indices, check_int, check_k, check_labelled_mask, check_logits, check_matrix, check_real,
+    as_generator,
+    check_indices,
+    check_int,
+    check_k,
+    check_labelled_mask,
+    check_logits,
+    check_matrix,
+    check_real,
 )
 
 __all__ = [
@@ -265,7 +272,8 @@ def badge_select(
     z = check_logits("logits", logits)
     f = check_matrix("features", features, "(M, D)")
     if f.shape[0] != z.shape[0]:
-        raise ParameterError("features", f"{{name}} must have one row per row of logits ({z.shape[0]}), got shape {f.shape}")
+        raise ParameterError("features", f"{{name}} must have one row per row of logits ({z.shape[0]}), got shape "
+                                         f"{f.shape}")
     if z.shape[0] * z.shape[1] * f.shape[1] <= _BADGE_DENSE_LIMIT:
         return kmeanspp_seeding(gradient_embedding(z, f), k, rng)
     k = check_k(k, z.shape[0], "rows of embeddings")

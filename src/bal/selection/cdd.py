@@ -1,4 +1,4 @@
-"""Cluster Distance Difference (CDD), METHOD.md step 2.
+"""Cluster Distance Difference (CDD), docs/method.md step 2.
 
 Cluster the pretext features with k-means, measure each image's Euclidean distance to
 every centre and keep ``CDD = d2 - d1`` where ``d1 <= d2`` are the two smallest. Small

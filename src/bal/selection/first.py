@@ -1,4 +1,4 @@
-"""Cycle-0 selection (no model yet), METHOD.md ``--first``.
+"""Cycle-0 selection (no model yet), docs/method.md ``--first``.
 
 The candidate list is the sub-pool in CDD-ascending order (``SubPool.candidates``), so
 position 0 is the image closest to a cluster boundary.

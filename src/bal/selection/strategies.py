@@ -55,13 +55,19 @@ from typing import Any
 import numpy as np
 
 from bal.errors import ParameterError
+from bal.registry import Registry
 from bal.selection.baselines import (
-    badge_select, kcenter_greedy, kmeans_labels, probcover_delta, probcover_select, typiclust_select,
+    badge_select,
+    kcenter_greedy,
+    kmeans_labels,
+    probcover_delta,
+    probcover_select,
+    typiclust_select,
 )
 from bal.selection.first import FIRST_RULES, select_first
+from bal.selection.specs import EMBEDDING_OPTIONS, parse_strategy
 from bal.selection.subpool import WINDOW_MODES, build_subpool, subpool_window
 from bal.selection.uncertainty import SAMPLING_RULES, select_uncertain
-from bal.registry import Registry
 from bal.validation import check_choice, check_int, check_real
 
 __all__ = [
@@ -157,6 +163,34 @@ StrategyFactory = Callable[..., Strategy]
 _STRATEGIES: Registry[StrategyFactory] = Registry("strategy")
 
 
+#: The entry-point group through which an installed package adds strategies: each entry names a
+#: module (or an object in one) whose import registers them with :func:`register_strategy`, e.g.
+#: ``[project.entry-points."bal.strategies"] mine = "my_package.strategies"`` in its pyproject.toml.
+ENTRY_POINT_GROUP = "bal.strategies"
+_plugins_loaded = False
+
+
+def load_plugins() -> None:
+    """Import the strategy plugins of every installed package (once): the CLI then knows their names.
+
+    A plugin that fails to import is a warning naming it, not an error: bal's own strategies
+    still work.
+    """
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    import logging
+    from importlib.metadata import entry_points
+
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            entry.load()
+        except Exception as e:  # someone else's code: any failure is theirs
+            logging.getLogger("bal").warning("strategy plugin %s (%s) could not be loaded: %s: %s", entry.name,
+                                             entry.value, type(e).__name__, e)
+
+
 def register_strategy(name: str) -> Callable[[StrategyFactory], StrategyFactory]:
     """Decorator that makes ``factory(**options)`` (a Strategy subclass or a function) available as ``name``.
 
@@ -166,40 +200,71 @@ def register_strategy(name: str) -> Callable[[StrategyFactory], StrategyFactory]
 
 
 def list_strategies() -> list[str]:
-    """Every registered name, in the order they were registered (the order tables list them)."""
+    """Every registered name, in the order they were registered (the order tables list them), plugins'
+    included (:data:`ENTRY_POINT_GROUP`)."""
+    load_plugins()
     return _STRATEGIES.names()
 
 
 def strategy_options(name: str) -> dict[str, Any]:
     """The options ``create_strategy(name, ...)`` takes, with their defaults (``inspect.Parameter.empty``
     for the required ones)."""
+    load_plugins()
     factory = _STRATEGIES.get(name)
     return {p.name: p.default for p in inspect.signature(factory).parameters.values()
             if p.kind is inspect.Parameter.KEYWORD_ONLY}
 
 
-def create_strategy(name: str, *, ignore_unknown: bool = False, default_beta: float | None = None,
-                    **options: Any) -> Strategy:
-    """The strategy called ``name`` (see :func:`list_strategies`) with ``options``.
+def check_spec(spec: str, param: str = "strategy") -> str:
+    """``spec`` itself once its name is registered and every option of it is one the strategy takes.
 
-    An option the strategy does not take is an error, unless ``ignore_unknown`` (the
-    command line passes BAL's options to every strategy). Options left out take the
-    strategy's defaults. ``default_beta`` (the dataset's preset for the regime) is the β
-    of a strategy that needs one and was given none (``bal`` and its variants); a strategy
-    with a β of its own keeps it. A required option left out is an error.
+    The check of a spec at a public boundary (a flag, a configuration key), before anything runs;
+    errors name ``param``.
     """
+    name, own = parse_strategy(spec, param)
+    known = list_strategies()
+    if name not in known:
+        raise ParameterError(param, f"{{name}}: unknown strategy {name!r}; available: {', '.join(known)}")
+    accepted = [*strategy_options(name), *EMBEDDING_OPTIONS]
+    strange = sorted(set(own) - set(accepted))
+    if strange:
+        raise ParameterError(param, f"{{name}} {spec!r}: {name} takes no option {', '.join(strange)}; its "
+                                    f"options: {', '.join(accepted)}")
+    return spec
+
+
+def create_strategy(spec: str, *, ignore_unknown: bool = False, default_beta: float | None = None,
+                    **options: Any) -> Strategy:
+    """The strategy a spec names (``"bal"``, ``"bal[first=typical,beta=2]"``; see :func:`list_strategies`).
+
+    ``options`` apply to every strategy that takes them, and the spec's own options win over
+    them (a bench's or a command line's settings are defaults; the spec is the strategy's
+    own). An option of the spec the strategy does not take is always an error; one of
+    ``options`` is an error too, unless ``ignore_unknown`` (the command line passes BAL's
+    options to every strategy). Options left out take the strategy's defaults.
+    ``default_beta`` (the dataset's preset for the regime) is the β of a strategy that needs
+    one and was given none (``bal`` and its variants); a strategy with a β of its own keeps it.
+    A required option left out is an error. The spec's ``view`` and ``feature_norm`` choose
+    the embedding the strategy reads (its attributes of those names).
+    """
+    check_spec(spec)
+    name, own = parse_strategy(spec)
+    embedding = {k: own.pop(k) for k in EMBEDDING_OPTIONS if k in own}
     accepted = strategy_options(name)
     unknown = sorted(set(options) - set(accepted))
     if unknown and not ignore_unknown:
         raise ParameterError(unknown[0], f"strategy {name!r} takes no option {{name}}; "
                                          f"its options: {', '.join(accepted) or 'none'}")
-    given = {k: v for k, v in options.items() if k in accepted}
+    given = {**{k: v for k, v in options.items() if k in accepted}, **own}
     if default_beta is not None and accepted.get("beta") is inspect.Parameter.empty:
         given.setdefault("beta", default_beta)
     missing = [k for k, v in accepted.items() if v is inspect.Parameter.empty and k not in given]
     if missing:
         raise ParameterError(missing[0], f"strategy {name!r} needs {{name}}")
-    return _STRATEGIES.get(name)(**given)
+    strategy = _STRATEGIES.get(name)(**given)
+    for key, value in embedding.items():
+        setattr(strategy, key, value)
+    return strategy
 
 
 # -- the strategies ----------------------------------------------------------------------
@@ -311,7 +376,7 @@ ORDER_SOURCES = ("pretext", "model")
 
 
 class SubPoolStrategy(Strategy):
-    """BAL and PT4AL: a window slides along a fixed order of the pool (METHOD.md, step 3).
+    """BAL and PT4AL: a window slides along a fixed order of the pool (docs/method.md, step 3).
 
     ``order_by="cdd"`` is BAL (CDD ascending); ``order_by="rotation_loss"`` is PT4AL
     (rotation loss descending, β = 1, cycle 0 evenly spaced over the first batch).
@@ -391,7 +456,7 @@ class SubPoolStrategy(Strategy):
 
 @register_strategy("pt4al")
 def pt4al(*, addendum: int | str | None = None) -> SubPoolStrategy:
-    """PT4AL as METHOD.md gives it: rotation-loss order, C equal batches, ``uni`` in cycle 0."""
+    """PT4AL as docs/method.md gives it: rotation-loss order, C equal batches, ``uni`` in cycle 0."""
     return SubPoolStrategy("pt4al", order_by="rotation_loss", beta=1.0, first="uni", sampling="confidence",
                            addendum=addendum)
 
@@ -400,7 +465,7 @@ def pt4al(*, addendum: int | str | None = None) -> SubPoolStrategy:
 def bal(*, beta: float, window: str = WINDOW_MODES[0], first: str = FIRST_RULES[0],
         sampling: str = SAMPLING_RULES[0], addendum: int | str | None = None,
         order_from: str = ORDER_SOURCES[0]) -> SubPoolStrategy:
-    """BAL (METHOD.md step 3): the paper's centred windows, ``high1st`` then least confidence by default."""
+    """BAL (docs/method.md step 3): the paper's centred windows, ``high1st`` then least confidence by default."""
     return SubPoolStrategy("bal", beta=beta, window=window, first=first, sampling=sampling, addendum=addendum,
                            order_from=order_from)
 

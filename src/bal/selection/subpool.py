@@ -1,4 +1,4 @@
-"""Sliding sub-pools over the CDD-sorted pool, METHOD.md step 3.
+"""Sliding sub-pools over the CDD-sorted pool, docs/method.md step 3.
 
 Each cycle looks only at a window of the sorted list, of width ``beta * A``, that slides
 along the list from cycle to cycle. :func:`subpool_window` gives the window in sorted
@@ -168,7 +168,8 @@ def build_subpool(
     n_unlabelled = n - int(np.count_nonzero(lab))
     if n_unlabelled < k:
         raise ParameterError(
-            "k", f"asked for {{name}}={k} new labels but only {n_unlabelled} unlabelled images remain in the pool of {n}"
+            "k", f"asked for {{name}}={k} new labels but only {n_unlabelled} unlabelled images remain in the pool "
+                 f"of {n}"
         )
 
     free = ~lab[o]  # free[pos]: the image at sorted position pos is unlabelled

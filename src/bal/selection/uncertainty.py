@@ -1,4 +1,4 @@
-"""Selection in cycles c > 0 by the previous model's uncertainty, METHOD.md ``--sampling``.
+"""Selection in cycles c > 0 by the previous model's uncertainty, docs/method.md ``--sampling``.
 
 Every score is oriented so that HIGHER = MORE UNCERTAIN; selection is always "the k
 highest scores", whatever the rule.
@@ -36,7 +36,8 @@ def uncertainty_scores(logits: np.ndarray, rule: str) -> np.ndarray:
     ndarray of shape (M,), float64
     """
     if rule == "rand":
-        raise ParameterError("rule", "{name} 'rand' has no uncertainty score: use select_uncertain(logits, k, 'rand', rng)")
+        raise ParameterError("rule", "{name} 'rand' has no uncertainty score: use "
+                                     "select_uncertain(logits, k, 'rand', rng)")
     check_choice("rule", rule, SAMPLING_RULES)
     z = check_logits("logits", logits)
     if rule == "confidence":
