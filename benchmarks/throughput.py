@@ -73,8 +73,14 @@ from bal.engine.trainer import TrainConfig, batch_indices, evaluate, predict, pr
 from bal.files import atomic_write_json
 from bal.models import create_model
 from bal.report import format_table
-from bal.selection import build_subpool, cluster_distance_difference, kmeans_distances, select_uncertain
-from bal.selection import subpool_window, uncertainty_scores
+from bal.selection import (
+    build_subpool,
+    cluster_distance_difference,
+    kmeans_distances,
+    select_uncertain,
+    subpool_window,
+    uncertainty_scores,
+)
 from bal.selection.cdd import _euclidean_distances  # private: times the distance step alone
 
 ARCHIVE = REPO.parent / "shared" / "data" / "cifar10.tar.gz"
