@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """An embedding better than the rotation pretext's, to test whether features are what holds BAL back.
 
-Issue 10's ablation found every rule that reads the CDD order of the rotation features
+The validation ablation found every rule that reads the CDD order of the rotation features
 (k-NN accuracy about 44 % on the pool) losing its cold start to random. This script makes
 a far better embedding without touching the pool, the validation split or the test split:
 a ``cnn`` trained, with labels, on the training images a bench leaves out of both (35,000

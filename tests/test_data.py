@@ -238,7 +238,7 @@ def test_every_mode_and_size_becomes_rgb_square(tmp_path):
 
 
 def test_resize_keeps_the_aspect_ratio_by_centre_crop(tmp_path):
-    # issue 9: the aspect ratio is kept; up to 2:1 the central square is taken (30x20 -> x 5..25)
+    # the aspect ratio is kept; up to 2:1 the central square is taken (30x20 -> x 5..25)
     img = noise_rgb(30, 20, seed=5)
     p = save(tmp_path / "x.png", img)
     got = decode_image(str(p), 16)

@@ -362,7 +362,7 @@ def test_label_studio_export_and_import(tmp_path, images):
 
     tasks[0]["annotations"] = [choice("cat")]
     tasks[1]["annotations"] = [choice("dog"), choice("frog", cancelled=True)]  # the cancelled one does not count
-    tasks[2]["annotations"] = [choice("dog"), choice("frog")]  # annotators disagree: left for a person (issue 11)
+    tasks[2]["annotations"] = [choice("dog"), choice("frog")]  # annotators disagree: left for a person
     del tasks[3]["data"]["bal_path"]  # the path comes back from data.image
     tasks[3]["annotations"] = [choice("frog")]
     tasks[4]["annotations"] = []  # not labelled yet

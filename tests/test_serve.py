@@ -425,7 +425,7 @@ def _page(driver, url):
 
 
 def test_digit_named_classes_take_their_own_digit_in_a_browser(tmp_path, served, monkeypatch):
-    """Issue 11: with classes 0..9, pressing 5 records "5" (not the fifth class, "4"), and 9 and 0 have keys."""
+    """With classes 0..9, pressing 5 records "5" (not the fifth class, "4"), and 9 and 0 have keys."""
     from selenium.webdriver.common.by import By
 
     digits = [str(d) for d in range(10)]
@@ -448,7 +448,7 @@ def test_digit_named_classes_take_their_own_digit_in_a_browser(tmp_path, served,
 
 
 def test_forty_three_classes_each_reachable_in_a_browser(tmp_path, served, monkeypatch):
-    """Issue 11: 43 classes (traffic signs): digits for the first ten, "/" and a name for any class."""
+    """43 classes (traffic signs): digits for the first ten, "/" and a name for any class."""
     from selenium.webdriver.common.by import By
 
     signs = [f"sign-{i:02d}" for i in range(43)]
@@ -481,7 +481,7 @@ def test_forty_three_classes_each_reachable_in_a_browser(tmp_path, served, monke
         driver.quit()
 
 
-# -- a page that stays up (issue 11) -------------------------------------------------------
+# -- a page that stays up -------------------------------------------------------
 def test_silent_connections_time_out_and_threads_are_bounded(project, served, monkeypatch):
     import socket
 
