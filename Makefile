@@ -2,7 +2,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-fast lint install clean
+.PHONY: demo test test-fast lint install wheel wheel-check clean
 
 # The venv is (re)built when missing or when pyproject.toml or the pins change. The exact versions
 # come from constraints.txt (torch and torchvision install from a local wheel cache where there is one).
@@ -27,5 +27,16 @@ test-fast: $(BIN)/.installed
 lint: $(BIN)/.installed
 	$(BIN)/ruff check src tests benchmarks
 
+# A wheel of the tree, and a check that it installs into a fresh venv and runs the demo there.
+wheel: $(BIN)/.installed
+	rm -rf dist
+	$(BIN)/python -m build --wheel --no-isolation --outdir dist .
+
+wheel-check: wheel
+	rm -rf build/wheel-venv build/wheel-demo
+	$(PYTHON) -m venv build/wheel-venv
+	build/wheel-venv/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt dist/bal-*.whl
+	cd build && wheel-venv/bin/bal demo --out wheel-demo --no_progress
+
 clean:
-	rm -rf $(VENV) bal-demo .pytest_cache
+	rm -rf $(VENV) bal-demo .pytest_cache build dist

@@ -928,3 +928,28 @@ def test_a_query_says_when_pretext_flags_are_not_used(world, tmp_path, capsys):
                                     "--no-progress"], capsys)
     assert code == 0 and "--pretext-epochs 3 is not used: random needs no rotation pretext" in err
     assert "{" not in err and "planned" not in out and "(cycle 0)" not in out
+
+
+def test_a_project_image_replaced_at_the_same_size_and_time_is_a_change(world, tmp_path, capsys):
+    """`cp -p` of another picture over a labelled one: query refuses until a scan, and the scan reports it
+    changed (its label kept, out of the pool), never training the old label on the new pixels."""
+    from PIL import Image
+
+    from bal.project import Project
+
+    photos = tmp_path / "photos"
+    shutil.copytree(world["photos"], photos)
+    proj = tmp_path / "p"
+    assert main(["project", "init", str(proj), "--images", str(photos), "--classes", ",".join(CLASSES),
+                 "--no-progress"]) == 0
+    target = sorted((photos / "unsorted" / "ant").glob("*.png"))[0]
+    before = os.stat(target)
+    Image.fromarray(np.full((16, 16, 3), 200, np.uint8)).save(target)
+    target.write_bytes(target.read_bytes()[: before.st_size].ljust(before.st_size, b"\0"))  # the same size
+    os.utime(target, ns=(before.st_atime_ns, before.st_mtime_ns))  # and the same time
+    code, _, err = _run_and_read(["query", proj, "--budget", "2", "--strategy", "random", "--no-progress"], capsys)
+    assert code == 2 and target.name in err and "bal project scan" in err
+    code, out, _ = _run_and_read(["project", "scan", proj, "--no-progress"], capsys)
+    assert code == 0 and "CHANGED: 1 image(s)" in out and target.name in out
+    with Project.open(proj) as p:
+        assert p.image_by_path(f"unsorted/ant/{target.name}").status == "changed"

@@ -2,19 +2,7 @@
 
 from __future__ import annotations
 
-from bal.cli.flags import add, seed
-
-
-def _fraction(text: str) -> float:
-    import argparse
-
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}")
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"expected a fraction above 0 and below 1, got {value}")
-    return value
+from bal.cli.flags import add, fraction, seed
 
 
 def add_data_commands(sub) -> dict:
@@ -38,7 +26,7 @@ def add_data_commands(sub) -> dict:
     add(q, "--format", dest="image_format", choices=["png", "jpg"], default="png",
         help="how pixel arrays are written: png (lossless) or jpg (quality 95) (default: %(default)s)")
     add(q, "--seed", type=seed, default=0, help="Caltech-101's train/test split (default: %(default)s)")
-    add(q, "--test_fraction", type=_fraction, default=0.2,
+    add(q, "--test_fraction", type=fraction(zero=False), default=0.2,
         help="Caltech-101: the share of each class that is test (default: %(default)s)")
     add(q, "--no_progress", action="store_true", help="no progress bar")
     return {"data": cmd_data}

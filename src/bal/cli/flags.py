@@ -114,14 +114,39 @@ def flatten(values: list | None) -> list | None:
     return None if values is None else [x for chunk in values for x in chunk]
 
 
-def positive_int(text: str) -> int:
+def _whole_number(text: str, minimum: int) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}")
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"expected a number >= {minimum}, got {value}")
     return value
+
+
+def positive_int(text: str) -> int:
+    return _whole_number(text, 1)
+
+
+def count(text: str) -> int:
+    """A whole number >= 0 (a size where 0 means none)."""
+    return _whole_number(text, 0)
+
+
+def fraction(zero: bool):
+    """A flag type for a fraction below 1: from 0 (``zero``, where 0 means none) or above 0."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}")
+        if not (0 <= value < 1 if zero else 0 < value < 1):
+            raise argparse.ArgumentTypeError(f"expected a fraction {'at least' if zero else 'above'} 0 and below 1, "
+                                             f"got {value}")
+        return value
+
+    return parse
 
 
 def strategy_spec(text: str) -> str:
@@ -132,17 +157,6 @@ def strategy_spec(text: str) -> str:
         return check_spec(text)
     except ParameterError as e:
         raise argparse.ArgumentTypeError(e.named("strategy"))
-
-
-def count(text: str) -> int:
-    """A whole number >= 0 (a size where 0 means none)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}")
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
-    return value
 
 
 def positive_float(text: str) -> float:

@@ -14,19 +14,9 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from bal.cli.flags import add, image_side, positive_float, positive_int, seed
+from bal.cli.flags import add, fraction, image_side, positive_float, positive_int, seed
 
 Handler = Callable[[argparse.Namespace], int]
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}")
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"expected a fraction at least 0 and below 1, got {value}")
-    return value
 
 
 def _class_list(text: str) -> list[str]:
@@ -190,7 +180,7 @@ def _add_fit_parser(subparsers) -> None:
     add(f, "--epochs", type=positive_int, default=FIT_DEFAULTS.epochs, help="(default: %(default)s)")
     add(f, "--batch-size", type=positive_int, default=FIT_DEFAULTS.batch_size, help="(default: %(default)s)")
     add(f, "--lr", type=positive_float, default=FIT_DEFAULTS.lr, help="SGD learning rate (default: %(default)s)")
-    add(f, "--holdout", type=_fraction, default=HOLDOUT, help="held-out fraction per class, 0 for none "
+    add(f, "--holdout", type=fraction(zero=True), default=HOLDOUT, help="held-out fraction per class, 0 for none "
                                                               "(default: %(default)s)")
     _run_flags(f)
 
@@ -290,7 +280,7 @@ def cmd_scan(args) -> int:
         if r.returned:
             _say(f"back in the pool, original content found again: {len(r.returned)} image(s):\n{_listing(r.returned)}")
         if r.changed:
-            _say(f"CHANGED: {len(r.changed)} image(s) differ from when they were added (size/mtime and sha256); "
+            _say(f"CHANGED: {len(r.changed)} image(s) differ from when they were added (their content, by sha256); "
                  f"they are out of the pool, their labels are kept:\n{_listing(r.changed)}")
             _say(f"  what you can do: if it is still the same picture (re-saved, metadata edited), keep it with its\n"
                  f"  labels: bal project scan {d} --accept-changed\n"

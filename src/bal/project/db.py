@@ -143,8 +143,8 @@ def database_error(path: str | os.PathLike, e: sqlite3.Error) -> BalError:
         return BalError(f"{path} cannot be opened ({text}): check the permissions of the file and of its folder; "
                         f"the project itself is untouched")
     if "locked" in low or "busy" in low:
-        return ProjectBusyError(f"{path} is busy: another bal process (a page, a fit, a query) is writing to it; try "
-                        f"again once it has finished")
+        return ProjectBusyError(f"{path} is busy: another bal process (a page, a fit, a query) is writing to it; "
+                                f"try again once it has finished")
     if "not a database" in low or "malformed" in low or "encrypted" in low:
         return BalError(f"{path} is not a bal project database ({text}); restore it from a backup. Creating the "
                         f"project again (move the file away, then `bal project init`) starts with no labels: the "

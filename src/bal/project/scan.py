@@ -5,10 +5,12 @@
   hidden folders (name starting with ".") are ignored, and so is the project folder
   itself when it lies inside the images folder (:func:`bal.data.walk_images`). Paths are
   stored relative to the images folder, '/'-separated. A file whose first path
-  component is a class name (``FOLDER/cat/x.jpg``, exact spelling) is labelled with that
-  class, source ``folder``, when it is first seen (by ``init`` or by ``scan``).
-* **Scan.** An image whose size or mtime differ from the database is hashed again: the
-  same sha256 only refreshes size and mtime; another sha256 marks it ``changed`` (its
+  component is a class name (``FOLDER/cat/x.jpg``; a folder that differs only by case or
+  surrounding spaces counts, and is reported) is labelled with that class, source
+  ``folder``, when it is first seen (by ``init`` or by ``scan``).
+* **Scan.** Every image is hashed again (a file replaced by another of the same size and
+  time is a change too): the same sha256 only refreshes size and mtime; another sha256
+  marks it ``changed`` (its
   row, hash and labels stay, it leaves the pool). A vanished file becomes ``missing``
   (labels stay). A changed or missing image whose original content is back returns to
   ``ok``. ``accept_changed`` takes the new content of every changed image as the image
@@ -25,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bal.errors import BalError
+from bal.files import file_digests
 from bal.project.db import DB_NAME, DEFAULT_SETTINGS, Project, file_sha256, is_empty_database
 
 __all__ = ["InitReport", "ScanReport", "check_pool_files", "folder_label", "inexact_class_folders", "init_project",
@@ -219,24 +222,22 @@ def scan_project(project: Project, *, accept_changed: bool = False, progress: bo
     known = {r["path"]: r for r in project.image_files()}
     report = ScanReport()
     updates: list[tuple[str, str, int, int, int]] = []  # (status, sha256, size, mtime_ns, id)
+    # every known file's content, hashed: a file replaced by another of the same size and time is a change
+    present = sorted(p for p in known if p in on_disk)
+    digests = dict(zip(present, file_digests([root / p for p in present])))
     for path, row in progress_bar(sorted(known.items()), progress, "scan"):
         old = (row["status"], row["sha256"], row["size"], row["mtime_ns"])
         st = _stat(root / path) if path in on_disk else None
-        if st is None:
+        digest = digests.get(path)
+        if st is None or digest is None:
             new = ("missing", *old[1:])
-        elif st == (row["size"], row["mtime_ns"]):
-            new = ("ok", *old[1:])
+        elif digest == row["sha256"]:
+            new = ("ok", digest, *st)
+        elif accept_changed:
+            new = ("ok", digest, *st)
+            report.accepted.append(path)
         else:
-            rec = _record(root, path)
-            if isinstance(rec, str):
-                new = ("missing", *old[1:])
-            elif rec.sha256 == row["sha256"]:
-                new = ("ok", rec.sha256, rec.size, rec.mtime_ns)
-            elif accept_changed:
-                new = ("ok", rec.sha256, rec.size, rec.mtime_ns)
-                report.accepted.append(path)
-            else:
-                new = ("changed", *old[1:])
+            new = ("changed", *old[1:])
         if new[0] == "ok" and old[0] != "ok" and path not in report.accepted:
             report.returned.append(path)
         elif new[0] == "changed":
@@ -257,9 +258,12 @@ def scan_project(project: Project, *, accept_changed: bool = False, progress: bo
 
 
 def check_pool_files(project: Project) -> None:
-    """Refuse to decode when pool files changed or vanished since the last scan."""
+    """Refuse to decode when pool files changed (content, size or time) or vanished since the last scan."""
     root = project.images_root
-    stale = [r["path"] for r in project.image_files("ok") if _stat(root / r["path"]) != (r["size"], r["mtime_ns"])]
+    rows = project.image_files("ok")
+    digests = file_digests([root / r["path"] for r in rows])  # the content, not only size and time
+    stale = [r["path"] for r, d in zip(rows, digests)
+             if d != r["sha256"] or _stat(root / r["path"]) != (r["size"], r["mtime_ns"])]
     if stale:
         shown = "\n".join(f"  {p}" for p in stale[:20])
         if len(stale) > 20:
