@@ -281,7 +281,7 @@ def test_neighbour_purity_of_first_picks_by_hand():
 
 
 def test_strategy_specs():
-    from bal.bench import parse_strategy, split_strategy_list
+    from bal.selection import parse_strategy, split_strategy_list
 
     assert parse_strategy("bal[first=typical, beta=2, addendum=none]") == (
         "bal", {"first": "typical", "beta": 2, "addendum": None})
