@@ -122,6 +122,20 @@ def test_probcover_strategy_runs_without_a_model():
     assert sorted(int(i) // 5 for i in picked) == [0, 1, 2] and info["delta"] > 0
 
 
+
+def test_probcover_delta_follows_the_features_not_the_array_object():
+    # A bench runs one strategy object over every seed: a later seed's features, even in the
+    # very array object an earlier seed used (so at the same id), must get their own δ.
+    strategy = create_strategy("probcover")
+    features = BLOBS + 100.0
+    ctx = SelectionContext(cycle=0, budgets=[3], labelled=np.zeros(15, bool), rng=np.random.default_rng(0),
+                           pretext=Pretext(features=features), n_classes=3)
+    first = strategy.select(ctx)[1]["delta"]
+    features[:] = np.random.default_rng(1).normal(size=features.shape)  # same object, other content
+    fresh = create_strategy("probcover").select(ctx)[1]["delta"]
+    assert strategy.select(ctx)[1]["delta"] == fresh != first
+
+
 def context(cycle, budgets, n=40, labelled=None, pretext=None, outputs=None, n_classes=2):
     return SelectionContext(cycle=cycle, budgets=budgets, labelled=np.zeros(n, bool) if labelled is None else labelled,
                             rng=np.random.default_rng(0), pretext=pretext or Pretext(order=np.arange(n)),

@@ -47,6 +47,7 @@ None builds an N x N matrix; ProbCover's time makes it a choice for pools up to 
 from __future__ import annotations
 
 import functools
+import hashlib
 import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -346,19 +347,27 @@ class ProbCoverStrategy(Strategy):
 
     def __init__(self, *, alpha: float = 0.95):
         self.alpha = check_real("alpha", alpha, low=0, low_open=True, high=1)
-        self._delta: tuple[int, float] | None = None  # (id of the features, δ)
+        # fitted state: δ of the last features seen, keyed by their content. An object's id is
+        # not a key: a bench runs one strategy object over every seed, and a later seed's
+        # features may be a new array at the address of an earlier seed's.
+        self._delta: tuple[str, float] | None = None
 
     def settings(self) -> dict:
         return {"name": self.name, "alpha": self.alpha}
 
-    def select(self, ctx):
+    def delta(self, ctx: SelectionContext) -> float:
+        """δ for these pretext features (computed once per embedding, whatever run asks)."""
         x = _unit_rows(ctx.pretext.features)
-        if self._delta is None or self._delta[0] != id(ctx.pretext.features):
+        key = hashlib.blake2b(np.ascontiguousarray(x).tobytes(), digest_size=16).hexdigest()
+        if self._delta is None or self._delta[0] != key:
             k = ctx.n_classes or 10
             pseudo = kmeans_labels(x, min(k, len(x)), int(np.random.default_rng(0).integers(2**31)))
-            self._delta = (id(ctx.pretext.features), probcover_delta(x, pseudo, self.alpha))
-        delta = self._delta[1]
-        picked = probcover_select(x, ctx.labelled, ctx.k, delta, ctx.rng)
+            self._delta = (key, probcover_delta(x, pseudo, self.alpha))
+        return self._delta[1]
+
+    def select(self, ctx):
+        delta = self.delta(ctx)
+        picked = probcover_select(_unit_rows(ctx.pretext.features), ctx.labelled, ctx.k, delta, ctx.rng)
         return picked, {"rule": "probcover", "delta": delta}
 
 
