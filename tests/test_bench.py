@@ -166,7 +166,7 @@ def test_every_configuration_key_is_a_flag_too(tmp_path, capsys, monkeypatch):
                  "--out", str(tmp_path / "out")]) == 0
     (config,) = seen
     assert (config.rotation_milestones, config.warm_start, config.addendum, config.order_from, config.subset_seed,
-            config.backbone_size) == ([0.5, 0.8], False, "even", "model", 3, 64)
+            config.embedding_size) == ([0.5, 0.8], False, "even", "model", 3, 64)
     with pytest.raises(SystemExit) as stop:
         main(["bench", "--config", str(yaml_file), "--addendum", "lots"])
     assert stop.value.code == 2 and "--addendum" in capsys.readouterr().err

@@ -19,10 +19,10 @@ from conftest import make_image_folder
 
 import bal
 from bal.cli import main
+from bal.embedding.torchvision import embed_with_backbone, load_backbone
 from bal.engine.trainer import TrainConfig
 from bal.errors import BalError
 from bal.files import read_lines
-from bal.pretext.backbone import embed_with_backbone, load_backbone
 from bal.pretext.features import load_features_file, normalise_features
 
 pytestmark = pytest.mark.slow
@@ -204,7 +204,7 @@ def test_bench_with_your_features(toy, tmp_path):
                  "--features", str(emb), "--out", str(out), "--no_progress", "--device", "cpu"]) == 0
     assert read_lines(out / "pool.txt") == pool
     results = json.loads((out / "results.json").read_text())
-    assert any(q["features"] == "external" for q in results["pretexts"])
+    assert any(q["features"] == str(emb) for q in results["pretexts"])
     first = read_lines(out / "runs" / "typiclust" / "seed-0" / "labeled_0.txt")
     assert len({p.split("/")[-2] for p in first}) == 4
 

@@ -87,7 +87,7 @@ def active_learning(
         if len(features) != len(pool):
             raise ParameterError("features", f"{{name}} has {len(features)} rows, one per pool image is {len(pool)}")
     elif backbone is not None or weights is not None:
-        from bal.pretext.backbone import embed_with_backbone
+        from bal.embedding.torchvision import embed_with_backbone
 
         if backbone is None or weights is None:
             raise ParameterError("backbone", "{name} and weights go together")

@@ -48,12 +48,14 @@ from bal.data import (
     subset,
 )
 from bal.data.presets import check_percentages
+from bal.embedding import check_embedding, create_embedder, embed_images, embedding_kind
+from bal.engine.head import HeadConfig
 from bal.engine.runfolder import bind_config
 from bal.engine.runtime import resolve_device
 from bal.engine.trainer import TrainConfig
 from bal.errors import BalError, ParameterError
-from bal.files import atomic_save_npy, atomic_write_json, held_lock, read_json, write_lines
-from bal.loop.cycles import run_cycles
+from bal.files import atomic_write_json, held_lock, read_json, write_lines
+from bal.loop.cycles import TASK_MODELS, HeadTask, run_cycles
 from bal.pretext.features import FEATURE_NORMS, VIEWS, cdd_order, load_features_file, normalise_features
 from bal.pretext.rotation import pretext_busy, train_rotation
 from bal.report import summarise, summary_table, write_results
@@ -100,10 +102,15 @@ class BenchConfig:
     order_from: str | None = None
     view: str | None = None  # the rotation view the strategies embed (None: each strategy's, else upright)
     feature_norm: str | None = None  # None: each strategy's, else none
-    features: str | None = None  # the user's own embedding (.npy): replaces the rotation features
-    backbone: str | None = None  # a pretrained torchvision backbone embeds the pool instead
-    weights: str | None = None  # its weights file
-    backbone_size: int = 224
+    embedding: str = "rotation"  # what the strategies read: rotation, efficientnet_lite0, timm:NAME,
+    #                               torchvision:NAME (with weights) or FILE.npy (bal.embedding)
+    weights: str | None = None  # the embedding network's weights file
+    embedding_size: int | None = None  # its input size (None: the model's own)
+    download: bool = False  # let timm download the weights it has no copy of
+    task_model: str = "scratch"  # scratch: net trained on the images each cycle (the paper's);
+    #                              linear: a head on the frozen embedding (bal.engine.head)
+    head_C: float = 1.0  # the head's inverse regularisation (scikit-learn's C)
+    head_hidden: int = 0  # 0: a linear head; else an MLP with this many hidden units
     rotation_epochs: int = 15
     rotation_batch_size: int = 128
     rotation_lr: float = 0.1
@@ -119,12 +126,19 @@ class BenchConfig:
     device: str = "auto"
 
     #: Older key names, still read.
-    ALIASES = {"percentages": "per_samples_list"}
+    ALIASES = {"percentages": "per_samples_list", "backbone_size": "embedding_size"}
 
     @classmethod
     def from_mapping(cls, values: dict, source: str = "configuration") -> "BenchConfig":
         names = {f.name for f in dataclasses.fields(cls)}
         clean = {}
+        values = dict(values)
+        # the older keys of an embedding: features: FILE.npy, and backbone: NAME with weights
+        if "features" in values or "backbone" in values:
+            if "embedding" in values or ("features" in values and "backbone" in values):
+                raise BalError(f"{source}: give one of embedding, features and backbone")
+            values["embedding"] = (values.pop("features") if "features" in values
+                                   else f"torchvision:{values.pop('backbone')}")
         for key, value in values.items():
             name = str(key).replace("-", "_")
             name = cls.ALIASES.get(name, name)
@@ -161,13 +175,16 @@ class BenchConfig:
                 check_percentages(self.per_samples_list)
             for name, low, high in (("pool_size", 1, None), ("val_size", 0, None), ("test_size", 1, None),
                                     ("subset_seed", 0, 2**32 - 1), ("clusters", 2, None), ("image_size", 8, 1024),
-                                    ("backbone_size", 16, 1024)):
+                                    ("embedding_size", 16, 1024), ("head_hidden", 0, None)):
                 if getattr(self, name) is not None:
                     check_int(name, getattr(self, name), low, high)
             for s in self.seeds:
                 check_int("seeds", s, 0, 2**32 - 1)
             if self.beta is not None:
                 check_real("beta", self.beta, low=0, low_open=True)
+            check_embedding(self.embedding)
+            check_choice("task_model", self.task_model, TASK_MODELS)
+            self.head_config()
         except ParameterError as e:
             raise BalError(f"{source}: {e}") from None
         known = list_strategies()
@@ -196,14 +213,18 @@ class BenchConfig:
             check_choice("view", self.view, VIEWS)
         if self.feature_norm is not None:
             check_choice("feature_norm", self.feature_norm, FEATURE_NORMS)
-        if (self.backbone is None) != (self.weights is None):
-            raise BalError(f"{source}: backbone and weights go together (a backbone needs its weights file)")
-        if self.features and self.backbone:
-            raise BalError(f"{source}: give features or a backbone, not both")
+        if self.embedding.startswith("torchvision:") and self.weights is None:
+            raise BalError(f"{source}: embedding {self.embedding} needs its weights file (weights: FILE)")
+        if self.task_model != "scratch" and embedding_kind(self.embedding) == "rotation":
+            raise BalError(f"{source}: task_model {self.task_model} is a head on a pretrained embedding: set "
+                           f"embedding (efficientnet_lite0, timm:NAME, torchvision:NAME or FILE.npy)")
 
     @property
     def percentages_used(self) -> list[float]:
         return list(self.per_samples_list) if self.per_samples_list else regime_percentages(self.regime)
+
+    def head_config(self) -> HeadConfig:
+        return HeadConfig(C=self.head_C, hidden=self.head_hidden)
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, momentum=self.momentum,
@@ -311,6 +332,8 @@ class Pretexts:
             config, pool, augment, device, progress, out)
         self._rotations: dict[int, Any] = {}
         self._external: np.ndarray | None = None
+        self._embedder = None
+        self._known_quality: dict[str, float] = {}  # k-NN accuracy of an embedding that is not rotation's
         self.quality: list[dict] = []  # one row per (seed, embedding): kNN and rotation accuracy
 
     def rotation(self, seed: int):
@@ -325,8 +348,8 @@ class Pretexts:
 
     def _reads_rotation(self, needs: frozenset[str]) -> bool:
         """Whether a strategy with ``needs`` reads the rotation pretext: for its losses, or for
-        features when the user gave no embedding of their own (``features``, ``backbone``)."""
-        return bool(needs) and ("losses" in needs or not (self.config.features or self.config.backbone))
+        features when the embedding is the rotation pretext's."""
+        return bool(needs) and ("losses" in needs or embedding_kind(self.config.embedding) == "rotation")
 
     def busy(self, seed: int, needs: frozenset[str]) -> bool:
         """True when a strategy with ``needs`` would wait for seed ``seed``'s pretext, which another
@@ -336,28 +359,40 @@ class Pretexts:
         return pretext_busy(pretext_folder(self.config, self.pool, seed))
 
     def external(self) -> np.ndarray | None:
-        """The user's embedding (``features``) or the backbone's, in pool order; None for rotation features."""
+        """The embedding in pool order when it is not the rotation pretext's (a file, or a pretrained
+        network's, computed once and cached); None for rotation features."""
         c = self.config
-        if self._external is None and c.features:
-            self._external = load_features_file(c.features, len(self.pool),
+        kind = embedding_kind(c.embedding)
+        if self._external is None and kind == "file":
+            self._external = load_features_file(c.embedding, len(self.pool),
                                                 f"the benchmark's pool ({self.out}/pool.txt)")
-        if self._external is None and c.backbone:
-            from bal.pretext.backbone import embed_with_backbone
-
-            key = hashlib.sha256(json.dumps([c.backbone, str(Path(c.weights).resolve()), c.backbone_size,
-                                             self.pool.paths]).encode()).hexdigest()[:12]
-            cached = self.out / "embeddings" / f"{c.backbone}-{key}.npy"
-            if cached.exists():
-                self._external = np.load(cached)
-            else:
-                self._external = embed_with_backbone(self.pool.images, c.backbone, c.weights, device=self.device,
-                                                     input_size=c.backbone_size, progress=self.progress)
-                atomic_save_npy(cached, self._external)
+        if self._external is None and kind == "pretrained":
+            self._external = self.embed(self.pool, "the pool")
         return self._external
+
+    def embed(self, images: ImageSet, what: str) -> np.ndarray:
+        """``images`` under the configuration's pretrained embedding (cached beside the image cache)."""
+        c = self.config
+        if self._embedder is None:
+            self._embedder = create_embedder(c.embedding, weights=c.weights, download=c.download,
+                                             input_size=c.embedding_size)
+        return embed_images(self._embedder, images.images, cache_dir=c.cache_dir, device=self.device,
+                            progress=self.progress, what=what)
+
+    def head_task(self, seed: int, split: ImageSet, split_name: str) -> HeadTask:
+        """The task of ``task_model: linear``: the embedding of the pool and of the evaluated split."""
+        c = self.config
+        if embedding_kind(c.embedding) == "file":
+            raise BalError(f"task_model {c.task_model} needs the {split_name} split embedded too; a FILE.npy "
+                           f"embeds only the pool: use a pretrained embedding")
+        pool = self.external()
+        self._record_quality(seed, "external", "none", pool, None)
+        return HeadTask(pool=pool, test=self.embed(split, f"the {split_name} split"), name=c.embedding,
+                        config=c.head_config())
 
     def for_pair(self, seed: int, needs: frozenset[str], view: str, norm: str) -> Pretext:
         """The pretext a strategy with ``needs`` reads in seed ``seed``: features of ``view`` (or the
-        user's / backbone's), normalised by ``norm``, and their CDD order (k-means seeded with ``seed``)."""
+        configuration's embedding), normalised by ``norm``, and their CDD order (k-means seeded with ``seed``)."""
         pretext = Pretext()
         if not needs:
             return pretext
@@ -377,13 +412,18 @@ class Pretexts:
         return pretext
 
     def _record_quality(self, seed, source, norm, features, rotation) -> None:
+        """One row of the embedding's diagnostics for ``seed``: its k-NN accuracy on the pool (and the
+        rotation accuracy). A rotation view's is kept in its pretext folder; another embedding's once here."""
+        if source == "external":
+            source = self.config.embedding
         if any(q["seed"] == seed and q["features"] == source and q["feature_norm"] == norm for q in self.quality):
             return
-        cache = pretext_folder(self.config, self.pool, seed) / "quality.json" if source != "external" else None
-        known = read_json(cache) if cache is not None and cache.exists() else {}
+        rotating = embedding_kind(self.config.embedding) == "rotation"
+        cache = pretext_folder(self.config, self.pool, seed) / "quality.json" if rotating else None
+        known = read_json(cache) if cache is not None and cache.exists() else self._known_quality
         key = f"{source}-{norm}"
         if key not in known:
-            known[key] = knn_accuracy(features, self.pool.labels)
+            known[key] = knn_accuracy(np.asarray(features), self.pool.labels)
             if cache is not None:
                 atomic_write_json(cache, known)
         self.quality.append({"seed": seed, "features": source, "feature_norm": norm, "knn_accuracy": known[key],
@@ -461,11 +501,12 @@ def run_bench(config: BenchConfig, *, progress: bool = True) -> list[dict]:
                          "running other pairs first", spec, seed)
                 return False
             pretext = pretexts.for_pair(seed, strategy.needs, pretext_options["view"], pretext_options["norm"])
+            head = pretexts.head_task(seed, evaluate_on, config.eval) if config.task_model == "linear" else None
             t0 = time.perf_counter()
             done[i] = run_cycles(pool, evaluate_on, strategy=strategy, budgets=budgets, pretext=pretext,
                                  train=train_config, augment=data.augment, net=config.net,
                                  warm_start=config.warm_start, seed=seed, out_dir=run_dir, device=device,
-                                 progress=progress, split_name=config.eval)
+                                 progress=progress, split_name=config.eval, head=head)
         accs = " ".join(f"{r['accuracy']:.1f}" for r in done[i])
         log.info("bench [%d/%d] %s seed %d: %s (%.0f s)", i + 1, len(pairs), spec, seed, accs,
                  time.perf_counter() - t0)

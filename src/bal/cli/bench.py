@@ -10,6 +10,7 @@ from bal.cli.flags import (
     add_warm_start,
     addendum,
     count,
+    embedding,
     flatten,
     image_side,
     milestone,
@@ -19,13 +20,16 @@ from bal.cli.flags import (
     positive_int,
     seed,
 )
+from bal.errors import BalError
 
 
 def add_bench_commands(sub) -> dict:
     """Add bench and demo to ``bal``'s sub-commands; returns {command: handler}."""
     from bal.bench import EVAL_SPLITS
     from bal.data import REGIMES
-    from bal.pretext.backbone import BACKBONES
+    from bal.embedding import EMBEDDING_FORMS
+    from bal.embedding.torchvision import BACKBONES
+    from bal.loop.cycles import TASK_MODELS
     from bal.pretext.features import FEATURE_NORMS, VIEWS
     from bal.selection import list_strategies, split_strategy_list
     from bal.selection.strategies import ORDER_SOURCES
@@ -86,11 +90,21 @@ def add_bench_commands(sub) -> dict:
     add(g, "--skip_bad_images", action="store_true", default=None, help="leave unreadable files out")
     add(g, "--view", choices=list(VIEWS), default=None, help="rotation view the strategies embed")
     add(g, "--feature_norm", choices=list(FEATURE_NORMS), default=None, help="normalisation before k-means")
-    add(g, "--features", default=None, metavar="FILE.npy",
-        help="your own embedding of the pool, one row per line of OUT/pool.txt")
-    add(g, "--backbone", choices=list(BACKBONES), default=None, help="embed the pool with a pretrained backbone")
-    add(g, "--weights", default=None, metavar="FILE", help="the backbone's weights (never downloaded)")
-    add(g, "--backbone_size", type=image_side, default=None, help="side the images are resized to for the backbone")
+    add(g, "--embedding", "--features", dest="embedding", type=embedding, default=None,
+        help=f"what the strategies read: {', '.join(EMBEDDING_FORMS)} (a .npy: one row per line of OUT/pool.txt; "
+             f"default: rotation)")
+    add(g, "--backbone", choices=list(BACKBONES), default=None,
+        help="older name of --embedding torchvision:NAME")
+    add(g, "--weights", default=None, metavar="FILE", help="the embedding network's weights file")
+    add(g, "--embedding_size", "--backbone_size", dest="embedding_size", type=image_side, default=None,
+        help="side the images are resized to for the embedding network (default: the model's own)")
+    add(g, "--download", action="store_true", default=None,
+        help="let timm download weights it has no copy of (never otherwise)")
+    add(g, "--task_model", choices=list(TASK_MODELS), default=None,
+        help="scratch: the network trained on the images each cycle (the paper's); linear: a head on the "
+             "frozen embedding")
+    add(g, "--head_C", type=positive_float, default=None, help="the head's inverse regularisation (default 1)")
+    add(g, "--head_hidden", type=count, default=None, help="hidden units of an MLP head (default 0: linear)")
     add(g, "--pretext_dir", default=None,
         help="where finished pretexts are kept and found (default: pretexts beside --out)")
     add(g, "--out", default=None, help="output folder (default: runs/bench)")
@@ -120,6 +134,10 @@ def cmd_bench(args) -> int:
     for key in ("per_samples_list", "seeds", "milestones", "rotation_milestones"):
         if key in overrides:
             overrides[key] = flatten(overrides[key])
+    if "backbone" in overrides:
+        if "embedding" in overrides:
+            raise BalError("give --embedding or --backbone, not both")
+        overrides["embedding"] = f"torchvision:{overrides.pop('backbone')}"
     config = BenchConfig.from_mapping({**dataclasses.asdict(config), **overrides}, source="bal bench")
     output_folder(config.out, "--out")
     run_bench(config, progress=not args.no_progress)

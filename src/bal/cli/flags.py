@@ -159,6 +159,16 @@ def strategy_spec(text: str) -> str:
         raise argparse.ArgumentTypeError(e.named("strategy"))
 
 
+def embedding(text: str) -> str:
+    """An embedding's name (bal.embedding.EMBEDDING_FORMS); nothing is loaded yet."""
+    from bal.embedding import check_embedding
+
+    try:
+        return check_embedding(text)
+    except ParameterError as e:
+        raise argparse.ArgumentTypeError(e.named("embedding"))
+
+
 def positive_float(text: str) -> float:
     try:
         value = float(text)

@@ -95,7 +95,7 @@ def add_embedding_flags(p: argparse.ArgumentParser, backbone: bool = True, defau
     """Which features the selection rules see: a rotation view, normalised or not, or your own.
     Without ``defaults`` a flag left out is None: the strategy's own, else upright and none
     (:func:`embedding_of`); or, for bal query, the project's stored value."""
-    from bal.pretext.backbone import BACKBONES
+    from bal.embedding.torchvision import BACKBONES
     from bal.pretext.features import FEATURE_NORMS, VIEWS
 
     g = p.add_argument_group("features the selection rules see (CDD, typiclust, probcover, --first typical)")
@@ -139,7 +139,7 @@ def given_features(args, pool_paths, images=None, device="cpu"):
     if getattr(args, "backbone", None) or getattr(args, "weights", None):
         if not (args.backbone and args.weights):
             raise BalError("--backbone and --weights go together: name the network and its weights file")
-        from bal.pretext.backbone import embed_with_backbone
+        from bal.embedding.torchvision import embed_with_backbone
 
         if images is None:
             raise BalError("--backbone needs the images: give --datapath and --dataset")

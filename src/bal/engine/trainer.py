@@ -324,8 +324,13 @@ def evaluate(
     batch_size: int | None = None,
 ) -> tuple[float, np.ndarray]:
     """Top-1 accuracy in percent, and per-class accuracy in percent (n_classes,), NaN for absent classes."""
-    labels = np.asarray(labels)
     logits = predict(model, images, np.arange(len(labels)), augment, device=device, batch_size=batch_size)
+    return accuracy_of(logits, labels, n_classes)
+
+
+def accuracy_of(logits: np.ndarray, labels: np.ndarray, n_classes: int) -> tuple[float, np.ndarray]:
+    """Top-1 accuracy in percent of ``logits`` (N, C), and per class (NaN for classes absent from ``labels``)."""
+    labels = np.asarray(labels)
     correct = logits.argmax(1) == labels
     per_class = np.full(n_classes, np.nan)
     for c in range(n_classes):

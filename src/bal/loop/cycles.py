@@ -26,7 +26,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -34,21 +34,52 @@ import torch
 
 from bal.data import BatchAugment, ImageSet
 from bal.engine import runtime
+from bal.engine.head import HeadConfig, fit_head, head_outputs
 from bal.engine.runfolder import bind_config, bind_content
 from bal.engine.runtime import derive_seed
-from bal.engine.trainer import TrainConfig, evaluate, predict, train_model
+from bal.engine.trainer import TrainConfig, accuracy_of, evaluate, predict, train_model
 from bal.errors import BalError
-from bal.files import atomic_write_json, atomic_write_text, held_lock, read_json, read_lines, write_csv, write_lines
+from bal.files import (
+    atomic_torch_save,
+    atomic_write_json,
+    atomic_write_text,
+    held_lock,
+    load_torch,
+    read_json,
+    read_lines,
+    write_csv,
+    write_lines,
+)
 from bal.loop.pool import LabelledPool
 from bal.models import create_model, load_model_file, save_model_file
+from bal.models.head import Head, head_statistics
 from bal.selection.strategies import Pretext, SelectionContext, Strategy
 
-__all__ = ["METRIC_COLUMNS", "Outputs", "run_cycles", "select_cycle"]
+__all__ = ["METRIC_COLUMNS", "TASK_MODELS", "HeadTask", "Outputs", "run_cycles", "select_cycle"]
 
 log = logging.getLogger("bal")
 
 #: outputs(indices) -> (logits (M, C), features (M, D)) of the previous cycle's model
 Outputs = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+#: What is trained each cycle: ``scratch``, the network on the images (the paper's), or ``linear``,
+#: a head on a frozen embedding (:class:`HeadTask`).
+TASK_MODELS = ("scratch", "linear")
+
+
+@dataclass
+class HeadTask:
+    """The task model of ``--task_model linear``: a head on a frozen embedding (:mod:`bal.engine.head`).
+
+    ``pool`` and ``test`` are the embedding's rows for the pool and the evaluated split, in
+    their image order; ``name`` identifies the embedding (recorded with the run's settings).
+    """
+
+    pool: np.ndarray
+    test: np.ndarray
+    name: str
+    config: HeadConfig = field(default_factory=HeadConfig)
+
 
 #: Per-cycle metrics columns: (key, header, format) for tables; the keys for CSV files.
 METRIC_COLUMNS = [
@@ -142,6 +173,7 @@ def run_cycles(
     progress: bool = True,
     on_cycle: Callable[[dict], None] | None = None,
     split_name: str = "test",
+    head: HeadTask | None = None,
 ) -> list[dict]:
     """Run every cycle and return one metrics dict per cycle.
 
@@ -158,12 +190,16 @@ def run_cycles(
         temporary folder that is removed afterwards (no resume).
     on_cycle : called with each cycle's metrics as soon as it is finished.
     split_name : what ``test`` is, for the log (``bal bench`` evaluates on a validation split).
+    head : the task model is a head on this embedding (``--task_model linear``) instead of
+        ``net`` trained on the images (``train``, ``augment``, ``warm_start`` then unused).
     """
     if not len(budgets):
         raise BalError("no cycles to run: the budget list is empty")
     run = _Run(pool, test, strategy, list(budgets), pretext or Pretext(), train, augment, net, warm_start, seed,
                torch.device(device), progress, on_cycle)
     run.split_name = split_name
+    if head is not None:
+        run.use_head(head)
     if out_dir is not None:
         return run.run(Path(out_dir))
     if runtime.info().enabled:
@@ -193,9 +229,24 @@ class _Run:
         self.n_classes = len(pool.classes)
         self.out = Path()
         self.split_name = "test"
+        self.head: HeadTask | None = None
+        self.head_stats: tuple[np.ndarray, np.ndarray] | None = None
+
+    def use_head(self, head: HeadTask) -> None:
+        if len(head.pool) != self.n or len(head.test) != len(self.test):
+            raise BalError(f"the embedding {head.name} has {len(head.pool)} pool and {len(head.test)} "
+                           f"{self.split_name} rows, for {self.n} and {len(self.test)} images")
+        self.head, self.head_stats = head, head_statistics(head.pool)
 
     # -- files -----------------------------------------------------------------------
     def settings(self) -> dict:
+        if self.head is not None:
+            return {"task_model": {"head": asdict(self.head.config), "embedding": self.head.name,
+                                   "pool": _digest(np.asarray(self.head.pool))},
+                    **{k: v for k, v in self._settings().items() if k not in ("net", "warm_start", "train")}}
+        return self._settings()
+
+    def _settings(self) -> dict:
         return {
             "net": self.net,
             "budgets": list(self.budgets),
@@ -231,6 +282,11 @@ class _Run:
         return self.out / f"model_{c}.pth"
 
     def save_model(self, model, c: int) -> None:
+        if self.head is not None:
+            atomic_torch_save(self.model_path(c), {"format": "bal-head", "dim": int(self.head.pool.shape[1]),
+                                                   "classes": list(self.pool.classes), "hidden": model.hidden,
+                                                   "embedding": self.head.name, "state_dict": model.state_dict()})
+            return
         save_model_file(self.model_path(c), model, net=self.net, image_size=int(self.images.shape[1]),
                         normalisation=self.augment.state(), classes=list(self.pool.classes))
 
@@ -252,10 +308,15 @@ class _Run:
             self.save_model(model, c)
             (self.out / f"ckpt_{c}.pth").unlink(missing_ok=True)
             return model
+        if self.head is not None:
+            return load_head(path, redo)
         return load_model_file(path, redo)[0]
 
     def train_cycle(self, c: int, labelled: LabelledPool):
         """Train cycle ``c``'s model on ``labelled`` (resuming from its per-epoch checkpoint)."""
+        if self.head is not None:
+            return fit_head(self.head.pool, self.pool.labels, labelled.order, classes=self.n_classes,
+                            config=self.head.config, seed=self.seed, stream=("cycle", c), statistics=self.head_stats)
         model = self.load_model(c - 1) if c > 0 and self.warm_start else self.new_model(c)
         train_model(
             model, self.images, self.labels, labelled.order, self.train, self.augment,
@@ -281,6 +342,8 @@ class _Run:
             model = self.load_model(c - 1)
 
             def outputs(indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                if self.head is not None:
+                    return head_outputs(model, self.head.pool, indices)
                 return predict(model, self.images, indices, self.augment, device=self.device, features=True,
                                progress=self.progress, desc=f"cycle {c} score")
 
@@ -339,9 +402,13 @@ class _Run:
 
     def finish_cycle(self, c: int, model, labelled: LabelledPool, info: dict, t0: float, rows: list[dict]) -> dict:
         """Evaluate, save the model, and commit the cycle (rank 0 only)."""
-        accuracy, per_class = evaluate(
-            model, self.test_images, self.test.labels, self.augment, self.n_classes, device=self.device
-        )
+        if self.head is not None:
+            logits, _ = head_outputs(model, self.head.test, np.arange(len(self.test)))
+            accuracy, per_class = accuracy_of(logits, self.test.labels, self.n_classes)
+        else:
+            accuracy, per_class = evaluate(
+                model, self.test_images, self.test.labels, self.augment, self.n_classes, device=self.device
+            )
         self.save_model(model, c)
         counts, entropy = class_balance(self.pool.labels[labelled.order], self.n_classes)
         row = {
@@ -374,3 +441,13 @@ def _digest(array: np.ndarray | None) -> str | None:
     if array is None:
         return None
     return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()[:16]
+
+
+def load_head(path: str | os.PathLike, redo: str) -> Head:
+    """A head saved by a run with ``--task_model linear`` (loaded as data only)."""
+    saved = load_torch(path, "a head of bal (--task_model linear)", redo, kind="model file")
+    if not isinstance(saved, dict) or saved.get("format") != "bal-head":
+        raise BalError(f"{path} is not a head saved by bal; {redo}")
+    head = Head(int(saved["dim"]), len(saved["classes"]), int(saved["hidden"]))
+    head.load_state_dict(saved["state_dict"])
+    return head.eval()

@@ -210,7 +210,7 @@ def pretext(project: Project, pool: ImageSet, rows: Sequence[ImageRow], augment,
         features = load_features_file(embedding["features"], len(rows), f"the pool of {project.folder} "
                                       f"(listed in {project.folder / 'pool.txt'})")
     elif embedding.get("backbone") or embedding.get("weights"):
-        from bal.pretext.backbone import embed_with_backbone
+        from bal.embedding.torchvision import embed_with_backbone
 
         if not (embedding.get("backbone") and embedding.get("weights")):
             raise BalError("--backbone and --weights go together: name the network and its weights file")

