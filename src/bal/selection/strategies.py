@@ -382,6 +382,9 @@ ADDENDUM_RULES = ("budget", "even")
 #: Where a sub-pool strategy's order comes from in cycles after the first: the pretext's CDD
 #: order throughout (the paper), or the CDD of the previous task model's features.
 ORDER_SOURCES = ("pretext", "model")
+#: Which way the windows slide along the CDD order: ascending (the paper: the hardest-to-cluster
+#: images first) or descending. The authors' code parses a --sort flag and never reads it.
+ORDER_DIRECTIONS = ("ascending", "descending")
 
 
 class SubPoolStrategy(Strategy):
@@ -398,7 +401,7 @@ class SubPoolStrategy(Strategy):
 
     def __init__(self, name: str, *, beta: float, order_by: str = "cdd", window: str = "centred",
                  first: str = "high1st", sampling: str = "confidence", addendum: int | str | None = None,
-                 order_from: str = "pretext"):
+                 order_from: str = "pretext", order: str = "ascending"):
         self.name, self.order_by = name, order_by
         self.beta = check_real("beta", beta, low=0, low_open=True)
         self.window = check_choice("window", window, WINDOW_MODES)
@@ -410,6 +413,7 @@ class SubPoolStrategy(Strategy):
             addendum = check_int("addendum", addendum, 1)
         self.addendum = addendum
         self.order_from = check_choice("order_from", order_from, ORDER_SOURCES)
+        self.direction = check_choice("order", order, ORDER_DIRECTIONS)
         self.cycle0 = f"{first} over the first window"
         needs = {"order"} if order_by == "cdd" else {"losses"}
         self.needs = frozenset(needs | ({"features"} if first == "typical" else set()))
@@ -419,6 +423,8 @@ class SubPoolStrategy(Strategy):
                "first": self.first, "sampling": self.sampling, "addendum": self.addendum}
         if self.order_from != "pretext":
             out["order_from"] = self.order_from
+        if self.direction != "ascending":  # absent by default: the paper's run folders stay as they were
+            out["order"] = self.direction
         return out
 
     def unit(self, n: int, budgets: Sequence[int]) -> int:
@@ -433,6 +439,10 @@ class SubPoolStrategy(Strategy):
         return int(rule)
 
     def order(self, ctx: SelectionContext) -> np.ndarray:
+        order = self._ascending(ctx)
+        return order if self.direction == "ascending" else np.asarray(order)[::-1].copy()
+
+    def _ascending(self, ctx: SelectionContext) -> np.ndarray:
         if self.order_by == "rotation_loss":
             return np.argsort(-np.asarray(ctx.pretext.losses, dtype=np.float64), kind="stable")
         if self.order_from == "model" and ctx.outputs is not None:
@@ -473,10 +483,11 @@ def pt4al(*, addendum: int | str | None = None) -> SubPoolStrategy:
 @register_strategy("bal")
 def bal(*, beta: float, window: str = WINDOW_MODES[0], first: str = FIRST_RULES[0],
         sampling: str = SAMPLING_RULES[0], addendum: int | str | None = None,
-        order_from: str = ORDER_SOURCES[0]) -> SubPoolStrategy:
-    """BAL (docs/method.md step 3): the paper's centred windows, ``high1st`` then least confidence by default."""
+        order_from: str = ORDER_SOURCES[0], order: str = ORDER_DIRECTIONS[0]) -> SubPoolStrategy:
+    """BAL (docs/method.md step 3): the paper's centred windows, ``high1st`` then least confidence by default;
+    ``order=descending`` slides the windows from the other end of the CDD order."""
     return SubPoolStrategy("bal", beta=beta, window=window, first=first, sampling=sampling, addendum=addendum,
-                           order_from=order_from)
+                           order_from=order_from, order=order)
 
 
 @register_strategy("bal-released")
