@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from bal.errors import BalError
-from bal.selection import baselines
+from bal.selection import baselines, diversity, geometry
 from bal.selection.baselines import (
     badge_select,
     gradient_embedding,
@@ -240,8 +240,8 @@ def test_kmeanspp_all_duplicates_uniform_and_exact_zero_distances():
     # recheck these distances are +-tens, not 0, and the picks follow that noise.
     for rows in range(2, 10):
         dup = np.stack([a] * rows)
-        norms2 = baselines._row_sq_norms(dup)
-        np.testing.assert_array_equal(baselines._sq_dists_to_row(dup, norms2, 0), np.zeros(rows))
+        norms2 = geometry._row_sq_norms(dup)
+        np.testing.assert_array_equal(geometry._sq_dists_to_row(dup, norms2, 0), np.zeros(rows))
     seconds = [int(kmeanspp_seeding(x, 2, seed)[1]) for seed in range(80)]
     counts = np.bincount(seconds, minlength=5)
     assert counts[0] == 0 and counts[1:].min() >= 8, counts
@@ -395,6 +395,6 @@ def test_badge_on_factors_picks_what_the_dense_embeddings_pick(monkeypatch):
     rng = np.random.default_rng(0)
     logits, features = rng.normal(size=(300, 4)), rng.normal(size=(300, 6))
     dense = badge_select(logits, features, 20, 3)
-    monkeypatch.setattr(baselines, "_BADGE_DENSE_LIMIT", 0)
-    monkeypatch.setattr(baselines, "gradient_embedding", lambda *a: pytest.fail("built the embeddings"))
+    monkeypatch.setattr(diversity, "_BADGE_DENSE_LIMIT", 0)
+    monkeypatch.setattr(diversity, "gradient_embedding", lambda *a: pytest.fail("built the embeddings"))
     np.testing.assert_array_equal(badge_select(logits, features, 20, 3), dense)
