@@ -193,3 +193,51 @@ def test_order_from_the_model_features():
     assert set(picked.tolist()) <= set(range(30, 40))  # the window of the new order holds the boundary points
     with pytest.raises(BalError, match="order_from"):
         create_strategy("bal", beta=1.0, order_from="labels")
+
+
+def test_dropout_disagreement_by_hand():
+    from bal.selection.dropquery import dropout_disagreement
+
+    # class 0 wins only through feature 0: a copy that drops it flips to class 1, one that keeps it does not
+    x = np.array([[1.0, 0.0], [0.0, 1.0]])
+    w = np.array([[1.0, 0.0], [0.0, 0.0]])
+    b = np.array([0.0, 0.5])
+    p, m = 0.5, 8
+    got = dropout_disagreement(x, w, b, np.random.default_rng(3), p=p, m=m)
+    draws = np.random.default_rng(3).random((m, 2, 2)) >= p  # the same stream: keep masks per copy
+    assert got[0] == np.mean(~draws[:, 0, 0]) and got[1] == 0.0  # row 1 is class 1 with or without dropout
+    assert dropout_disagreement(x, w, b, 0, p=0.0).tolist() == [0.0, 0.0]
+
+
+def test_dropquery_picks_one_candidate_per_cluster_and_tops_up():
+    from bal.selection.dropquery import dropquery_select
+
+    # candidates: two tight pairs far apart (rows 0-1 and 2-3); rows 4-5 are not candidates
+    x = np.array([[0.0, 0.0], [0.0, 0.1], [10.0, 0.0], [10.0, 0.1], [5.0, 5.0], [5.0, 5.1]])
+    disagreement = np.array([1.0, 1.0, 1.0, 1.0, 0.0, 0.5])  # 0.5 is not more than half
+    picked = dropquery_select(x, np.zeros(6, bool), 2, 0, disagreement=disagreement)
+    assert sorted(int(i) // 2 for i in picked) == [0, 1]  # one of each candidate pair, never row 4 or 5
+    labelled = np.array([True, True, True, False, False, False])
+    picked = dropquery_select(x, labelled, 2, 0, disagreement=disagreement)
+    assert picked[0] == 3 and picked[1] in (4, 5)  # the one candidate left, then a top-up from the rest
+    cold = dropquery_select(x, np.zeros(6, bool), 3, 0)  # no model: nearest the centres of all rows
+    assert sorted(int(i) // 2 for i in cold) == [0, 1, 2]
+
+
+def test_dropquery_strategy_reads_the_models_last_layer():
+    features = np.concatenate([BLOBS, BLOBS + 0.01])
+    w, b = np.eye(2, 2), np.zeros(2)
+
+    def outputs(indices):
+        return np.zeros((len(indices), 2)), features[indices, :2]
+
+    strategy = create_strategy("dropquery")
+    assert strategy.feature_norm == "l2"
+    ctx = SelectionContext(cycle=1, budgets=[3, 3], labelled=np.zeros(30, bool), rng=np.random.default_rng(0),
+                           pretext=Pretext(features=features), outputs=outputs, classifier=(w, b), n_classes=3)
+    picked, info = strategy.select(ctx)
+    assert len(set(picked.tolist())) == 3 and info["rule"] == "dropquery" and info["candidates"] >= 0
+    with pytest.raises(BalError, match="last linear layer"):
+        strategy.select(SelectionContext(cycle=1, budgets=[3, 3], labelled=np.zeros(30, bool),
+                                         rng=np.random.default_rng(0), pretext=Pretext(features=features),
+                                         outputs=outputs))

@@ -79,15 +79,18 @@ def fit_head(features: np.ndarray, labels: np.ndarray, indices: np.ndarray, *, c
 @torch.inference_mode()
 def head_outputs(head: Head, features: np.ndarray, indices: np.ndarray, rows: int = 8192
                  ) -> tuple[np.ndarray, np.ndarray]:
-    """``(logits (M, C), inputs (M, D))`` of the head for rows ``indices``: what uncertainty rules, BADGE
-    and core-set read of a task model (the inputs are the head's standardised embedding)."""
+    """``(logits (M, C), features (M, D))`` of the head for rows ``indices``: what uncertainty rules, BADGE
+    and core-set read of a task model. The features are those its last linear layer reads: the
+    standardised embedding for a linear head, the hidden activations for an MLP."""
     logits, inputs = [], []
     idx = np.asarray(indices, dtype=np.int64)
     for start in range(0, len(idx), rows):
         x = head.inputs(torch.from_numpy(np.asarray(features[idx[start : start + rows]], dtype=np.float32)))
+        if head.hidden:  # the penultimate activations, on which the last layer acts
+            x = head.layers[:-1](x)
         inputs.append(x.numpy())
-        logits.append(head.layers(x).numpy())
+        logits.append((head.layers[-1] if head.hidden else head.layers)(x).numpy())
     if not logits:
-        return np.zeros((0, head.layers(torch.zeros(1, len(head.mean))).shape[1]), np.float32), np.zeros(
-            (0, len(head.mean)), np.float32)
+        last = head.layers[-1] if head.hidden else head.layers
+        return np.zeros((0, last.out_features), np.float32), np.zeros((0, last.in_features), np.float32)
     return np.concatenate(logits), np.concatenate(inputs)

@@ -55,7 +55,7 @@ from bal.models import create_model, load_model_file, save_model_file
 from bal.models.head import Head, head_statistics
 from bal.selection.strategies import Pretext, SelectionContext, Strategy
 
-__all__ = ["METRIC_COLUMNS", "TASK_MODELS", "HeadTask", "Outputs", "run_cycles", "select_cycle"]
+__all__ = ["METRIC_COLUMNS", "TASK_MODELS", "HeadTask", "Outputs", "last_linear", "run_cycles", "select_cycle"]
 
 log = logging.getLogger("bal")
 
@@ -128,6 +128,7 @@ def select_cycle(
     outputs: Outputs | None,
     seed: int,
     n_classes: int | None = None,
+    classifier: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, dict]:
     """One cycle's selection: ``budgets[cycle]`` unlabelled pool indices, and how they were chosen.
 
@@ -140,7 +141,7 @@ def select_cycle(
     ctx = SelectionContext(
         cycle=cycle, budgets=list(budgets), labelled=pool.labelled.copy(),
         rng=np.random.default_rng(derive_seed(seed, "select", cycle)), pretext=pretext, outputs=outputs,
-        n_classes=n_classes,
+        n_classes=n_classes, classifier=classifier,
     )
     picked, info = strategy.select(ctx)
     picked = np.asarray(picked, dtype=np.int64)
@@ -337,9 +338,10 @@ class _Run:
 
     # -- one cycle ---------------------------------------------------------------------
     def select(self, c: int, labelled: LabelledPool) -> tuple[np.ndarray, dict]:
-        outputs = None
+        outputs = classifier = None
         if c > 0:
             model = self.load_model(c - 1)
+            classifier = last_linear(model)
 
             def outputs(indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
                 if self.head is not None:
@@ -348,7 +350,7 @@ class _Run:
                                progress=self.progress, desc=f"cycle {c} score")
 
         picked, info = select_cycle(self.strategy, labelled, c, self.budgets, pretext=self.pretext,
-                                    outputs=outputs, seed=self.seed, n_classes=self.n_classes)
+                                    outputs=outputs, seed=self.seed, n_classes=self.n_classes, classifier=classifier)
         if outputs is not None:
             # diagnostic, simulation only: how many of the new picks the previous model got wrong
             predicted = outputs(picked)[0].argmax(1)
@@ -451,3 +453,9 @@ def load_head(path: str | os.PathLike, redo: str) -> Head:
     head = Head(int(saved["dim"]), len(saved["classes"]), int(saved["hidden"]))
     head.load_state_dict(saved["state_dict"])
     return head.eval()
+
+
+def last_linear(model) -> tuple[np.ndarray, np.ndarray]:
+    """``(W, b)`` of a task model's last linear layer, the one applied to the features its outputs give."""
+    layer = model.head if not isinstance(model, Head) else (model.layers if not model.hidden else model.layers[-1])
+    return (layer.weight.detach().float().cpu().numpy(), layer.bias.detach().float().cpu().numpy())

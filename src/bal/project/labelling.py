@@ -282,7 +282,7 @@ def query(
     import torch
 
     from bal.engine.trainer import predict
-    from bal.loop.cycles import select_cycle
+    from bal.loop.cycles import last_linear, select_cycle
     from bal.selection import Pretext
 
     rows = pool_rows(project)
@@ -340,10 +340,11 @@ def query(
     q = sum(1 for c in project.cycles() if c["budget"] > 0)
     n_planned = planned_cycles(q, len(rows), budget)
     fitted = latest_fitted_cycle(project)
-    outputs = None
+    outputs = classifier = None
     if fitted is not None:
         log.info("query: scoring with the model of cycle %d", fitted["id"])
         model, augment = load_task_model(project, fitted)
+        classifier = last_linear(model)
 
         def outputs(indices: np.ndarray):
             return predict(model, pool.images, indices, augment, device=device, features=True, progress=progress,
@@ -351,7 +352,7 @@ def query(
 
     log.info("query: selecting %d of %d unlabelled images with %s", budget, n_unlabelled, strategy.name)
     picked, info = select_cycle(strategy, labelled, q, [budget] * n_planned, pretext=pre, outputs=outputs,
-                                seed=int(settings["seed"]), n_classes=len(project.classes))
+                                seed=int(settings["seed"]), n_classes=len(project.classes), classifier=classifier)
     _, previous = project.current_selection()
     unlabelled_before = sum(1 for r in previous if r.label is None and r.status == "ok")
     selected = [rows[i] for i in picked]

@@ -55,7 +55,7 @@ from typing import Any
 
 import numpy as np
 
-from bal.errors import ParameterError
+from bal.errors import BalError, ParameterError
 from bal.registry import Registry
 from bal.selection.baselines import (
     badge_select,
@@ -65,6 +65,7 @@ from bal.selection.baselines import (
     probcover_select,
     typiclust_select,
 )
+from bal.selection.dropquery import dropout_disagreement, dropquery_select
 from bal.selection.first import FIRST_RULES, select_first
 from bal.selection.specs import EMBEDDING_OPTIONS, parse_strategy
 from bal.selection.subpool import WINDOW_MODES, build_subpool, subpool_window
@@ -114,6 +115,8 @@ class SelectionContext:
     pretext: Pretext = field(default_factory=Pretext)
     outputs: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None
     n_classes: int | None = None  # for rules that cluster into as many groups as classes
+    # the previous model's last linear layer (W (C, D), b (C,)), on the features ``outputs`` gives
+    classifier: tuple[np.ndarray, np.ndarray] | None = None
 
     @property
     def k(self) -> int:
@@ -369,6 +372,39 @@ class ProbCoverStrategy(Strategy):
         delta = self.delta(ctx)
         picked = probcover_select(_unit_rows(ctx.pretext.features), ctx.labelled, ctx.k, delta, ctx.rng)
         return picked, {"rule": "probcover", "delta": delta}
+
+
+@register_strategy("dropquery")
+class DropQueryStrategy(Strategy):
+    """Candidates whose prediction flips under feature dropout, one per k-means cluster of the embedding
+    (Gupte et al., TMLR 2024; :mod:`bal.selection.dropquery`). Cycle 0: the images nearest the k-means
+    centres of the embedding."""
+
+    name = "dropquery"
+    cycle0 = "dropquery (nearest the k-means centres)"
+    needs = frozenset({"features"})
+    feature_norm = "l2"
+
+    def __init__(self, *, p: float = 0.75, m: int = 3):
+        self.p = check_real("p", p, low=0, high=1, high_open=True)
+        self.m = check_int("m", m, 1)
+
+    def settings(self) -> dict:
+        return {"name": self.name, "p": self.p, "m": self.m}
+
+    def select(self, ctx):
+        disagreement = None
+        if ctx.outputs is not None:
+            if ctx.classifier is None:
+                raise BalError("dropquery needs the previous model's last linear layer, which this caller "
+                               "does not give")
+            candidates = ctx.unlabelled
+            _, features = ctx.outputs(candidates)
+            disagreement = np.zeros(len(ctx.labelled))
+            disagreement[candidates] = dropout_disagreement(features, *ctx.classifier, ctx.rng, p=self.p, m=self.m)
+        picked = dropquery_select(ctx.pretext.features, ctx.labelled, ctx.k, ctx.rng, disagreement=disagreement)
+        n_candidates = None if disagreement is None else int((disagreement[ctx.unlabelled] > 0.5).sum())
+        return picked, {"rule": "dropquery", "candidates": n_candidates}
 
 
 def _unit_rows(x: np.ndarray) -> np.ndarray:
