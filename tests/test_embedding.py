@@ -263,3 +263,22 @@ def test_real_lite0_weights_see_what_is_in_a_photo():
     names = [ImageNetInfo().index_to_description(i) for i in top]
     assert names[0] in ("palace", "monastery", "bell cote, bell cot") and names[1] == "daisy", names
     del head
+
+
+def test_api_with_a_pretrained_embedding_and_a_head(tiny_weights, tmp_path, monkeypatch):
+    import bal
+
+    monkeypatch.setenv("BAL_CACHE_DIR", str(tmp_path / "cache"))
+    path, _ = tiny_weights
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3), 12)
+    pool = bal.images_from_arrays(images(36, 16), labels, ["a", "b", "c"])
+    test = bal.images_from_arrays(images(9, 16, seed=1), labels[::4], ["a", "b", "c"])
+    rows = bal.active_learning(pool, test, percentages=[10, 10], strategy="typiclust", embedding=f"timm:{TINY}",
+                               weights=path, embedding_size=32, task_model="linear")
+    assert [r["labelled"] for r in rows] == [3, 6]
+    with pytest.raises(ParameterError, match="linear"):
+        bal.active_learning(pool, test, percentages=[10], task_model="linear")
+    with pytest.raises(ParameterError, match="not both"):
+        bal.active_learning(pool, test, percentages=[10], features=rng.normal(size=(36, 4)), embedding=f"timm:{TINY}",
+                            weights=path)

@@ -168,7 +168,7 @@ def test_backbone_from_a_local_weights_file(toy, weights, tmp_path, capsys):
     for argv, word in ((["--backbone", "resnet18", "--weights", str(garbage)], "not a torch weights file"),
                        (["--backbone", "resnet50", "--weights", str(weights)], "does not fit torchvision's resnet50"),
                        (["--backbone", "resnet18", "--weights", str(tmp_path / "none.pth")], "no such file"),
-                       (["--backbone", "resnet18"], "go together")):
+                       (["--backbone", "resnet18"], "needs its weights file")):
         assert main(["kmeans", "--load", str(toy / "ckpt"), *data_flags(toy), *argv, "--no_progress"]) == 2
         err = capsys.readouterr().err
         assert word in err and "Traceback" not in err, err

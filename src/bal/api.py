@@ -18,12 +18,14 @@ from bal.data import (
     generic_preset,
     regime_percentages,
 )
+from bal.embedding import EmbeddingChoice
+from bal.engine.head import HeadConfig
 from bal.engine.trainer import TrainConfig
 from bal.errors import ParameterError
-from bal.loop.cycles import run_cycles
+from bal.loop.cycles import TASK_MODELS, HeadTask, run_cycles
 from bal.pretext import ROTATION_DEFAULTS, build_pretext
 from bal.selection import RECOMMENDED, Pretext, create_strategy
-from bal.validation import check_matrix
+from bal.validation import check_choice, check_matrix
 
 __all__ = ["active_learning"]
 
@@ -47,9 +49,14 @@ def active_learning(
     warm_start: bool = True,
     view: str | None = None,
     feature_norm: str | None = None,
+    embedding: str | None = None,
     features: np.ndarray | None = None,
     backbone: str | None = None,
     weights: str | os.PathLike | None = None,
+    embedding_size: int | None = None,
+    download: bool = False,
+    task_model: str = "scratch",
+    head: HeadConfig = HeadConfig(),
     n_clusters: int | None = None,
     preset: Preset | None = None,
     seed: int = 0,
@@ -68,9 +75,12 @@ def active_learning(
     ``addendum`` and ``order_from`` default to the strategy's own (see
     :func:`bal.selection.strategy_options`). The selection rules see
     the rotation network's ``view``, or ``features`` (N, D) you give (one row per pool
-    image), or the embedding of a pretrained torchvision ``backbone`` whose ``weights``
-    file you have; normalised by ``feature_norm`` (``view`` and ``feature_norm`` default to
-    the strategy's own, else the upright image, not normalised). Steps 1 and 2 run only for the
+    image), or a pretrained ``embedding`` (``efficientnet_lite0``, ``timm:NAME``,
+    ``torchvision:NAME`` with ``weights``, at ``embedding_size``; :mod:`bal.embedding`;
+    ``backbone`` is the older name of ``torchvision:NAME``); normalised by
+    ``feature_norm`` (``view`` and ``feature_norm`` default to the strategy's own, else the
+    upright image, not normalised). ``task_model="linear"`` trains a ``head`` on the frozen
+    pretrained embedding each cycle instead of ``net`` on the images. Steps 1 and 2 run only for the
     strategies that read them (bal, pt4al, typiclust, probcover); with ``out_dir`` every
     step writes its files there (``out_dir/pretext`` for steps 1 and 2,
     ``out_dir/cycles`` for the cycles) and a second call resumes.
@@ -86,12 +96,21 @@ def active_learning(
         features = check_matrix("features", features)
         if len(features) != len(pool):
             raise ParameterError("features", f"{{name}} has {len(features)} rows, one per pool image is {len(pool)}")
-    elif backbone is not None or weights is not None:
-        from bal.embedding.torchvision import embed_with_backbone
-
-        if backbone is None or weights is None:
-            raise ParameterError("backbone", "{name} and weights go together")
-        features = embed_with_backbone(pool.images, backbone, weights, device=device, progress=progress)
+    choice = EmbeddingChoice.from_flags(embedding, backbone=backbone, weights=None if weights is None else str(weights),
+                                        size=embedding_size, download=download)
+    if choice.kind == "file":
+        raise ParameterError("embedding", "{name}: give the rows themselves as features=, not a file")
+    if features is not None and choice.kind != "rotation":
+        raise ParameterError("features", f"give {{name}} or embedding={choice.name!r}, not both")
+    if features is None:
+        features = choice.features(pool.images, device=device, progress=progress)
+    check_choice("task_model", task_model, TASK_MODELS)
+    task = None
+    if task_model == "linear":
+        if choice.kind != "pretrained":
+            raise ParameterError("task_model", "{name} linear is a head on a pretrained embedding: give embedding=")
+        task = HeadTask(features, choice.features(test.images, device=device, progress=progress, what="the test split"),
+                        choice.name, head)
     pretext = Pretext()
     if chosen.needs:
         pretext = build_pretext(pool, augment, net=net, config=rotation, seed=seed, device=device,
@@ -103,5 +122,5 @@ def active_learning(
     return run_cycles(
         pool, test, strategy=chosen, budgets=budgets, pretext=pretext, train=train, augment=augment, net=net,
         warm_start=warm_start, seed=seed, out_dir=None if out_dir is None else Path(out_dir) / "cycles",
-        device=device, progress=progress,
+        device=device, progress=progress, head=task,
     )

