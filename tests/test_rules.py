@@ -241,3 +241,28 @@ def test_dropquery_strategy_reads_the_models_last_layer():
         strategy.select(SelectionContext(cycle=1, budgets=[3, 3], labelled=np.zeros(30, bool),
                                          rng=np.random.default_rng(0), pretext=Pretext(features=features),
                                          outputs=outputs))
+
+
+def test_schedule_switches_at_labels_per_class():
+    features = BLOBS.astype(float)
+    logits = np.tile([[2.0, 1.0, 0.0]], (15, 1))
+    logits[7] = [1.0, 1.0, 1.0]  # the least confident, smallest margin
+
+    def outputs(indices):
+        return logits[indices], features[indices]
+
+    strategy = create_strategy("schedule[early=typiclust,late=margin,switch=2]")
+    assert strategy.needs == {"features"} and strategy.settings()["switch"] == 2.0
+
+    def ctx(n_labelled):
+        labelled = np.zeros(15, bool)
+        labelled[[0, 5, 10, 1, 6, 11][:n_labelled]] = True
+        return SelectionContext(cycle=1, budgets=[3, 1], labelled=labelled, rng=np.random.default_rng(0),
+                                pretext=Pretext(features=features), outputs=outputs, n_classes=3)
+
+    picked, info = strategy.select(ctx(3))  # one label a class: still early
+    assert info["phase"] == "early" and info["rule"] == "typiclust"
+    picked, info = strategy.select(ctx(6))  # two a class: margin takes over
+    assert info["phase"] == "late" and picked.tolist() == [7]
+    with pytest.raises(BalError, match="early"):
+        create_strategy("schedule[early=schedule]")

@@ -118,7 +118,7 @@ def test_coreset_and_badge_use_the_model_outputs():
 def test_unknown_strategy_lists_the_known_ones():
     with pytest.raises(BalError, match="bal-released"):
         create_strategy("greedy")
-    assert len(list_strategies()) == 14 and {"probcover", "dropquery"} <= set(list_strategies())
+    assert len(list_strategies()) == 15 and {"probcover", "dropquery", "schedule"} <= set(list_strategies())
 
 
 def test_bal_plus_keeps_its_own_beta_and_the_papers_takes_the_presets():

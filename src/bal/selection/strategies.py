@@ -407,6 +407,38 @@ class DropQueryStrategy(Strategy):
         return picked, {"rule": "dropquery", "candidates": n_candidates}
 
 
+@register_strategy("schedule")
+class ScheduleStrategy(Strategy):
+    """``early`` while the labelled images number fewer than ``switch`` a class, ``late`` from then on.
+
+    Typical, covering picks win while a class has one or two labels, and uncertainty wins
+    once the model's boundaries are worth refining (Hacohen et al., ICML 2022, on low and
+    high budgets); where the switch goes is chosen on a validation split. Before any model
+    exists the ``early`` rule runs whatever the count.
+    """
+
+    name = "schedule"
+
+    def __init__(self, *, early: str = "typiclust", late: str = "margin", switch: float = 3.0):
+        if early == "schedule" or late == "schedule":
+            raise ParameterError("early", "{name} and late name other strategies, not schedule")
+        self.early_name, self.late_name = early, late
+        self.early, self.late = create_strategy(early), create_strategy(late)
+        self.switch = check_real("switch", switch, low=0)
+        self.needs = self.early.needs | self.late.needs
+        self.feature_norm = self.early.feature_norm or self.late.feature_norm
+        self.cycle0 = f"{early} (the early rule)"
+
+    def settings(self) -> dict:
+        return {"name": self.name, "early": self.early.settings(), "late": self.late.settings(), "switch": self.switch}
+
+    def select(self, ctx):
+        per_class = int(ctx.labelled.sum()) / max(1, ctx.n_classes or 1)
+        early = ctx.outputs is None or per_class < self.switch
+        picked, info = (self.early if early else self.late).select(ctx)
+        return picked, {**info, "phase": "early" if early else "late", "labels_per_class": per_class}
+
+
 def _unit_rows(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), np.finfo(np.float64).tiny)
