@@ -282,3 +282,46 @@ def test_api_with_a_pretrained_embedding_and_a_head(tiny_weights, tmp_path, monk
     with pytest.raises(ParameterError, match="not both"):
         bal.active_learning(pool, test, percentages=[10], features=rng.normal(size=(36, 4)), embedding=f"timm:{TINY}",
                             weights=path)
+
+
+def test_a_project_fits_a_head_predicts_and_exports_predictions(tmp_path, tiny_weights, monkeypatch):
+    # the practitioner's path on a pretrained embedding: folder labels, fit a head in seconds, predict the
+    # rest, hand the predictions to Label Studio, and query with the head's uncertainty
+    from test_project import CLASSES, init, run_bal  # noqa: F401
+    from test_project import images as _images_fixture
+
+    from bal.project.db import Project
+
+    monkeypatch.setenv("BAL_CACHE_DIR", str(tmp_path / "cache"))
+    path, _ = tiny_weights
+    root, truth = _images_fixture.__wrapped__(tmp_path)
+    d = init(tmp_path, root)  # 3 folder labels per class
+    flags = ["--embedding", f"timm:{TINY}", "--weights", path, "--embedding_size", 32]
+    code, out, err = run_bal("fit", d, "--task_model", "linear", *flags, "--holdout", 0, "--no-progress")
+    assert code == 0, err
+    assert "fitted a linear head on timm:test_efficientnet (32 px" in out and "9 of 9 labels" in out
+    with Project.open(d) as p:
+        cycle = p.cycles()[-1]
+        assert cycle["metrics"]["task_model"] == "linear" and cycle["model_path"] == "models/cycle-1.pth"
+        unlabelled = sum(1 for r in p.images() if r.label is None)
+    code, out, err = run_bal("predict", d, "--out", tmp_path / "pred.csv", "--no-progress")
+    assert code == 0, err
+    lines = (tmp_path / "pred.csv").read_text().splitlines()
+    assert lines[0] == "path,label,confidence" and len(lines) == 1 + unlabelled
+    confidences = [float(line.rsplit(",", 1)[1]) for line in lines[1:]]
+    assert confidences == sorted(confidences, reverse=True) and all(1 / 3 <= c <= 1 for c in confidences)
+    assert all(line.split(",")[1] in CLASSES for line in lines[1:])
+    # a query reads the head (its uncertainty), then the export carries the head's classes as predictions
+    code, out, err = run_bal("query", d, "--budget", 4, "--strategy", "margin", *flags, "--no-progress")
+    assert code == 0, err
+    code, out, err = run_bal("export", d, "--format", "labelstudio", "--predictions")
+    assert code == 0, err
+    tasks = json.loads((d / "export.json").read_text())
+    assert len(tasks) == 4 and all(t["predictions"][0]["result"][0]["value"]["choices"][0] in CLASSES
+                                   for t in tasks)
+    assert tasks[0]["predictions"][0]["model_version"] == "bal cycle 1"
+    # the next fit keeps the project's task model and embedding without the flags
+    code, out, err = run_bal("fit", d, "--holdout", 0, "--no-progress")
+    assert code == 0 and "linear head" in out, err
+    code, _, err = run_bal("fit", d, "--task_model", "linear", "--embedding", "rotation", "--no-progress")
+    assert code == 2 and "pretrained embedding" in err

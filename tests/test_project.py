@@ -145,7 +145,7 @@ def test_init_records_every_image_and_class_folder_labels(tmp_path, images):
 
 def test_commands_and_flags(tmp_path):
     parser, handlers = build_parser()
-    assert set(handlers) == {"project", "query", "export", "import", "undo", "fit", "status"}
+    assert set(handlers) == {"project", "query", "export", "import", "undo", "fit", "predict", "status"}
     args = parser.parse_args(["fit", "D", "--batch_size", "8", "--holdout", "0"])
     assert (args.batch_size, args.holdout, args.epochs, args.lr) == (8, 0.0, 30, 0.05)
     args = parser.parse_args(["query", "D", "--budget", "5"])

@@ -36,7 +36,7 @@ COMMAND_GROUPS = {
     "rotation": "steps", "kmeans": "steps", "train": "steps", "run": "steps",
     "bench": "bench", "demo": "bench", "serve": "serve", "cache": "cache", "data": "data",
     "project": "project", "query": "project", "export": "project", "import": "project", "undo": "project",
-    "fit": "project", "status": "project",
+    "fit": "project", "predict": "project", "status": "project",
 }
 
 

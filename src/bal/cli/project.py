@@ -29,7 +29,7 @@ def _run_flags(p) -> None:
 
 
 #: The commands added here; only query and fit need torch to build their flags.
-PROJECT_COMMANDS = ("project", "query", "export", "import", "undo", "fit", "status")
+PROJECT_COMMANDS = ("project", "query", "export", "import", "undo", "fit", "predict", "status")
 
 
 def add_project_commands(subparsers, only: str | None = None) -> dict[str, Handler]:
@@ -44,7 +44,7 @@ def add_project_commands(subparsers, only: str | None = None) -> dict[str, Handl
         return only is None or only == name
 
     handlers = {"project": cmd_project, "query": cmd_query, "export": cmd_export, "import": cmd_import,
-                "undo": cmd_undo, "fit": cmd_fit, "status": cmd_status}
+                "undo": cmd_undo, "fit": cmd_fit, "predict": cmd_predict, "status": cmd_status}
     if wanted("project"):
         _add_project_parser(subparsers, DEFAULT_SETTINGS)
     if wanted("query"):
@@ -57,6 +57,8 @@ def add_project_commands(subparsers, only: str | None = None) -> dict[str, Handl
         _add_undo_parser(subparsers)
     if wanted("fit"):
         _add_fit_parser(subparsers)
+    if wanted("predict"):
+        _add_predict_parser(subparsers)
     if wanted("status"):
         st = subparsers.add_parser("status", help="counts, class balance, cycles and what to do next")
         st.add_argument("dir", metavar="DIR", help="project folder")
@@ -137,6 +139,9 @@ def _add_export_parser(subparsers) -> None:
     add(e, "--format", choices=["csv", "labelstudio"], default="csv", help="(default: %(default)s)")
     add(e, "--out", default=None, metavar="FILE",
          help="output file (default: standard output for csv, DIR/export.json for labelstudio)")
+    add(e, "--predictions", action="store_true",
+        help="labelstudio: each unlabelled image carries the newest fitted model's class as a prediction "
+             "(Choices name=choice toName=image)")
 
 
 def _add_import_parser(subparsers) -> None:
@@ -182,7 +187,36 @@ def _add_fit_parser(subparsers) -> None:
     add(f, "--lr", type=positive_float, default=FIT_DEFAULTS.lr, help="SGD learning rate (default: %(default)s)")
     add(f, "--holdout", type=fraction(zero=True), default=HOLDOUT, help="held-out fraction per class, 0 for none "
                                                               "(default: %(default)s)")
+    add(f, "--task_model", choices=["scratch", "linear"], default=None,
+        help="scratch: the project's network trained on the images; linear: a head on a frozen pretrained "
+             "embedding, seconds on a CPU (default: the project's last fit's, else scratch)")
+    add_pretrained_flags(f)
+    add(f, "--head_C", type=positive_float, default=None, help="with linear: the head's inverse regularisation "
+                                                              "(default 1, scikit-learn's C)")
     _run_flags(f)
+
+
+def add_pretrained_flags(p) -> None:
+    """--embedding and its companions, for the commands that only read a pretrained network (fit)."""
+    from bal.cli.flags import embedding, image_side
+
+    add(p, "--embedding", type=embedding, default=None,
+        help="with linear: efficientnet_lite0, timm:NAME or torchvision:NAME (default: the project's last "
+             "query's, else efficientnet_lite0)")
+    add(p, "--weights", default=None, metavar="FILE", help="the network's weights file")
+    add(p, "--embedding_size", type=image_side, default=None, help="its input side (default: the model's own)")
+    add(p, "--download", action="store_true", default=None, help="let timm download weights it has no copy of")
+
+
+def _add_predict_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "predict", help="the newest model's class and confidence for every unlabelled image",
+        description="Apply the newest fitted model (bal fit) to every unlabelled image of the pool and write "
+                    "path,label,confidence as CSV (to --out, else standard output), most confident first. "
+                    "`bal export --format labelstudio --predictions` carries the same as pre-annotations.")
+    p.add_argument("dir", metavar="DIR", help="project folder")
+    add(p, "--out", default=None, metavar="FILE.csv", help="output file (default: standard output)")
+    _run_flags(p)
 
 
 #: How a query's rule reads in a sentence ("... under the model of cycle 3").
@@ -388,12 +422,20 @@ def cmd_export(args) -> int:
                  f"({', '.join(project.classes)}) and run bal import {args.dir} {out}")
             return 0
         out = Path(args.out) if args.out else Path(args.dir) / "export.json"
-        tasks = formats.export_label_studio(project, rows)
+        predicted, version = None, ""
+        if getattr(args, "predictions", False):
+            from bal.project.labelling import predict_pool
+
+            fitted_id, found = predict_pool(project)
+            predicted = {p.row.id: (p.label, p.confidence) for p in found}
+            version = f"bal cycle {fitted_id}"
+        tasks = formats.export_label_studio(project, rows, predicted, version)
         formats.write_export(out, json.dumps(tasks, indent=2, ensure_ascii=False) + "\n")
         _say(f"exported the {len(rows)} image(s) of cycle {cycle_id} as Label Studio tasks to {out}")
         _say(f"  Label Studio must serve local files: start it with LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true\n"
              f"  and LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT={project.images_root} (or a parent), add a Local files\n"
-             f"  storage for {project.images_root}, use one <Choices> with {', '.join(project.classes)},\n"
+             f"  storage for {project.images_root}, use <Image name=\"image\" value=\"$image\"/> and one\n"
+             f"  <Choices name=\"choice\" toName=\"image\"> with {', '.join(project.classes)},\n"
              f"  import {out.name}; when done, export JSON and run bal import {args.dir} FILE.json")
     return 0
 
@@ -442,15 +484,35 @@ def cmd_undo(args) -> int:
 def cmd_fit(args) -> int:
     from dataclasses import replace
 
+    from bal.engine.head import HeadConfig
     from bal.project.labelling import FIT_DEFAULTS, fit
 
     with _open(args) as project:
         train = replace(FIT_DEFAULTS, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr)
-        r = fit(project, train=train, holdout=args.holdout, device=_device(args), progress=not args.no_progress)
+        settings = project.settings()
+        stored = settings.get("fit") or {}
+        task_model = args.task_model or stored.get("task_model") or "scratch"
+        embedding = {}
+        if task_model == "linear":
+            query_embedding = (settings.get("query") or {}).get("embedding") or {}
+            given = {k: getattr(args, k) for k in ("embedding", "weights", "embedding_size", "download")
+                     if getattr(args, k) is not None}
+            embedding = given or stored.get("embedding") or (
+                query_embedding if query_embedding.get("embedding") not in (None, "rotation")
+                else {"embedding": "efficientnet_lite0"})
+        head = HeadConfig(C=args.head_C if args.head_C is not None else stored.get("C", 1.0))
+        r = fit(project, train=train, holdout=args.holdout, task_model=task_model, embedding=embedding, head=head,
+                device=_device(args), progress=not args.no_progress)
+        project.write_settings({**project.settings(), "fit": {"task_model": task_model, "embedding": embedding,
+                                                              "C": head.C}})
         m = r.metrics
-        net = project.settings()["net"]
-        _say(f"fitted {net} on {m['trained_on']} of {m['labelled']} labels, {m['held_out']} held out "
-             f"({_per_class(m['per_class'], project.classes)} labels per class), {m['epochs']} epoch(s)")
+        if task_model == "linear":
+            _say(f"fitted a linear head on {m['embedding']} with {m['trained_on']} of {m['labelled']} labels, "
+                 f"{m['held_out']} held out ({_per_class(m['per_class'], project.classes)} labels per class), "
+                 f"{m['seconds']:.1f} s")
+        else:
+            _say(f"fitted {settings['net']} on {m['trained_on']} of {m['labelled']} labels, {m['held_out']} held "
+                 f"out ({_per_class(m['per_class'], project.classes)} labels per class), {m['epochs']} epoch(s)")
         if m["accuracy"] is None:
             _say(f"held-out accuracy: none (no class has enough labels; a class with n labels holds out "
                  f"floor({args.holdout:g}*n + 0.5), at most n-1)")
@@ -462,6 +524,25 @@ def cmd_fit(args) -> int:
                 _say(f"  careful: {warning}")
         _say(f"model: {Path(args.dir) / r.model_path} (cycle {r.cycle_id})")
         _say(f"next: bal query {args.dir} --budget K")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from bal.project.formats import export_predictions
+    from bal.project.labelling import predict_pool
+
+    with _open(args) as project:
+        cycle_id, predictions = predict_pool(project, device=_device(args), progress=not args.no_progress)
+        text = export_predictions(predictions)
+        if args.out is None:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+        else:
+            from bal.project.formats import write_export
+
+            write_export(Path(args.out), text)
+        _say(f"predicted {len(predictions)} unlabelled image(s) with the model of cycle {cycle_id}"
+             + (f" -> {args.out}" if args.out else ""), err=args.out is None)
     return 0
 
 

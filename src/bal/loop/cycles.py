@@ -40,11 +40,9 @@ from bal.engine.runtime import derive_seed
 from bal.engine.trainer import TrainConfig, accuracy_of, evaluate, predict, train_model
 from bal.errors import BalError
 from bal.files import (
-    atomic_torch_save,
     atomic_write_json,
     atomic_write_text,
     held_lock,
-    load_torch,
     read_json,
     read_lines,
     write_csv,
@@ -52,7 +50,7 @@ from bal.files import (
 )
 from bal.loop.pool import LabelledPool
 from bal.models import create_model, load_model_file, save_model_file
-from bal.models.head import Head, head_statistics
+from bal.models.head import Head, head_statistics, load_head, save_head
 from bal.selection.strategies import Pretext, SelectionContext, Strategy
 
 __all__ = ["METRIC_COLUMNS", "TASK_MODELS", "HeadTask", "Outputs", "last_linear", "run_cycles", "select_cycle"]
@@ -284,9 +282,8 @@ class _Run:
 
     def save_model(self, model, c: int) -> None:
         if self.head is not None:
-            atomic_torch_save(self.model_path(c), {"format": "bal-head", "dim": int(self.head.pool.shape[1]),
-                                                   "classes": list(self.pool.classes), "hidden": model.hidden,
-                                                   "embedding": self.head.name, "state_dict": model.state_dict()})
+            save_head(self.model_path(c), model, classes=list(self.pool.classes),
+                      embedding={"embedding": self.head.name})
             return
         save_model_file(self.model_path(c), model, net=self.net, image_size=int(self.images.shape[1]),
                         normalisation=self.augment.state(), classes=list(self.pool.classes))
@@ -310,7 +307,7 @@ class _Run:
             (self.out / f"ckpt_{c}.pth").unlink(missing_ok=True)
             return model
         if self.head is not None:
-            return load_head(path, redo)
+            return load_head(path, redo)[0]
         return load_model_file(path, redo)[0]
 
     def train_cycle(self, c: int, labelled: LabelledPool):
@@ -443,16 +440,6 @@ def _digest(array: np.ndarray | None) -> str | None:
     if array is None:
         return None
     return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()[:16]
-
-
-def load_head(path: str | os.PathLike, redo: str) -> Head:
-    """A head saved by a run with ``--task_model linear`` (loaded as data only)."""
-    saved = load_torch(path, "a head of bal (--task_model linear)", redo, kind="model file")
-    if not isinstance(saved, dict) or saved.get("format") != "bal-head":
-        raise BalError(f"{path} is not a head saved by bal; {redo}")
-    head = Head(int(saved["dim"]), len(saved["classes"]), int(saved["hidden"]))
-    head.load_state_dict(saved["state_dict"])
-    return head.eval()
 
 
 def last_linear(model) -> tuple[np.ndarray, np.ndarray]:

@@ -9,11 +9,16 @@ a small MLP when ``hidden`` > 0. The statistics are buffers, so a saved head is 
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["Head", "head_statistics"]
+from bal.errors import BalError
+from bal.files import atomic_torch_save, load_torch
+
+__all__ = ["Head", "head_statistics", "load_head", "save_head"]
 
 
 def _unit(x: torch.Tensor) -> torch.Tensor:
@@ -51,3 +56,27 @@ class Head(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(self.inputs(x))
+
+
+def save_head(path: str | os.PathLike, head: Head, *, classes: list[str], embedding: dict) -> None:
+    """A head and what it reads: its classes and the embedding's settings (to compute its input again)."""
+    atomic_torch_save(path, {"format": "bal-head", "dim": int(head.mean.shape[0]), "classes": list(classes),
+                             "hidden": head.hidden, "embedding": dict(embedding),
+                             "state_dict": {k: v.detach().cpu() for k, v in head.state_dict().items()}})
+
+
+def load_head(path: str | os.PathLike, redo: str) -> tuple[Head, dict]:
+    """A head saved by :func:`save_head` (loaded as data only), and the rest of the file (classes, embedding)."""
+    saved = load_torch(path, "a head of bal (--task_model linear)", redo, kind="model file")
+    if not isinstance(saved, dict) or saved.get("format") != "bal-head":
+        raise BalError(f"{path} is not a head saved by bal; {redo}")
+    try:
+        head = Head(int(saved["dim"]), len(saved["classes"]), int(saved["hidden"]))
+        head.load_state_dict(saved["state_dict"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise BalError(f"{path} is a damaged head file ({type(e).__name__}); {redo}") from None
+    return head.eval(), {k: v for k, v in saved.items() if k != "state_dict"}
+
+
+def is_head_file(saved: object) -> bool:
+    return isinstance(saved, dict) and saved.get("format") == "bal-head"

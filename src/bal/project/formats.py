@@ -86,9 +86,35 @@ def label_studio_url(absolute: str | os.PathLike) -> str:
     return LABEL_STUDIO_PREFIX + quote(os.fspath(absolute), safe="/")
 
 
-def export_label_studio(project: Project, rows: Sequence[ImageRow]) -> list[dict]:
-    return [{"id": r.id, "data": {"image": label_studio_url(project.absolute_path(r)), "bal_path": r.path}}
-            for r in rows]
+#: The names of the Label Studio labelling configuration that predictions refer to:
+#: ``<Image name="image" value="$image"/>`` and ``<Choices name="choice" toName="image">``.
+LABEL_STUDIO_NAMES = {"from_name": "choice", "to_name": "image"}
+
+
+def export_label_studio(project: Project, rows: Sequence[ImageRow], predictions: dict | None = None,
+                        model_version: str = "") -> list[dict]:
+    """Tasks for ``rows``; with ``predictions`` (image id -> (class, confidence)) each unlabelled one carries
+    the model's class as a Label Studio prediction (a pre-annotation the person confirms or changes)."""
+    tasks = []
+    for r in rows:
+        task = {"id": r.id, "data": {"image": label_studio_url(project.absolute_path(r)), "bal_path": r.path}}
+        if predictions and r.id in predictions:
+            label, score = predictions[r.id]
+            task["predictions"] = [{"model_version": model_version, "score": round(float(score), 4), "result": [
+                {**LABEL_STUDIO_NAMES, "type": "choices", "value": {"choices": [label]}}]}]
+        tasks.append(task)
+    return tasks
+
+
+def export_predictions(predictions: Sequence) -> str:
+    """``path,label,confidence`` of :func:`bal.project.labelling.predict_pool`'s predictions, most
+    confident first (ties: by path); formula-like cells protected as in :func:`export_csv`."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["path", "label", "confidence"])
+    for p in sorted(predictions, key=lambda p: (-p.confidence, p.row.path)):
+        w.writerow([spreadsheet_safe(p.row.path), spreadsheet_safe(p.label), f"{p.confidence:.4f}"])
+    return buf.getvalue()
 
 
 def write_export(path: str | os.PathLike, text: str) -> None:

@@ -48,6 +48,7 @@ from pathlib import Path
 import numpy as np
 
 from bal.data.imageset import ImageSet
+from bal.engine.head import HeadConfig
 from bal.engine.runtime import derive_seed
 from bal.engine.trainer import TrainConfig
 from bal.errors import BalError, DataError
@@ -60,8 +61,8 @@ from bal.selection.strategies import RECOMMENDED
 from bal.validation import check_real
 
 __all__ = [
-    "FIT_DEFAULTS", "PRETEXT_EPOCHS", "FitReport", "QueryReport", "fit", "holdout_split", "load_task_model",
-    "planned_cycles", "query",
+    "FIT_DEFAULTS", "PRETEXT_EPOCHS", "FitReport", "QueryReport", "TaskModel", "fit", "holdout_split",
+    "load_task_model", "planned_cycles", "predict_pool", "query",
 ]
 
 log = logging.getLogger("bal")
@@ -202,12 +203,8 @@ def pretext(project: Project, pool: ImageSet, rows: Sequence[ImageRow], augment,
                       int(settings["seed"]), int(epochs), int(batch_size)])[:16]
     config = replace(ROTATION_DEFAULTS, epochs=int(epochs), batch_size=int(batch_size))
     embedding = dict(embedding or {})
-    choice = embedding_choice(embedding)
-    images = pool.images
-    if choice.kind == "pretrained" and choice.input_size() != size:  # the network sees the photos at its size
-        images = load_pool(project, rows, choice.input_size(), progress=progress).images
-    features = choice.features(images, n_rows=len(rows), device=device, progress=progress,
-                               what=f"the pool of {project.folder} (listed in {project.folder / 'pool.txt'})")
+    features = project_features(project, rows, embedding_choice(embedding), device=device, progress=progress,
+                                decoded=pool)
     return build_pretext(pool, augment, net=settings["net"], config=config, seed=int(settings["seed"]),
                          device=device, save=project.folder / "pretext" / digest, progress=progress, needs=needs,
                          view=embedding.get("view") or "upright", feature_norm=embedding.get("feature_norm") or "none",
@@ -225,6 +222,19 @@ def embedding_choice(embedding: dict):
                                       download=bool(embedding.get("download")))
 
 
+def project_features(project: Project, rows: Sequence[ImageRow], choice, *, device, progress: bool = False,
+                     decoded: ImageSet | None = None) -> np.ndarray | None:
+    """The pool's rows under ``choice`` (None for rotation): a pretrained network sees the photos decoded
+    at its own input size (cached like every decoded pool), not at the project's working size."""
+    images = None
+    if choice.kind == "pretrained":
+        size = choice.input_size()
+        images = (decoded.images if decoded is not None and int(decoded.images.shape[1]) == size
+                  else load_pool(project, rows, size, progress=progress).images)
+    return choice.features(images, n_rows=len(rows), device=device, progress=progress,
+                           what=f"the pool of {project.folder} (listed in {project.folder / 'pool.txt'})")
+
+
 # -- models ------------------------------------------------------------------------------
 def latest_fitted_cycle(project: Project) -> dict | None:
     """The newest cycle with a model, or None."""
@@ -232,18 +242,44 @@ def latest_fitted_cycle(project: Project) -> dict | None:
     return fitted[-1] if fitted else None
 
 
-def load_task_model(project: Project, cycle: dict):
-    """(model, augment) of a fitted cycle, with the normalisation it was trained with."""
+@dataclass
+class TaskModel:
+    """A fitted cycle's model: a network on the images (with its ``augment``) or a head on an embedding."""
+
+    model: object
+    augment: object | None = None  # BatchAugment of a network on the images
+    embedding: object | None = None  # EmbeddingChoice of a head
+
+    def outputs(self, project: Project, rows: Sequence[ImageRow], size: int, *, device, progress: bool = False):
+        """``outputs(indices) -> (logits, features)`` over the pool ``rows`` (see bal.loop.Outputs)."""
+        from bal.engine.head import head_outputs
+        from bal.engine.trainer import predict
+
+        if self.embedding is not None:
+            features = project_features(project, rows, self.embedding, device=device, progress=progress)
+            return lambda indices: head_outputs(self.model, features, indices)
+        images = load_pool(project, rows, size, progress=progress).images
+        return lambda indices: predict(self.model, images, indices, self.augment, device=device, features=True,
+                                       progress=progress, desc="score")
+
+
+def load_task_model(project: Project, cycle: dict) -> TaskModel:
+    """The model of a fitted cycle: a network with the normalisation it was trained with, or a head."""
     from bal.data import BatchAugment
+    from bal.files import load_torch
     from bal.models import load_model_file
+    from bal.models.head import is_head_file, load_head
 
     path = Path(cycle["model_path"])
     path = path if path.is_absolute() else project.folder / path
     redo = f"run `bal fit {project.folder}` to train the model again"
     if not path.is_file():
         raise BalError(f"the model of cycle {cycle['id']}, {path}, is missing; {redo}")
+    if is_head_file(load_torch(path, "a task model of bal", f"delete it and {redo}", kind="model file")):
+        head, meta = load_head(path, f"delete it and {redo}")
+        return TaskModel(head, embedding=embedding_choice(meta["embedding"]))
     model, state = load_model_file(path, f"delete it and {redo}")
-    return model, BatchAugment.from_state(state["normalisation"])
+    return TaskModel(model, augment=BatchAugment.from_state(state["normalisation"]))
 
 
 # -- query -------------------------------------------------------------------------------
@@ -284,7 +320,6 @@ def query(
     """
     import torch
 
-    from bal.engine.trainer import predict
     from bal.loop.cycles import last_linear, select_cycle
     from bal.selection import Pretext
 
@@ -346,12 +381,9 @@ def query(
     outputs = classifier = None
     if fitted is not None:
         log.info("query: scoring with the model of cycle %d", fitted["id"])
-        model, augment = load_task_model(project, fitted)
-        classifier = last_linear(model)
-
-        def outputs(indices: np.ndarray):
-            return predict(model, pool.images, indices, augment, device=device, features=True, progress=progress,
-                           desc="score")
+        task = load_task_model(project, fitted)
+        classifier = last_linear(task.model)
+        outputs = task.outputs(project, rows, size, device=device, progress=progress)
 
     log.info("query: selecting %d of %d unlabelled images with %s", budget, n_unlabelled, strategy.name)
     picked, info = select_cycle(strategy, labelled, q, [budget] * n_planned, pretext=pre, outputs=outputs,
@@ -394,10 +426,19 @@ def fit(
     *,
     train: TrainConfig = FIT_DEFAULTS,
     holdout: float = HOLDOUT,
+    task_model: str = "scratch",
+    embedding: dict | None = None,
+    head: HeadConfig | None = None,
     device="cpu",
     progress: bool = False,
 ) -> FitReport:
-    """Train the task model on every label so far, evaluate on the held-out labels, save, record."""
+    """Train the task model on every label so far, evaluate on the held-out labels, save, record.
+
+    ``task_model="scratch"`` trains the project's network on the images (``train``);
+    ``"linear"`` fits a head (``head``, :mod:`bal.engine.head`) on the frozen pretrained
+    ``embedding`` (the settings of :func:`embedding_choice`), seconds on a CPU once the
+    embedding is cached.
+    """
     import torch
 
     from bal.engine.trainer import evaluate, train_model
@@ -421,8 +462,14 @@ def fit(
     settings = project.settings()
     seed = int(settings["seed"])
     size = image_size(project, rows)
-    images = load_pool(project, rows, size, progress=progress).images
-    augment = pool_augment(project, images)
+    if task_model not in ("scratch", "linear"):
+        raise BalError(f"--task_model must be scratch or linear, got {task_model!r}")
+    choice = embedding_choice(embedding or {}) if task_model == "linear" else None
+    if choice is not None and choice.kind != "pretrained":
+        raise BalError(f"--task_model linear fits a head on a pretrained embedding; give --embedding "
+                       f"(efficientnet_lite0, timm:NAME, torchvision:NAME), not {choice.name}")
+    images = load_pool(project, rows, size, progress=progress).images if choice is None else None
+    augment = pool_augment(project, images) if choice is None else None
     class_index = {c: k for k, c in enumerate(classes)}
     items = [(r.path, class_index[r.label]) for _, r in labelled]
     train_pos, held_pos = holdout_split(items, holdout, seed)
@@ -436,6 +483,9 @@ def fit(
     created = cycle_id is None
     if created:
         cycle_id = project.start_cycle("fit", [])
+    if choice is not None:
+        return _fit_head(project, rows, labelled, labels, train_idx, held_idx, cycle_id, created, choice,
+                         head, holdout, seed, device, progress)
     config = replace(train, batch_size=batch_for(train.batch_size, size))
     models = project.folder / "models"
     models.mkdir(parents=True, exist_ok=True)
@@ -459,6 +509,17 @@ def fit(
     rel = f"models/cycle-{cycle_id}.pth"
     save_model_file(project.folder / rel, model.cpu(), net=settings["net"], image_size=size, classes=list(classes),
                     normalisation=augment.state())
+    metrics = {**_fit_metrics(project, labelled, labels, train_idx, held_idx, holdout, accuracy, per_class_acc),
+               "epochs": config.epochs, "batch_size": config.batch_size, "lr": config.lr,
+               "seconds": round(time.perf_counter() - t0, 2)}
+    project.finish_cycle(cycle_id, rel, metrics)
+    checkpoint.unlink(missing_ok=True)
+    return FitReport(cycle_id, rel, metrics, created)
+
+
+def _fit_metrics(project: Project, labelled, labels, train_idx, held_idx, holdout, accuracy, per_class_acc) -> dict:
+    """What a fit reports, whatever its task model: counts, the held-out accuracy and its warnings."""
+    classes = project.classes
     counts = Counter(r.label for _, r in labelled)
     held_counts = Counter(classes[int(labels[i])] for i in held_idx)
     warnings = []
@@ -469,14 +530,74 @@ def fit(
         missing = [c for c in classes if not held_counts.get(c)]
         warnings.append(f"no held-out image of {', '.join(missing)}: the accuracy says nothing about "
                         f"{'that class' if len(missing) == 1 else 'those classes'}")
-    metrics = {
+    return {
         "labelled": len(labelled), "trained_on": len(train_idx), "held_out": len(held_idx), "holdout": holdout,
         "held_out_per_class": {c: held_counts.get(c, 0) for c in classes}, "warnings": warnings,
         "accuracy": accuracy, "per_class_accuracy": per_class_acc,
         "per_class": {c: counts.get(c, 0) for c in classes},
-        "epochs": config.epochs, "batch_size": config.batch_size, "lr": config.lr,
-        "seconds": round(time.perf_counter() - t0, 2),
     }
+
+
+def _fit_head(project, rows, labelled, labels, train_idx, held_idx, cycle_id, created, choice, head, holdout, seed,
+              device, progress) -> FitReport:
+    """``bal fit --task_model linear``: a head on the cached embedding, saved with the embedding's settings."""
+    from bal.engine.head import HeadConfig, fit_head, head_outputs
+    from bal.engine.trainer import accuracy_of
+    from bal.models.head import save_head
+
+    classes = project.classes
+    features = project_features(project, rows, choice, device=device, progress=progress)
+    t0 = time.perf_counter()
+    config = head or HeadConfig()
+    model = fit_head(features, labels, train_idx, classes=len(classes), config=config, seed=seed,
+                     stream=("fit", cycle_id))
+    accuracy, per_class_acc = None, None
+    if len(held_idx):
+        logits, _ = head_outputs(model, features, held_idx)
+        acc, per_class = accuracy_of(logits, labels[held_idx], len(classes))
+        accuracy = float(acc)
+        per_class_acc = {c: (None if np.isnan(v) else float(v)) for c, v in zip(classes, per_class)}
+    rel = f"models/cycle-{cycle_id}.pth"
+    (project.folder / "models").mkdir(parents=True, exist_ok=True)
+    save_head(project.folder / rel, model, classes=list(classes),
+              embedding={"embedding": choice.name, "weights": choice.weights, "embedding_size": choice.size})
+    metrics = {**_fit_metrics(project, labelled, labels, train_idx, held_idx, holdout, accuracy, per_class_acc),
+               "task_model": "linear", "embedding": choice.describe(), "C": config.C, "hidden": config.hidden,
+               "seconds": round(time.perf_counter() - t0, 2)}
     project.finish_cycle(cycle_id, rel, metrics)
-    checkpoint.unlink(missing_ok=True)
     return FitReport(cycle_id, rel, metrics, created)
+
+
+# -- predict -----------------------------------------------------------------------------
+@dataclass
+class Prediction:
+    row: ImageRow
+    label: str  # the class the model gives
+    confidence: float  # its softmax probability
+
+
+def predict_pool(project: Project, *, device="cpu", progress: bool = False) -> tuple[int, list[Prediction]]:
+    """The newest fitted model's class and confidence for every unlabelled image of the pool (status ok).
+
+    Returns the fitted cycle's id and the predictions, in pool order.
+    """
+    import torch
+
+    rows = pool_rows(project)
+    if not rows:
+        raise no_images_error(project)
+    fitted = latest_fitted_cycle(project)
+    if fitted is None:
+        raise BalError(f"project {project.folder} has no fitted model yet; run `bal fit {project.folder}` first")
+    check_pool_files(project)
+    task = load_task_model(project, fitted)
+    outputs = task.outputs(project, rows, image_size(project, rows), device=torch.device(device), progress=progress)
+    todo = np.array([i for i, r in enumerate(rows) if r.label is None], dtype=np.int64)
+    if not len(todo):
+        return fitted["id"], []
+    logits = np.asarray(outputs(todo)[0], dtype=np.float64)
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    best = p.argmax(1)
+    return fitted["id"], [Prediction(rows[i], project.classes[int(k)], float(p[j, k]))
+                          for j, (i, k) in enumerate(zip(todo, best))]
