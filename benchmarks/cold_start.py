@@ -35,8 +35,8 @@ sys.path.insert(0, str(REPO / "src"))  # measure this checkout's bal
 import numpy as np
 from PIL import Image
 
-from bal.bench import BenchConfig, run_bench, split_strategy_list
-from bal.selection import RECOMMENDED
+from bal.bench import BenchConfig, run_bench
+from bal.selection import RECOMMENDED, split_strategy_list
 
 #: What is checked against random: bal's recommendation, the paper's BAL and the candidate under study.
 CANDIDATES = list(dict.fromkeys([RECOMMENDED, "bal", "bal-plus"]))
@@ -84,6 +84,10 @@ def main() -> int:
     parser.add_argument("--strategies", default=None, help=f"(default: random, {', '.join(CANDIDATES)})")
     parser.add_argument("--work", default=None, help="folder for data and runs (default: a temporary one)")
     parser.add_argument("--json", default=None)
+    parser.add_argument("--embedding", default="rotation",
+                        help="what the strategies read (e.g. efficientnet_lite0: the pretrained extra)")
+    parser.add_argument("--embedding_size", type=int, default=None)
+    parser.add_argument("--task_model", default="scratch", help="scratch or linear (a head on the embedding)")
     args = parser.parse_args()
     seeds = [int(s) for s in (args.seeds or ("0" if args.quick else "0,1,2,3,4")).split(",")]
     strategies = split_strategy_list(args.strategies or ",".join(["random", *CANDIDATES]))
@@ -94,14 +98,17 @@ def main() -> int:
     if not (data / "photos").exists():
         write_photos(data)
     quick = {"epochs": 2, "rotation_epochs": 1, "milestones": [], "rotation_milestones": []} if args.quick else {}
-    report = {"command": shlex.join([sys.executable, *sys.argv]), "seeds": seeds, "datasets": {}}
+    report = {"command": shlex.join([sys.executable, *sys.argv]), "seeds": seeds, "embedding": args.embedding,
+              "task_model": args.task_model, "datasets": {}}
     for dataset, percentages in (("digits", [4.0] * 6), ("photos", [5.0] * 5)):
         config = BenchConfig.from_mapping({
             "dataset": dataset, "datapath": str(data), "cache_dir": str(work / "cache"), "regime": "small",
             "per_samples_list": percentages, "strategies": strategies, "seeds": seeds, "net": "cnn", "epochs": 30,
             "batch_size": 32, "lr": 0.05, "milestones": [20], "rotation_epochs": 15, "rotation_batch_size": 128,
             "rotation_lr": 0.05, "rotation_milestones": [10], "flip": dataset != "digits",
-            "out": str(work / f"bench-{dataset}"), "device": "cpu", **quick}, source=dataset)
+            "embedding": args.embedding, "embedding_size": args.embedding_size, "task_model": args.task_model,
+            "out": str(work / f"bench-{dataset}-{args.embedding}-{args.task_model}"), "device": "cpu", **quick},
+            source=dataset)
         run_bench(config, progress=False)
         summary = json.loads((Path(config.out) / "results.json").read_text())["summary"]
         aubc = {s["strategy"]: (s["aubc_mean"], s["aubc_std"]) for s in summary}

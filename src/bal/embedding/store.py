@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +34,7 @@ from bal.embedding.embedder import Embedder
 from bal.errors import BalError
 from bal.files import atomic_write_json, held_lock, read_json
 
-__all__ = ["embedding_key", "embed_images"]
+__all__ = ["embed_images", "embedding_key", "record_identity", "recorded_identity"]
 
 log = logging.getLogger("bal")
 
@@ -41,18 +42,20 @@ log = logging.getLogger("bal")
 _SAVE_EVERY = 5.0
 
 
-def embedding_key(embedder: Embedder, images: np.ndarray, precision: str) -> str:
-    """The cache key of ``images`` under ``embedder`` in ``precision`` ("fp32" or "amp")."""
-    h = hashlib.sha256(json.dumps({**embedder.identity(), "precision": precision}, sort_keys=True).encode())
+def embedding_key(identity: dict, images: np.ndarray, precision: str) -> str:
+    """The cache key of ``images`` under an embedder of this :meth:`~Embedder.identity`, in ``precision``
+    ("fp32" or "amp")."""
+    h = hashlib.sha256(json.dumps({**identity, "precision": precision}, sort_keys=True).encode())
     h.update(json.dumps(list(images.shape)).encode())
     h.update(row_digests(images).tobytes())
     return h.hexdigest()[:20]
 
 
 def embed_images(
-    embedder: Embedder,
+    embedder: Embedder | Callable[[], Embedder],
     images: np.ndarray,
     *,
+    identity: dict | None = None,
     cache_dir: str | os.PathLike | None = None,
     device: torch.device | str = "cpu",
     batch_size: int | None = None,
@@ -62,12 +65,17 @@ def embed_images(
     """Features (N, D) float32 of uint8 ``images`` (N, S, S, 3) under ``embedder``, read-only, memory-mapped.
 
     Computed on ``device`` (in mixed precision on a GPU) the first time, resumed where an
-    interrupted computation stopped, and read from the cache afterwards.
+    interrupted computation stopped, and read from the cache afterwards. ``embedder`` may be
+    a function that builds it, with its ``identity`` given: then a cached embedding is read
+    without building the network (which costs seconds of imports and weights).
     """
     device = torch.device(device)
     precision = "amp" if device.type == "cuda" else "fp32"
-    key = embedding_key(embedder, images, precision)
-    slug = embedder.name.replace(":", "-").replace("/", "-")
+    if identity is None:
+        embedder = embedder if isinstance(embedder, Embedder) else embedder()
+        identity = embedder.identity()
+    key = embedding_key(identity, images, precision)
+    slug = str(identity["name"]).replace(":", "-").replace("/", "-")
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     final = folder / "embeddings" / f"{slug}-{key}.npy"
     if final.exists():
@@ -77,6 +85,10 @@ def embed_images(
             "embedding %s: waiting for another process that computes it", what)):
         if final.exists():
             return np.load(final, mmap_mode="r")
+        embedder = embedder if isinstance(embedder, Embedder) else embedder()
+        if embedder.identity() != identity:  # a recorded identity that no longer holds: never mix features
+            raise BalError(f"the embedding {identity['name']} is not what was recorded for it; delete "
+                           f"{final.parent / 'identities.json'} and run again")
         _compute(embedder, images, final, device, batch_size, progress, what)
     return np.load(final, mmap_mode="r")
 
@@ -123,3 +135,21 @@ def _compute(embedder: Embedder, images: np.ndarray, final: Path, device: torch.
     out.flush()
     os.replace(partial, final)  # the commit point
     record.unlink(missing_ok=True)
+
+
+def recorded_identity(cache_dir: str | os.PathLike | None, spec: dict) -> dict | None:
+    """The identity an embedder of ``spec`` (name, weights digest, size) had when it was last built here."""
+    path = (Path(cache_dir) if cache_dir is not None else default_cache_dir()) / "embeddings" / "identities.json"
+    known = read_json(path) if path.exists() else {}
+    return known.get(json.dumps(spec, sort_keys=True)) if isinstance(known, dict) else None
+
+
+def record_identity(cache_dir: str | os.PathLike | None, spec: dict, identity: dict) -> None:
+    """Remember ``identity`` for ``spec``, so later runs find a cached embedding without building the network."""
+    path = (Path(cache_dir) if cache_dir is not None else default_cache_dir()) / "embeddings" / "identities.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with held_lock(path.with_suffix(".lock")):
+        known = read_json(path) if path.exists() else {}
+        known = known if isinstance(known, dict) else {}
+        known[json.dumps(spec, sort_keys=True)] = identity
+        atomic_write_json(path, known)
