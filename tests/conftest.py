@@ -14,6 +14,17 @@ from PIL import Image
 _FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP"}
 
 
+@pytest.fixture(autouse=True)
+def scratch_recommendation(request, monkeypatch):
+    """Tests see bal as a machine without the pretrained extra sees it (the rotation pretext and a network
+    from scratch by default), whatever is installed, unless marked ``pretrained_default``: the default
+    then changes with the environment, and those tests say which one they check."""
+    if request.node.get_closest_marker("pretrained_default") is None:
+        import bal.recommend
+
+        monkeypatch.setattr(bal.recommend, "pretrained_available", lambda: False)
+
+
 def class_image(class_index: int, n_classes: int, size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
     """One uint8 (H, W, 3) image whose colour and stripe pattern depend on the class.
 

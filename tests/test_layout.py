@@ -21,6 +21,7 @@ LAYERS = {
     "engine": 2,
     "embedding": 3, "pretext": 3, "selection": 3,
     "loop": 4,
+    "recommend": 4,
     "api": 5, "bench": 5, "demo": 5, "project": 5,
     "cli": 6, "__main__": 6,
 }

@@ -136,6 +136,11 @@ def test_bal_plus_keeps_its_own_beta_and_the_papers_takes_the_presets():
     # one home for the recommendation: the default of bal query and the API; bal train keeps the paper's
     assert bal.RECOMMENDED in list_strategies()
     assert QUERY_STRATEGY == bal.RECOMMENDED
-    assert inspect.signature(bal.active_learning).parameters["strategy"].default == bal.RECOMMENDED
+    # the API's default is bal.recommend's (None: the recommendation for this machine)
+    assert inspect.signature(bal.active_learning).parameters["strategy"].default is None
+    from bal.recommend import PRETRAINED, SCRATCH
+    from bal.selection import check_spec
+
+    assert SCRATCH.strategy == bal.RECOMMENDED and check_spec(PRETRAINED.strategy) == PRETRAINED.strategy
     assert build_parser().parse_args(["train"]).strategy == "bal"
     assert build_parser().parse_args(["run"]).strategy == "bal"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,16 +19,18 @@ from bal.data import (
     generic_preset,
     regime_percentages,
 )
-from bal.embedding import EmbeddingChoice
+from bal.embedding import EmbeddingChoice, embedding_kind
 from bal.engine.head import HeadConfig
 from bal.engine.trainer import TrainConfig
 from bal.errors import ParameterError
 from bal.loop.cycles import TASK_MODELS, HeadTask, run_cycles
 from bal.pretext import ROTATION_DEFAULTS, build_pretext
-from bal.selection import RECOMMENDED, Pretext, create_strategy
+from bal.selection import Pretext, create_strategy
 from bal.validation import check_choice, check_matrix
 
 __all__ = ["active_learning"]
+
+log = logging.getLogger("bal")
 
 
 def active_learning(
@@ -36,7 +39,7 @@ def active_learning(
     *,
     percentages: Sequence[float] | None = None,
     regime: str = DEFAULT_REGIME,
-    strategy: str = RECOMMENDED,
+    strategy: str | None = None,
     net: str = "cnn",
     train: TrainConfig = TrainConfig(),
     rotation: TrainConfig = ROTATION_DEFAULTS,
@@ -55,7 +58,7 @@ def active_learning(
     weights: str | os.PathLike | None = None,
     embedding_size: int | None = None,
     download: bool = False,
-    task_model: str = "scratch",
+    task_model: str | None = None,
     head: HeadConfig = HeadConfig(),
     n_clusters: int | None = None,
     preset: Preset | None = None,
@@ -66,8 +69,11 @@ def active_learning(
 ) -> list[dict]:
     """Run active learning on images in memory; returns one metrics dict per cycle.
 
-    ``strategy`` defaults to bal's recommendation (:data:`bal.RECOMMENDED`); ``"bal"`` is the
-    paper's method as ``bal train`` runs it.
+    ``strategy`` defaults to bal's recommendation for this machine (:func:`bal.recommend.recommendation`):
+    with the pretrained extra installed and no embedding, features or task model given, a rule on
+    EfficientNet-Lite0's embedding with a linear head; otherwise :data:`bal.RECOMMENDED` on the
+    rotation pretext with ``net`` trained from scratch (``task_model`` defaults to ``"scratch"``).
+    Which one ran is logged. ``"bal"`` is the paper's method as ``bal train`` runs it.
 
     The pool's labels stand in for the annotator. ``percentages`` (new labels per cycle,
     in % of the pool) default to ``regime``'s; ``beta`` defaults to the preset's value
@@ -85,6 +91,20 @@ def active_learning(
     step writes its files there (``out_dir/pretext`` for steps 1 and 2,
     ``out_dir/cycles`` for the cycles) and a second call resumes.
     """
+    if strategy is None:
+        from bal.recommend import PRETRAINED, SCRATCH, recommendation
+
+        chosen_rec, why = recommendation()
+        if features is not None or embedding is not None or backbone is not None or task_model is not None:
+            named = embedding or (backbone and f"torchvision:{backbone}")
+            chosen_rec = PRETRAINED if named and embedding_kind(named) == "pretrained" else SCRATCH
+            why = "bal's recommendation for the embedding given"
+        else:
+            embedding, task_model = chosen_rec.embedding, chosen_rec.task_model
+            embedding_size = embedding_size or chosen_rec.embedding_size
+        strategy = chosen_rec.strategy
+        log.info("active_learning: %s (%s)", chosen_rec.describe(), why)
+    task_model = task_model or "scratch"
     preset = (preset or generic_preset("arrays")).resolve(pool.images)
     augment = augment_for(preset)
     device = torch.device(device)

@@ -189,7 +189,8 @@ def _add_fit_parser(subparsers) -> None:
                                                               "(default: %(default)s)")
     add(f, "--task_model", choices=["scratch", "linear"], default=None,
         help="scratch: the project's network trained on the images; linear: a head on a frozen pretrained "
-             "embedding, seconds on a CPU (default: the project's last fit's, else scratch)")
+             "embedding, seconds on a CPU (default: the project's last fit's, else linear when its queries read a "
+             "pretrained embedding, else scratch)")
     add_pretrained_flags(f)
     add(f, "--head_C", type=positive_float, default=None, help="with linear: the head's inverse regularisation "
                                                               "(default 1, scikit-learn's C)")
@@ -349,6 +350,18 @@ def cmd_query(args) -> int:
         # a flag left out takes the project's value from its last query (stored), else bal's default
         stored = project.settings().get("query") or {}
         name, spec_options = parse_strategy(args.strategy) if args.strategy else (None, {})
+        recommended, why = None, ""
+        if not name and not stored.get("strategy"):
+            # bal's recommendation for this machine: on a pretrained embedding when the extra is installed,
+            # unless the flags name an embedding, whose own recommendation then applies
+            from bal.embedding import embedding_kind
+            from bal.recommend import PRETRAINED, SCRATCH, recommendation
+
+            recommended, why = recommendation()
+            named = args.embedding or args.features or (args.backbone and f"torchvision:{args.backbone}")
+            if named:
+                recommended = PRETRAINED if embedding_kind(named) == "pretrained" else SCRATCH
+            name, spec_options = parse_strategy(recommended.strategy)
         name = name or stored.get("strategy") or QUERY_STRATEGY
         embedding_options = {k: spec_options.pop(k) for k in EMBEDDING_OPTIONS if k in spec_options}
         options = {**(stored.get("options", {}) if name == stored.get("strategy") else {}),
@@ -360,10 +373,14 @@ def cmd_query(args) -> int:
         base = dict(stored.get("embedding") or {})
         if given.keys() & {"embedding", "features", "backbone"}:  # a new source replaces the stored one
             base = {k: v for k, v in base.items() if k not in ("embedding", "features", "backbone")}
-        embedding = {**base, **given}
+        if recommended is not None and recommended.embedding != "rotation" and not (
+                base.keys() | given.keys()) & {"embedding", "features", "backbone"}:
+            base = {**base, "embedding": recommended.embedding, "feature_norm": base.get("feature_norm")}
+        embedding = {k: v for k, v in {**base, **given}.items() if v is not None}
         where = "as given" if args.strategy else ("the project's, from its last query" if stored.get("strategy")
-                                                  else "bal's recommendation")
-        _say(f"strategy: {_spec(strategy)} ({where})", err=True)
+                                                  else why)
+        _say(f"strategy: {_spec(strategy)} on {embedding.get('embedding') or embedding.get('features') or 'rotation'}"
+             f" features ({where})", err=True)
         if args.pretext_epochs is not None and not strategy.needs:
             _say(f"note: --pretext-epochs {args.pretext_epochs} is not used: {strategy.name} needs no rotation "
                  f"pretext", err=True)
@@ -491,10 +508,12 @@ def cmd_fit(args) -> int:
         train = replace(FIT_DEFAULTS, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr)
         settings = project.settings()
         stored = settings.get("fit") or {}
-        task_model = args.task_model or stored.get("task_model") or "scratch"
+        query_embedding = (settings.get("query") or {}).get("embedding") or {}
+        pretrained_query = query_embedding.get("embedding") not in (None, "rotation") and not str(
+            query_embedding.get("embedding")).endswith(".npy")
+        task_model = args.task_model or stored.get("task_model") or ("linear" if pretrained_query else "scratch")
         embedding = {}
         if task_model == "linear":
-            query_embedding = (settings.get("query") or {}).get("embedding") or {}
             given = {k: getattr(args, k) for k in ("embedding", "weights", "embedding_size", "download")
                      if getattr(args, k) is not None}
             embedding = given or stored.get("embedding") or (

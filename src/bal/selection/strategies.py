@@ -73,8 +73,8 @@ from bal.selection.uncertainty import SAMPLING_RULES, select_uncertain
 from bal.validation import check_choice, check_int, check_real
 
 __all__ = [
-    "RECOMMENDED", "Pretext", "SelectionContext", "Strategy", "create_strategy", "default_addendum",
-    "list_strategies", "register_strategy", "strategy_options",
+    "RECOMMENDED", "RECOMMENDED_PRETRAINED", "Pretext", "SelectionContext", "Strategy", "create_strategy",
+    "default_addendum", "list_strategies", "register_strategy", "strategy_options",
 ]
 
 
@@ -598,3 +598,7 @@ def bal_plus(*, beta: float = 1.0, window: str = WINDOW_MODES[0], first: str = "
 #: first by the rule, not by a margin the spread supports. Least confidence costs what margin does
 #: (one softmax over the pool) and needs no pretext.
 RECOMMENDED = "confidence"
+
+#: bal's recommended selection on a pretrained embedding with a linear head (the pretrained extra; see
+#: bal.recommend), chosen by the same rule over three regimes (tiny, small, base): docs/results.md.
+RECOMMENDED_PRETRAINED = "schedule[early=typiclust,late=margin,switch=4,feature_norm=l2]"
