@@ -601,4 +601,4 @@ RECOMMENDED = "confidence"
 
 #: bal's recommended selection on a pretrained embedding with a linear head (the pretrained extra; see
 #: bal.recommend), chosen by the same rule over three regimes (tiny, small, base): docs/results.md.
-RECOMMENDED_PRETRAINED = "schedule[early=typiclust,late=margin,switch=4,feature_norm=l2]"
+RECOMMENDED_PRETRAINED = "schedule[early=typiclust,late=margin,switch=8,feature_norm=l2]"
