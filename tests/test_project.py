@@ -202,7 +202,7 @@ def test_whole_loop_init_query_export_import_fit_status_query(tmp_path, images, 
     # first query: bal's recommendation, no model yet (its cold-start rule); recorded as cycle 1
     code, out, err = run_bal("query", d, "--budget", 9, "--pretext-epochs", 1, "--no-progress")
     assert code == 0, err
-    assert f"strategy: {RECOMMENDED} " in err and "(bal's recommendation)" in err
+    assert f"strategy: {RECOMMENDED} " in err and "(bal's recommendation without the pretrained extra" in err
     assert "cycle 1: 9 image(s)" in out and "no fitted model yet" in out
     assert f"bal serve {d}" in out and f"bal export {d}" in out
     first = ranked_paths(out)
