@@ -51,19 +51,19 @@ def fit_head(features: np.ndarray, labels: np.ndarray, indices: np.ndarray, *, c
         torch.manual_seed(derive_seed(seed, "head", *stream))
         head = Head(features.shape[1], classes, config.hidden, mean, std).double()
     if not config.hidden:  # convex: start at zero, so the seed plays no part
-        torch.nn.init.zeros_(head.layers.weight)
-        torch.nn.init.zeros_(head.layers.bias)
+        torch.nn.init.zeros_(head.last.weight)
+        torch.nn.init.zeros_(head.last.bias)
     idx = np.asarray(indices, dtype=np.int64)
     x = head.inputs(torch.from_numpy(np.asarray(features[np.sort(idx)], dtype=np.float64))).detach()
     y = torch.from_numpy(np.asarray(labels, dtype=np.int64)[np.sort(idx)])
     weights = [p for name, p in head.named_parameters() if name.endswith("weight")]
-    optimiser = torch.optim.LBFGS(head.layers.parameters(), lr=1.0, max_iter=config.max_iter,
+    optimiser = torch.optim.LBFGS(head.parameters(), lr=1.0, max_iter=config.max_iter,
                                   tolerance_grad=1e-9, tolerance_change=1e-12, history_size=20,
                                   line_search_fn="strong_wolfe")
 
     def closure() -> torch.Tensor:
         optimiser.zero_grad()
-        loss = config.C * F.cross_entropy(head.layers(x), y, reduction="sum")
+        loss = config.C * F.cross_entropy(head.last(head.body(x)), y, reduction="sum")
         loss = loss + 0.5 * sum((w**2).sum() for w in weights)
         loss.backward()
         return loss
@@ -71,8 +71,7 @@ def fit_head(features: np.ndarray, labels: np.ndarray, indices: np.ndarray, *, c
     if len(idx):
         optimiser.step(closure)
     with torch.no_grad():  # softmax ignores a shift shared by every logit: fix the free bias to sum 0
-        last = head.layers if not config.hidden else head.layers[-1]
-        last.bias -= last.bias.mean()
+        head.last.bias -= head.last.bias.mean()
     return head.float().eval()
 
 
@@ -85,12 +84,10 @@ def head_outputs(head: Head, features: np.ndarray, indices: np.ndarray, rows: in
     logits, inputs = [], []
     idx = np.asarray(indices, dtype=np.int64)
     for start in range(0, len(idx), rows):
-        x = head.inputs(torch.from_numpy(np.asarray(features[idx[start : start + rows]], dtype=np.float32)))
-        if head.hidden:  # the penultimate activations, on which the last layer acts
-            x = head.layers[:-1](x)
+        x = head.features(torch.from_numpy(np.asarray(features[idx[start : start + rows]], dtype=np.float32)))
         inputs.append(x.numpy())
-        logits.append((head.layers[-1] if head.hidden else head.layers)(x).numpy())
+        logits.append(head.last(x).numpy())
     if not logits:
-        last = head.layers[-1] if head.hidden else head.layers
-        return np.zeros((0, last.out_features), np.float32), np.zeros((0, last.in_features), np.float32)
+        return (np.zeros((0, head.last.out_features), np.float32),
+                np.zeros((0, head.last.in_features), np.float32))
     return np.concatenate(logits), np.concatenate(inputs)

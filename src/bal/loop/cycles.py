@@ -444,5 +444,5 @@ def _digest(array: np.ndarray | None) -> str | None:
 
 def last_linear(model) -> tuple[np.ndarray, np.ndarray]:
     """``(W, b)`` of a task model's last linear layer, the one applied to the features its outputs give."""
-    layer = model.head if not isinstance(model, Head) else (model.layers if not model.hidden else model.layers[-1])
+    layer = model.last if isinstance(model, Head) else model.head
     return (layer.weight.detach().float().cpu().numpy(), layer.bias.detach().float().cpu().numpy())

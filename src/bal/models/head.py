@@ -47,15 +47,21 @@ class Head(nn.Module):
         self.register_buffer("mean", torch.as_tensor(mean if mean is not None else np.zeros(dim), dtype=torch.float32))
         self.register_buffer("std", torch.as_tensor(std if std is not None else np.ones(dim), dtype=torch.float32))
         self.hidden = int(hidden)
-        self.layers = (nn.Linear(dim, classes) if not hidden
-                       else nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, classes)))
+        # body: the standardised rows to the features the last layer reads (nothing for a linear head)
+        self.body = nn.Identity() if not hidden else nn.Sequential(nn.Linear(dim, hidden), nn.ReLU())
+        self.last = nn.Linear(hidden or dim, classes)
 
     def inputs(self, x: torch.Tensor) -> torch.Tensor:
-        """The standardised rows the layers read (what uncertainty rules see as the model's features)."""
+        """The standardised rows the layers read."""
         return (_unit(x.float()) - self.mean) / self.std
 
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """What the last linear layer reads (what uncertainty rules, BADGE and DropQuery see as the model's
+        features): the standardised rows for a linear head, the hidden activations for an MLP."""
+        return self.body(self.inputs(x))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layers(self.inputs(x))
+        return self.last(self.features(x))
 
 
 def save_head(path: str | os.PathLike, head: Head, *, classes: list[str], embedding: dict) -> None:
