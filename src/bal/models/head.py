@@ -18,7 +18,7 @@ from torch import nn
 from bal.errors import BalError
 from bal.files import atomic_torch_save, load_torch
 
-__all__ = ["Head", "head_statistics", "load_head", "save_head"]
+__all__ = ["Head", "head_from_file_content", "head_statistics", "is_head_file", "load_head", "save_head"]
 
 
 def _unit(x: torch.Tensor) -> torch.Tensor:
@@ -73,8 +73,13 @@ def save_head(path: str | os.PathLike, head: Head, *, classes: list[str], embedd
 
 def load_head(path: str | os.PathLike, redo: str) -> tuple[Head, dict]:
     """A head saved by :func:`save_head` (loaded as data only), and the rest of the file (classes, embedding)."""
-    saved = load_torch(path, "a head of bal (--task_model linear)", redo, kind="model file")
-    if not isinstance(saved, dict) or saved.get("format") != "bal-head":
+    return head_from_file_content(load_torch(path, "a head of bal (--task_model linear)", redo, kind="model file"),
+                                  path, redo)
+
+
+def head_from_file_content(saved: object, path: str | os.PathLike, redo: str) -> tuple[Head, dict]:
+    """:func:`load_head` for a file already loaded (``saved``, from ``path``)."""
+    if not is_head_file(saved):
         raise BalError(f"{path} is not a head saved by bal; {redo}")
     try:
         head = Head(int(saved["dim"]), len(saved["classes"]), int(saved["hidden"]))

@@ -134,7 +134,11 @@ def load_model_file(path, redo: str = "delete it and run the command that wrote 
     """
     from bal.files import load_torch
 
-    state = load_torch(path, "a bal model", redo)
+    return model_from_file_content(load_torch(path, "a bal model", redo), path, redo)
+
+
+def model_from_file_content(state: dict, path, redo: str) -> tuple[BalModel, dict]:
+    """:func:`load_model_file` for a file already loaded (``state``, from ``path``)."""
     try:
         model = create_model(state["net"], num_classes=int(state["num_classes"]), image_size=int(state["image_size"]))
         model.load_state_dict(state.pop("model"))

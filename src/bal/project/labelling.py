@@ -267,18 +267,19 @@ def load_task_model(project: Project, cycle: dict) -> TaskModel:
     """The model of a fitted cycle: a network with the normalisation it was trained with, or a head."""
     from bal.data import BatchAugment
     from bal.files import load_torch
-    from bal.models import load_model_file
-    from bal.models.head import is_head_file, load_head
+    from bal.models.head import head_from_file_content, is_head_file
+    from bal.models.registry import model_from_file_content
 
     path = Path(cycle["model_path"])
     path = path if path.is_absolute() else project.folder / path
     redo = f"run `bal fit {project.folder}` to train the model again"
     if not path.is_file():
         raise BalError(f"the model of cycle {cycle['id']}, {path}, is missing; {redo}")
-    if is_head_file(load_torch(path, "a task model of bal", f"delete it and {redo}", kind="model file")):
-        head, meta = load_head(path, f"delete it and {redo}")
+    saved = load_torch(path, "a task model of bal", f"delete it and {redo}", kind="model file")  # read once
+    if is_head_file(saved):
+        head, meta = head_from_file_content(saved, path, f"delete it and {redo}")
         return TaskModel(head, embedding=embedding_choice(meta["embedding"]))
-    model, state = load_model_file(path, f"delete it and {redo}")
+    model, state = model_from_file_content(saved, path, f"delete it and {redo}")
     return TaskModel(model, augment=BatchAugment.from_state(state["normalisation"]))
 
 
