@@ -19,7 +19,7 @@ from bal.data import (
     generic_preset,
     regime_percentages,
 )
-from bal.embedding import EmbeddingChoice, embedding_kind
+from bal.embedding import EmbeddingChoice
 from bal.engine.head import HeadConfig
 from bal.engine.trainer import TrainConfig
 from bal.errors import ParameterError
@@ -96,8 +96,8 @@ def active_learning(
 
         chosen_rec, why = recommendation()
         if features is not None or embedding is not None or backbone is not None or task_model is not None:
-            named = embedding or (backbone and f"torchvision:{backbone}")
-            chosen_rec = PRETRAINED if named and embedding_kind(named) == "pretrained" else SCRATCH
+            named = EmbeddingChoice.named_kind({"embedding": embedding, "backbone": backbone})
+            chosen_rec = PRETRAINED if named == "pretrained" else SCRATCH
             why = "bal's recommendation for the embedding given"
         else:
             embedding, task_model = chosen_rec.embedding, chosen_rec.task_model

@@ -7,6 +7,7 @@ import dataclasses
 
 from bal.cli.flags import (
     add,
+    add_network_flags,
     add_warm_start,
     addendum,
     count,
@@ -95,11 +96,7 @@ def add_bench_commands(sub) -> dict:
              f"default: rotation)")
     add(g, "--backbone", choices=list(BACKBONES), default=None,
         help="older name of --embedding torchvision:NAME")
-    add(g, "--weights", default=None, metavar="FILE", help="the embedding network's weights file")
-    add(g, "--embedding_size", "--backbone_size", dest="embedding_size", type=image_side, default=None,
-        help="side the images are resized to for the embedding network (default: the model's own)")
-    add(g, "--download", action="store_true", default=None,
-        help="let timm download weights it has no copy of (never otherwise)")
+    add_network_flags(g)
     add(g, "--task_model", choices=list(TASK_MODELS), default=None,
         help="scratch: the network trained on the images each cycle (the paper's); linear: a head on the "
              "frozen embedding")

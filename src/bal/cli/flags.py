@@ -169,6 +169,17 @@ def embedding(text: str) -> str:
         raise argparse.ArgumentTypeError(e.named("embedding"))
 
 
+def add_network_flags(group) -> None:
+    """The flags of a pretrained network, beside --embedding wherever it is taken (kmeans, train, run, bench,
+    query, fit): its weights file, its input side, and leave to download."""
+    add(group, "--weights", default=None, metavar="FILE",
+        help="the pretrained network's weights, a file you have (timm:NAME also finds timm's cache)")
+    add(group, "--embedding_size", "--backbone_size", dest="embedding_size", type=image_side, default=None,
+        help="side the images are resized to for the pretrained network (default: the model's own)")
+    add(group, "--download", action="store_true", default=None,
+        help="let timm download weights it has no copy of (never otherwise)")
+
+
 def positive_float(text: str) -> float:
     try:
         value = float(text)

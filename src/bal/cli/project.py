@@ -199,14 +199,12 @@ def _add_fit_parser(subparsers) -> None:
 
 def add_pretrained_flags(p) -> None:
     """--embedding and its companions, for the commands that only read a pretrained network (fit)."""
-    from bal.cli.flags import embedding, image_side
+    from bal.cli.flags import add_network_flags, embedding
 
     add(p, "--embedding", type=embedding, default=None,
         help="with linear: efficientnet_lite0, timm:NAME or torchvision:NAME (default: the project's last "
              "query's, else efficientnet_lite0)")
-    add(p, "--weights", default=None, metavar="FILE", help="the network's weights file")
-    add(p, "--embedding_size", type=image_side, default=None, help="its input side (default: the model's own)")
-    add(p, "--download", action="store_true", default=None, help="let timm download weights it has no copy of")
+    add_network_flags(p)
 
 
 def _add_predict_parser(subparsers) -> None:
@@ -354,13 +352,13 @@ def cmd_query(args) -> int:
         if not name and not stored.get("strategy"):
             # bal's recommendation for this machine: on a pretrained embedding when the extra is installed,
             # unless the flags name an embedding, whose own recommendation then applies
-            from bal.embedding import embedding_kind
+            from bal.embedding import EmbeddingChoice
             from bal.recommend import PRETRAINED, SCRATCH, recommendation
 
             recommended, why = recommendation()
-            named = args.embedding or args.features or (args.backbone and f"torchvision:{args.backbone}")
+            named = EmbeddingChoice.named_kind(vars(args))
             if named:
-                recommended = PRETRAINED if embedding_kind(named) == "pretrained" else SCRATCH
+                recommended = PRETRAINED if named == "pretrained" else SCRATCH
             name, spec_options = parse_strategy(recommended.strategy)
         name = name or stored.get("strategy") or QUERY_STRATEGY
         embedding_options = {k: spec_options.pop(k) for k in EMBEDDING_OPTIONS if k in spec_options}
@@ -501,6 +499,7 @@ def cmd_undo(args) -> int:
 def cmd_fit(args) -> int:
     from dataclasses import replace
 
+    from bal.embedding import EmbeddingChoice
     from bal.engine.head import HeadConfig
     from bal.project.labelling import FIT_DEFAULTS, fit
 
@@ -509,8 +508,7 @@ def cmd_fit(args) -> int:
         settings = project.settings()
         stored = settings.get("fit") or {}
         query_embedding = (settings.get("query") or {}).get("embedding") or {}
-        pretrained_query = query_embedding.get("embedding") not in (None, "rotation") and not str(
-            query_embedding.get("embedding")).endswith(".npy")
+        pretrained_query = EmbeddingChoice.named_kind(query_embedding) == "pretrained"
         task_model = args.task_model or stored.get("task_model") or ("linear" if pretrained_query else "scratch")
         embedding = {}
         if task_model == "linear":

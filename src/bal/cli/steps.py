@@ -95,7 +95,7 @@ def add_embedding_flags(p: argparse.ArgumentParser, defaults: bool = False) -> N
     """Which features the selection rules see: a rotation view, normalised or not, a pretrained network's,
     or your own. Without ``defaults`` a flag left out is None: the strategy's own, else upright and none
     (:func:`embedding_of`); or, for bal query, the project's stored value."""
-    from bal.cli.flags import embedding
+    from bal.cli.flags import add_network_flags, embedding
     from bal.embedding import EMBEDDING_FORMS
     from bal.embedding.torchvision import BACKBONES
     from bal.pretext.features import FEATURE_NORMS, VIEWS
@@ -114,22 +114,7 @@ def add_embedding_flags(p: argparse.ArgumentParser, defaults: bool = False) -> N
              + ("%(default)s)" if defaults else "the strategy's own, else none)"))
     add(g, "--features", default=None, metavar="FILE.npy", help="older name of --embedding FILE.npy")
     add(g, "--backbone", choices=list(BACKBONES), default=None, help="older name of --embedding torchvision:NAME")
-    add(g, "--weights", default=None, metavar="FILE",
-        help="the pretrained network's weights, a file you have (timm:NAME also finds timm's cache)")
-    add(g, "--embedding_size", "--backbone_size", dest="embedding_size", type=image_side, default=None,
-        help="side the images are resized to for the pretrained network (default: the model's own)")
-    add(g, "--download", action="store_true", default=None,
-        help="let timm download weights it has no copy of (never otherwise)")
-
-
-def embedding_choice(args):
-    """The :class:`bal.embedding.EmbeddingChoice` of the embedding flags."""
-    from bal.embedding import EmbeddingChoice
-
-    return EmbeddingChoice.from_flags(getattr(args, "embedding", None), features=getattr(args, "features", None),
-                                      backbone=getattr(args, "backbone", None), weights=getattr(args, "weights", None),
-                                      size=getattr(args, "embedding_size", None),
-                                      download=bool(getattr(args, "download", False)))
+    add_network_flags(g)
 
 
 def embedding_of(args, strategy=None) -> tuple[str, str]:
@@ -144,9 +129,11 @@ def embedding_of(args, strategy=None) -> tuple[str, str]:
 
 def given_features(args, pool_paths, images=None, device="cpu"):
     """The rows the embedding flags give, one per pool image; None for the rotation pretext's."""
-    return embedding_choice(args).features(images, n_rows=len(pool_paths), device=device,
-                                           cache_dir=getattr(args, "cache_dir", None),
-                                           progress=not getattr(args, "no_progress", False))
+    from bal.embedding import EmbeddingChoice
+
+    return EmbeddingChoice.from_settings(vars(args)).features(
+        images, n_rows=len(pool_paths), device=device, cache_dir=getattr(args, "cache_dir", None),
+        progress=not getattr(args, "no_progress", False))
 
 
 def add_strategy_flags(g, strategy_default: str | None = "bal", default_note: str = "") -> None:
@@ -435,11 +422,12 @@ def cmd_rotation(args) -> int:
 
 
 def cmd_kmeans(args) -> int:
+    from bal.embedding import EmbeddingChoice
     from bal.files import read_lines
 
     load = input_folder(args.load, "--load", f"run `bal rotation --save {args.load}` first")
     features = None
-    choice = embedding_choice(args)
+    choice = EmbeddingChoice.from_settings(vars(args))
     if choice.kind != "rotation":
         paths = read_lines(load / "paths.txt") if (load / "paths.txt").exists() else None
         if paths is None:

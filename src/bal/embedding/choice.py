@@ -8,7 +8,9 @@ keys and asks it for the pool's features; none assembles an embedding itself.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -48,10 +50,26 @@ class EmbeddingChoice:
                    weights: str | None = None, size: int | None = None, download: bool = False
                    ) -> "EmbeddingChoice":
         """The choice of today's flags and their older names (``--features FILE.npy``, ``--backbone NAME``)."""
-        given = [x for x in (embedding, features, backbone and f"torchvision:{backbone}") if x]
+        given = _named(embedding, features, backbone)
         if len(given) > 1:
             raise BalError("give one of --embedding, --features and --backbone")
         return cls(given[0] if given else "rotation", weights=weights, size=size, download=bool(download))
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any]) -> "EmbeddingChoice":
+        """The choice of a mapping with the flags' names: parsed flags (``vars(args)``), a project's stored
+        settings (older projects stored ``backbone_size``), keys left out or None where not given."""
+        return cls.from_flags(settings.get("embedding"), features=settings.get("features"),
+                              backbone=settings.get("backbone"), weights=settings.get("weights"),
+                              size=settings.get("embedding_size") or settings.get("backbone_size"),
+                              download=bool(settings.get("download")))
+
+    @staticmethod
+    def named_kind(settings: Mapping[str, Any]) -> str | None:
+        """The kind (:func:`embedding_kind`) of the embedding such a mapping names, None when it names none;
+        nothing is checked or loaded."""
+        given = _named(settings.get("embedding"), settings.get("features"), settings.get("backbone"))
+        return embedding_kind(given[0]) if given else None
 
     @property
     def kind(self) -> str:
@@ -118,3 +136,8 @@ class EmbeddingChoice:
         if self.kind != "pretrained":
             return self.name
         return f"{self.name} ({self.input_size()} px{', weights ' + str(self.weights) if self.weights else ''})"
+
+
+def _named(embedding: str | None, features: str | None, backbone: str | None) -> list[str]:
+    """The embeddings named by the flag and its older names, in that order."""
+    return [x for x in (embedding, features, backbone and f"torchvision:{backbone}") if x]

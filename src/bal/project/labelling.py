@@ -48,6 +48,7 @@ from pathlib import Path
 import numpy as np
 
 from bal.data.imageset import ImageSet
+from bal.embedding import EmbeddingChoice
 from bal.engine.head import HeadConfig
 from bal.engine.runtime import derive_seed
 from bal.engine.trainer import TrainConfig
@@ -203,23 +204,12 @@ def pretext(project: Project, pool: ImageSet, rows: Sequence[ImageRow], augment,
                       int(settings["seed"]), int(epochs), int(batch_size)])[:16]
     config = replace(ROTATION_DEFAULTS, epochs=int(epochs), batch_size=int(batch_size))
     embedding = dict(embedding or {})
-    features = project_features(project, rows, embedding_choice(embedding), device=device, progress=progress,
-                                decoded=pool)
+    features = project_features(project, rows, EmbeddingChoice.from_settings(embedding), device=device,
+                                progress=progress, decoded=pool)
     return build_pretext(pool, augment, net=settings["net"], config=config, seed=int(settings["seed"]),
                          device=device, save=project.folder / "pretext" / digest, progress=progress, needs=needs,
                          view=embedding.get("view") or "upright", feature_norm=embedding.get("feature_norm") or "none",
                          features=features)
-
-
-def embedding_choice(embedding: dict):
-    """The :class:`bal.embedding.EmbeddingChoice` of a project's stored or given embedding settings
-    (older projects stored ``backbone_size``)."""
-    from bal.embedding import EmbeddingChoice
-
-    return EmbeddingChoice.from_flags(embedding.get("embedding"), features=embedding.get("features"),
-                                      backbone=embedding.get("backbone"), weights=embedding.get("weights"),
-                                      size=embedding.get("embedding_size") or embedding.get("backbone_size"),
-                                      download=bool(embedding.get("download")))
 
 
 def project_features(project: Project, rows: Sequence[ImageRow], choice, *, device, progress: bool = False,
@@ -278,7 +268,7 @@ def load_task_model(project: Project, cycle: dict) -> TaskModel:
     saved = load_torch(path, "a task model of bal", f"delete it and {redo}", kind="model file")  # read once
     if is_head_file(saved):
         head, meta = head_from_file_content(saved, path, f"delete it and {redo}")
-        return TaskModel(head, embedding=embedding_choice(meta["embedding"]))
+        return TaskModel(head, embedding=EmbeddingChoice.from_settings(meta["embedding"]))
     model, state = model_from_file_content(saved, path, f"delete it and {redo}")
     return TaskModel(model, augment=BatchAugment.from_state(state["normalisation"]))
 
@@ -437,8 +427,8 @@ def fit(
 
     ``task_model="scratch"`` trains the project's network on the images (``train``);
     ``"linear"`` fits a head (``head``, :mod:`bal.engine.head`) on the frozen pretrained
-    ``embedding`` (the settings of :func:`embedding_choice`), seconds on a CPU once the
-    embedding is cached.
+    ``embedding`` (settings as :meth:`bal.embedding.EmbeddingChoice.from_settings` reads them), seconds
+    on a CPU once the embedding is cached.
     """
     import torch
 
@@ -465,7 +455,7 @@ def fit(
     size = image_size(project, rows)
     if task_model not in ("scratch", "linear"):
         raise BalError(f"--task_model must be scratch or linear, got {task_model!r}")
-    choice = embedding_choice(embedding or {}) if task_model == "linear" else None
+    choice = EmbeddingChoice.from_settings(embedding or {}) if task_model == "linear" else None
     if choice is not None and choice.kind != "pretrained":
         raise BalError(f"--task_model linear fits a head on a pretrained embedding; give --embedding "
                        f"(efficientnet_lite0, timm:NAME, torchvision:NAME), not {choice.name}")
