@@ -334,6 +334,7 @@ class Pretexts:
         self._rotations: dict[int, Any] = {}
         self._external: np.ndarray | None = None
         self.choice = config.embedding_choice()
+        self._split: np.ndarray | None = None  # the evaluated split's embedding (task_model linear)
         self._known_quality: dict[str, float] = {}  # k-NN accuracy of an embedding that is not rotation's
         self.quality: list[dict] = []  # one row per (seed, embedding): kNN and rotation accuracy
 
@@ -376,9 +377,10 @@ class Pretexts:
                            f"embeds only the pool: use a pretrained embedding")
         pool = self.external()
         self._record_quality(seed, "external", "none", pool, None)
-        test = self.choice.features(split.images, cache_dir=c.cache_dir, device=self.device,
-                                    progress=self.progress, what=f"the {split_name} split")
-        return HeadTask(pool=pool, test=test, name=c.embedding, config=c.head_config())
+        if self._split is None:  # the evaluated split is the same for every pair
+            self._split = self.choice.features(split.images, cache_dir=c.cache_dir, device=self.device,
+                                               progress=self.progress, what=f"the {split_name} split")
+        return HeadTask(pool=pool, test=self._split, name=c.embedding, config=c.head_config())
 
     def for_pair(self, seed: int, needs: frozenset[str], view: str, norm: str) -> Pretext:
         """The pretext a strategy with ``needs`` reads in seed ``seed``: features of ``view`` (or the

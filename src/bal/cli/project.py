@@ -173,6 +173,7 @@ def _add_undo_parser(subparsers) -> None:
 
 
 def _add_fit_parser(subparsers) -> None:
+    from bal.loop.cycles import TASK_MODELS
     from bal.project.labelling import FIT_DEFAULTS, HOLDOUT
 
     f = subparsers.add_parser(
@@ -187,7 +188,7 @@ def _add_fit_parser(subparsers) -> None:
     add(f, "--lr", type=positive_float, default=FIT_DEFAULTS.lr, help="SGD learning rate (default: %(default)s)")
     add(f, "--holdout", type=fraction(zero=True), default=HOLDOUT, help="held-out fraction per class, 0 for none "
                                                               "(default: %(default)s)")
-    add(f, "--task_model", choices=["scratch", "linear"], default=None,
+    add(f, "--task_model", choices=list(TASK_MODELS), default=None,
         help="scratch: the project's network trained on the images; linear: a head on a frozen pretrained "
              "embedding, seconds on a CPU (default: the project's last fit's, else linear when its queries read a "
              "pretrained embedding, else scratch)")

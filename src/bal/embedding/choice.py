@@ -113,7 +113,13 @@ class EmbeddingChoice:
 
     def _spec(self) -> dict | None:
         """What decides the network, cheap to compute: the name, a digest of the weights file, the size.
-        None where the weights are not a file here (timm's download): then the network is always built."""
+        None where the weights are not a file here (timm's download): then the network is always built.
+        Computed once per choice (it reads the weights file)."""
+        if "_spec_cache" not in self.__dict__:
+            object.__setattr__(self, "_spec_cache", self._compute_spec())
+        return self.__dict__["_spec_cache"]
+
+    def _compute_spec(self) -> dict | None:
         weights = self.weights
         if weights is None and self.name == "efficientnet_lite0":
             try:

@@ -54,6 +54,7 @@ from bal.engine.runtime import derive_seed
 from bal.engine.trainer import TrainConfig
 from bal.errors import BalError, DataError
 from bal.files import write_lines
+from bal.loop.cycles import TASK_MODELS
 from bal.loop.pool import LabelledPool
 from bal.pretext.rotation import ROTATION_DEFAULTS
 from bal.project.db import ImageRow, Project
@@ -453,8 +454,8 @@ def fit(
     settings = project.settings()
     seed = int(settings["seed"])
     size = image_size(project, rows)
-    if task_model not in ("scratch", "linear"):
-        raise BalError(f"--task_model must be scratch or linear, got {task_model!r}")
+    if task_model not in TASK_MODELS:
+        raise BalError(f"--task_model must be one of {', '.join(TASK_MODELS)}, got {task_model!r}")
     choice = EmbeddingChoice.from_settings(embedding or {}) if task_model == "linear" else None
     if choice is not None and choice.kind != "pretrained":
         raise BalError(f"--task_model linear fits a head on a pretrained embedding; give --embedding "
@@ -496,7 +497,7 @@ def fit(
         acc, per_class = evaluate(model, images[held_idx], labels[held_idx], augment,
                                   len(classes), device=device)
         accuracy = float(acc)
-        per_class_acc = {c: (None if np.isnan(v) else float(v)) for c, v in zip(classes, per_class)}
+        per_class_acc = per_class
     rel = f"models/cycle-{cycle_id}.pth"
     save_model_file(project.folder / rel, model.cpu(), net=settings["net"], image_size=size, classes=list(classes),
                     normalisation=augment.state())
@@ -509,8 +510,11 @@ def fit(
 
 
 def _fit_metrics(project: Project, labelled, labels, train_idx, held_idx, holdout, accuracy, per_class_acc) -> dict:
-    """What a fit reports, whatever its task model: counts, the held-out accuracy and its warnings."""
+    """What a fit reports, whatever its task model: counts, the held-out accuracy (and per class, an
+    array with NaN for a class without held-out images) and its warnings."""
     classes = project.classes
+    if per_class_acc is not None:
+        per_class_acc = {c: (None if np.isnan(v) else float(v)) for c, v in zip(classes, per_class_acc)}
     counts = Counter(r.label for _, r in labelled)
     held_counts = Counter(classes[int(labels[i])] for i in held_idx)
     warnings = []
@@ -547,7 +551,7 @@ def _fit_head(project, rows, labelled, labels, train_idx, held_idx, cycle_id, cr
         logits, _ = head_outputs(model, features, held_idx)
         acc, per_class = accuracy_of(logits, labels[held_idx], len(classes))
         accuracy = float(acc)
-        per_class_acc = {c: (None if np.isnan(v) else float(v)) for c, v in zip(classes, per_class)}
+        per_class_acc = per_class
     rel = f"models/cycle-{cycle_id}.pth"
     (project.folder / "models").mkdir(parents=True, exist_ok=True)
     save_head(project.folder / rel, model, classes=list(classes),
