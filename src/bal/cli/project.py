@@ -503,6 +503,7 @@ def cmd_fit(args) -> int:
     from bal.embedding import EmbeddingChoice
     from bal.engine.head import HeadConfig
     from bal.project.labelling import FIT_DEFAULTS, fit
+    from bal.recommend import PRETRAINED
 
     with _open(args) as project:
         train = replace(FIT_DEFAULTS, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr)
@@ -516,8 +517,7 @@ def cmd_fit(args) -> int:
             given = {k: getattr(args, k) for k in ("embedding", "weights", "embedding_size", "download")
                      if getattr(args, k) is not None}
             embedding = given or stored.get("embedding") or (
-                query_embedding if query_embedding.get("embedding") not in (None, "rotation")
-                else {"embedding": "efficientnet_lite0"})
+                query_embedding if pretrained_query else {"embedding": PRETRAINED.embedding})
         head = HeadConfig(C=args.head_C if args.head_C is not None else stored.get("C", 1.0))
         r = fit(project, train=train, holdout=args.holdout, task_model=task_model, embedding=embedding, head=head,
                 device=_device(args), progress=not args.no_progress)
