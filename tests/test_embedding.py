@@ -376,3 +376,141 @@ def test_without_the_extra_the_defaults_are_the_scratch_ones(tmp_path):
 
     rec, why = recommendation()  # the suite's autouse fixture plays a machine without the extra
     assert rec == SCRATCH and "without the pretrained extra" in why and rec.task_model == "scratch"
+
+
+# -- task model finetune ---------------------------------------------------------------------------
+def test_a_finetune_net_resizes_its_input_and_keeps_the_pretrained_batch_norm_statistics(tiny_weights):
+    from bal.embedding.finetune import FinetuneNet, finetune_net
+
+    path, _ = tiny_weights
+    emb = create_embedder(f"timm:{TINY}", weights=path, input_size=32)
+    torch.manual_seed(0)
+    net = finetune_net(emb, 3)
+    assert isinstance(net, FinetuneNet) and net.body is not emb.model  # a copy: the embedder stays pretrained
+    x = torch.randn(4, 3, 16, 16)
+    net.train()
+    norms = [m for m in net.body.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert norms and not any(m.training for m in norms) and net.head.training
+    before = [m.running_mean.clone() for m in norms]
+    net(x).sum().backward()  # a training step's forward: the statistics stay ImageNet's
+    assert all(torch.equal(a, m.running_mean) for a, m in zip(before, norms))
+    with torch.no_grad():
+        net.eval()
+        up = torch.nn.functional.interpolate(x, size=(32, 32), mode=emb.interpolation, align_corners=False)
+        assert torch.allclose(net.forward_features(x), emb.model.eval()(up), atol=1e-5)
+        assert net(x).shape == (4, 3)
+
+
+def finetune_setup(tiny_weights):
+    from bal.data import BatchAugment, images_from_arrays
+    from bal.engine.trainer import TrainConfig
+    from bal.loop.cycles import FinetuneTask
+    from bal.selection import create_strategy
+
+    path, _ = tiny_weights
+    emb = create_embedder(f"timm:{TINY}", weights=path, input_size=32)
+    labels = np.repeat(np.arange(3), 8)
+    pool = images_from_arrays(images(24, 16), labels, ["a", "b", "c"])
+    test = images_from_arrays(images(9, 16, seed=1), np.repeat(np.arange(3), 3), ["a", "b", "c"])
+    kwargs = dict(strategy=create_strategy("margin"), budgets=[3, 3, 3], train=TrainConfig(epochs=2, batch_size=4,
+                  lr=0.01), augment=BatchAugment((0.5,) * 3, (0.25,) * 3), net="cnn", progress=False,
+                  finetune=FinetuneTask(emb, {"embedding": f"timm:{TINY}", "weights": str(path),
+                                              "embedding_size": 32}))
+    return pool, test, kwargs, emb
+
+
+def test_cycles_with_a_finetuned_network_resume_to_the_same_result(tmp_path, tiny_weights):
+    from bal.embedding.finetune import load_finetuned
+    from bal.loop.cycles import run_cycles
+
+    pool, test, kwargs, emb = finetune_setup(tiny_weights)
+    pretrained = {k: v.clone() for k, v in emb.model.state_dict().items()}
+    rows = run_cycles(pool, test, out_dir=tmp_path / "a", **kwargs)
+    assert [r["labelled"] for r in rows] == [3, 6, 9]
+    config = json.loads((tmp_path / "a" / "config.json").read_text())
+    assert config["task_model"]["finetune"]["name"] == f"timm:{TINY}" and config["train"]["lr"] == 0.01
+    net, meta = load_finetuned(tmp_path / "a" / "model_2.pth", "redo", emb)
+    assert meta["normalisation"]["mean"] == pytest.approx(list(emb.mean))  # the network's, not the run's
+    assert meta["embedding"]["embedding_size"] == 32 and meta["classes"] == ["a", "b", "c"]
+    trained = net.body.state_dict()
+    assert any(not torch.equal(trained[k], v) for k, v in pretrained.items() if v.is_floating_point())
+    assert all(torch.equal(emb.model.state_dict()[k], v) for k, v in pretrained.items())  # never trained in place
+    # killed after cycle 1: the run started again ends as the uninterrupted one
+    state = json.loads((tmp_path / "a" / "state.json").read_text())
+    (tmp_path / "a" / "state.json").write_text(json.dumps({"cycles": state["cycles"][:2]}))
+    (tmp_path / "a" / "labeled_2.txt").unlink()
+    again = run_cycles(pool, test, out_dir=tmp_path / "a", **kwargs)
+    assert [r["accuracy"] for r in again] == [r["accuracy"] for r in rows]
+    assert [r["selection"] for r in again] == [r["selection"] for r in rows]
+    fresh = run_cycles(pool, test, out_dir=tmp_path / "b", **kwargs)  # and the same seed selects the same
+    assert [r["selection"] for r in fresh] == [r["selection"] for r in rows]
+    with pytest.raises(BalError, match="not both"):
+        from bal.loop.cycles import HeadTask
+
+        run_cycles(pool, test, head=HeadTask(np.zeros((24, 2)), np.zeros((9, 2)), "x"), **kwargs)
+
+
+def test_a_finetuned_model_file_is_data_and_must_fit_its_network(tmp_path, tiny_weights):
+    from bal.embedding.finetune import finetune_net, load_finetuned, save_finetuned
+
+    path, _ = tiny_weights
+    emb = create_embedder(f"timm:{TINY}", weights=path, input_size=32)
+    net = finetune_net(emb, 4)
+    save_finetuned(tmp_path / "m.pth", net, classes=list("abcd"), embedding={"embedding": f"timm:{TINY}"},
+                   normalisation={"mean": [0.5] * 3, "std": [0.25] * 3, "crop_padding": 4, "hflip": True},
+                   image_size=16)
+    loaded, _ = load_finetuned(tmp_path / "m.pth", "redo it", emb)
+    x = torch.randn(2, 3, 16, 16)
+    assert torch.allclose(loaded(x), net.eval()(x))
+    other = create_embedder(f"timm:{TINY}", weights=path, input_size=32)
+    other.model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.LazyLinear(256))  # another network
+    with pytest.raises(BalError, match="does not fit.*redo it"):
+        load_finetuned(tmp_path / "m.pth", "redo it", other)
+    torch.save({"format": "bal-head"}, tmp_path / "h.pth")
+    with pytest.raises(BalError, match="not a fine-tuned model"):
+        load_finetuned(tmp_path / "h.pth", "redo it", emb)
+
+
+def test_the_api_and_the_bench_take_finetune_only_with_a_pretrained_embedding(tiny_weights, tmp_path):
+    import bal
+    from bal.bench import BenchConfig
+
+    pool, test, kwargs, _ = finetune_setup(tiny_weights)
+    path, _ = tiny_weights
+    rows = bal.active_learning(pool, test, percentages=[12.5, 12.5], strategy="margin", embedding=f"timm:{TINY}",
+                               weights=path, embedding_size=32, task_model="finetune",
+                               train=kwargs["train"])
+    assert [r["labelled"] for r in rows] == [3, 6]
+    with pytest.raises(ParameterError, match="finetune"):
+        bal.active_learning(pool, test, percentages=[10], strategy="random", task_model="finetune")
+    with pytest.raises(BalError, match="finetune trains a pretrained network"):
+        BenchConfig.from_mapping({"dataset": "cifar10", "task_model": "finetune", "embedding": "x.npy"})
+
+
+def test_a_project_fine_tunes_predicts_and_queries_with_the_network(tmp_path, tiny_weights, monkeypatch):
+    from test_project import init, run_bal
+    from test_project import images as _images_fixture
+
+    from bal.project.db import Project
+
+    monkeypatch.setenv("BAL_CACHE_DIR", str(tmp_path / "cache"))
+    path, _ = tiny_weights
+    root, _ = _images_fixture.__wrapped__(tmp_path)
+    d = init(tmp_path, root)
+    flags = ["--embedding", f"timm:{TINY}", "--weights", path, "--embedding_size", 32]
+    code, out, err = run_bal("fit", d, "--task_model", "finetune", *flags, "--epochs", 2, "--holdout", 0,
+                             "--no-progress")
+    assert code == 0, err
+    assert "fine-tuned timm:test_efficientnet (32 px" in out and "2 epoch(s)" in out
+    with Project.open(d) as p:
+        metrics = p.cycles()[-1]["metrics"]
+        assert metrics["task_model"] == "finetune" and metrics["lr"] == 0.01  # the finetune default
+    code, out, err = run_bal("predict", d, "--out", tmp_path / "pred.csv", "--no-progress")
+    assert code == 0, err
+    assert len((tmp_path / "pred.csv").read_text().splitlines()) > 1
+    code, out, err = run_bal("query", d, "--budget", 2, "--strategy", "margin", "--no-progress")
+    assert code == 0 and "under the model fitted in cycle 1" in out, err
+    code, out, err = run_bal("fit", d, "--holdout", 0, "--epochs", 1, "--no-progress")  # the project's task model
+    assert code == 0 and "fine-tuned" in out, err
+    code, _, err = run_bal("fit", d, "--task_model", "finetune", "--embedding", "rotation", "--no-progress")
+    assert code == 2 and "pretrained embedding" in err

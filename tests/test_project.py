@@ -147,7 +147,7 @@ def test_commands_and_flags(tmp_path):
     parser, handlers = build_parser()
     assert set(handlers) == {"project", "query", "export", "import", "undo", "fit", "predict", "status"}
     args = parser.parse_args(["fit", "D", "--batch_size", "8", "--holdout", "0"])
-    assert (args.batch_size, args.holdout, args.epochs, args.lr) == (8, 0.0, 30, 0.05)
+    assert (args.batch_size, args.holdout, args.epochs, args.lr) == (8, 0.0, None, None)  # by task model
     args = parser.parse_args(["query", "D", "--budget", "5"])
     assert (args.beta, args.strategy, args.pretext_epochs) == (None, None, None)  # None: the project's stored values
     assert run_bal("query", "D", "--budget", "0")[0] == 2

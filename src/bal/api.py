@@ -23,7 +23,7 @@ from bal.embedding import EmbeddingChoice
 from bal.engine.head import HeadConfig
 from bal.engine.trainer import TrainConfig
 from bal.errors import ParameterError
-from bal.loop.cycles import TASK_MODELS, HeadTask, run_cycles
+from bal.loop.cycles import TASK_MODELS, FinetuneTask, HeadTask, run_cycles
 from bal.pretext import ROTATION_DEFAULTS, build_pretext
 from bal.selection import Pretext, create_strategy
 from bal.validation import check_choice, check_matrix
@@ -86,7 +86,9 @@ def active_learning(
     ``backbone`` is the older name of ``torchvision:NAME``); normalised by
     ``feature_norm`` (``view`` and ``feature_norm`` default to the strategy's own, else the
     upright image, not normalised). ``task_model="linear"`` trains a ``head`` on the frozen
-    pretrained embedding each cycle instead of ``net`` on the images. Steps 1 and 2 run only for the
+    pretrained embedding each cycle instead of ``net`` on the images; ``task_model="finetune"`` trains
+    the embedding's network with a new head on the images, with ``train`` (give it a small ``lr``;
+    :mod:`bal.embedding.finetune`). Steps 1 and 2 run only for the
     strategies that read them (bal, pt4al, typiclust, probcover); with ``out_dir`` every
     step writes its files there (``out_dir/pretext`` for steps 1 and 2,
     ``out_dir/cycles`` for the cycles) and a second call resumes.
@@ -131,6 +133,11 @@ def active_learning(
             raise ParameterError("task_model", "{name} linear is a head on a pretrained embedding: give embedding=")
         task = HeadTask(features, choice.features(test.images, device=device, progress=progress, what="the test split"),
                         choice.name, head)
+    finetune = None
+    if task_model == "finetune":
+        if choice.kind != "pretrained":
+            raise ParameterError("task_model", "{name} finetune trains a pretrained network: give embedding=")
+        finetune = FinetuneTask(choice.embedder(), choice.settings())
     pretext = Pretext()
     if chosen.needs:
         pretext = build_pretext(pool, augment, net=net, config=rotation, seed=seed, device=device,
@@ -142,5 +149,5 @@ def active_learning(
     return run_cycles(
         pool, test, strategy=chosen, budgets=budgets, pretext=pretext, train=train, augment=augment, net=net,
         warm_start=warm_start, seed=seed, out_dir=None if out_dir is None else Path(out_dir) / "cycles",
-        device=device, progress=progress, head=task,
+        device=device, progress=progress, head=task, finetune=finetune,
     )

@@ -55,7 +55,7 @@ from bal.engine.runtime import resolve_device
 from bal.engine.trainer import TrainConfig
 from bal.errors import BalError, ParameterError
 from bal.files import atomic_write_json, held_lock, read_json, write_lines
-from bal.loop.cycles import TASK_MODELS, HeadTask, run_cycles
+from bal.loop.cycles import TASK_MODELS, FinetuneTask, HeadTask, run_cycles
 from bal.pretext.features import FEATURE_NORMS, VIEWS, cdd_order, normalise_features
 from bal.pretext.rotation import pretext_busy, train_rotation
 from bal.report import summarise, summary_table, write_results
@@ -108,7 +108,8 @@ class BenchConfig:
     embedding_size: int | None = None  # its input size (None: the model's own)
     download: bool = False  # let timm download the weights it has no copy of
     task_model: str = "scratch"  # scratch: net trained on the images each cycle (the paper's);
-    #                              linear: a head on the frozen embedding (bal.engine.head)
+    #                              linear: a head on the frozen embedding (bal.engine.head);
+    #                              finetune: the pretrained network and a head, trained with epochs, lr...
     head_C: float = 1.0  # the head's inverse regularisation (scikit-learn's C)
     head_hidden: int = 0  # 0: a linear head; else an MLP with this many hidden units
     rotation_epochs: int = 15
@@ -213,9 +214,12 @@ class BenchConfig:
             check_choice("view", self.view, VIEWS)
         if self.feature_norm is not None:
             check_choice("feature_norm", self.feature_norm, FEATURE_NORMS)
-        if self.task_model != "scratch" and embedding_kind(self.embedding) == "rotation":
-            raise BalError(f"{source}: task_model {self.task_model} is a head on a pretrained embedding: set "
+        if self.task_model == "linear" and embedding_kind(self.embedding) == "rotation":
+            raise BalError(f"{source}: task_model linear is a head on a pretrained embedding: set "
                            f"embedding (efficientnet_lite0, timm:NAME, torchvision:NAME or FILE.npy)")
+        if self.task_model == "finetune" and embedding_kind(self.embedding) != "pretrained":
+            raise BalError(f"{source}: task_model finetune trains a pretrained network: set embedding "
+                           f"(efficientnet_lite0, timm:NAME or torchvision:NAME)")
 
     @property
     def percentages_used(self) -> list[float]:
@@ -382,6 +386,11 @@ class Pretexts:
                                                progress=self.progress, what=f"the {split_name} split")
         return HeadTask(pool=pool, test=self._split, name=c.embedding, config=c.head_config())
 
+    def finetune_task(self) -> FinetuneTask:
+        """The task of ``task_model: finetune``: the embedding's network, built once (each cycle copies it)."""
+        choice = self.choice
+        return FinetuneTask(embedder=choice.embedder(), settings=choice.settings())
+
     def for_pair(self, seed: int, needs: frozenset[str], view: str, norm: str) -> Pretext:
         """The pretext a strategy with ``needs`` reads in seed ``seed``: features of ``view`` (or the
         configuration's embedding), normalised by ``norm``, and their CDD order (k-means seeded with ``seed``)."""
@@ -494,11 +503,12 @@ def run_bench(config: BenchConfig, *, progress: bool = True) -> list[dict]:
                 return False
             pretext = pretexts.for_pair(seed, strategy.needs, pretext_options["view"], pretext_options["norm"])
             head = pretexts.head_task(seed, evaluate_on, config.eval) if config.task_model == "linear" else None
+            finetune = pretexts.finetune_task() if config.task_model == "finetune" else None
             t0 = time.perf_counter()
             done[i] = run_cycles(pool, evaluate_on, strategy=strategy, budgets=budgets, pretext=pretext,
                                  train=train_config, augment=data.augment, net=config.net,
                                  warm_start=config.warm_start, seed=seed, out_dir=run_dir, device=device,
-                                 progress=progress, split_name=config.eval, head=head)
+                                 progress=progress, split_name=config.eval, head=head, finetune=finetune)
         accs = " ".join(f"{r['accuracy']:.1f}" for r in done[i])
         log.info("bench [%d/%d] %s seed %d: %s (%.0f s)", i + 1, len(pairs), spec, seed, accs,
                  time.perf_counter() - t0)

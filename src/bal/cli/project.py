@@ -174,7 +174,7 @@ def _add_undo_parser(subparsers) -> None:
 
 def _add_fit_parser(subparsers) -> None:
     from bal.loop.cycles import TASK_MODELS
-    from bal.project.labelling import FIT_DEFAULTS, HOLDOUT
+    from bal.project.labelling import FINETUNE_DEFAULTS, FIT_DEFAULTS, HOLDOUT
 
     f = subparsers.add_parser(
         "fit", help="train the task model on all labels; accuracy on a held-out split",
@@ -183,14 +183,19 @@ def _add_fit_parser(subparsers) -> None:
                     "trained on, and used for the accuracy. The model is saved to DIR/models/cycle-<id>.pth "
                     "and the next `bal query` uses it.")
     f.add_argument("dir", metavar="DIR", help="project folder")
-    add(f, "--epochs", type=positive_int, default=FIT_DEFAULTS.epochs, help="(default: %(default)s)")
-    add(f, "--batch-size", type=positive_int, default=FIT_DEFAULTS.batch_size, help="(default: %(default)s)")
-    add(f, "--lr", type=positive_float, default=FIT_DEFAULTS.lr, help="SGD learning rate (default: %(default)s)")
+    tuned = FINETUNE_DEFAULTS
+    add(f, "--epochs", type=positive_int, default=None,
+        help=f"(default: {FIT_DEFAULTS.epochs}; {tuned.epochs} with --task_model finetune)")
+    add(f, "--batch-size", type=positive_int, default=None,
+        help=f"(default: {FIT_DEFAULTS.batch_size}; {tuned.batch_size} with --task_model finetune)")
+    add(f, "--lr", type=positive_float, default=None,
+        help=f"SGD learning rate (default: {FIT_DEFAULTS.lr}; {tuned.lr} with --task_model finetune)")
     add(f, "--holdout", type=fraction(zero=True), default=HOLDOUT, help="held-out fraction per class, 0 for none "
                                                               "(default: %(default)s)")
     add(f, "--task_model", choices=list(TASK_MODELS), default=None,
         help="scratch: the project's network trained on the images; linear: a head on a frozen pretrained "
-             "embedding, seconds on a CPU (default: the project's last fit's, else linear when its queries read a "
+             "embedding, seconds on a CPU; finetune: that pretrained network trained with a head on the images "
+             "(a GPU's work) (default: the project's last fit's, else linear when its queries read a "
              "pretrained embedding, else scratch)")
     add_pretrained_flags(f)
     add(f, "--head_C", type=positive_float, default=None, help="with linear: the head's inverse regularisation "
@@ -502,18 +507,20 @@ def cmd_fit(args) -> int:
 
     from bal.embedding import EmbeddingChoice
     from bal.engine.head import HeadConfig
-    from bal.project.labelling import FIT_DEFAULTS, fit
+    from bal.project.labelling import FINETUNE_DEFAULTS, FIT_DEFAULTS, fit
     from bal.recommend import PRETRAINED
 
     with _open(args) as project:
-        train = replace(FIT_DEFAULTS, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr)
         settings = project.settings()
         stored = settings.get("fit") or {}
         query_embedding = (settings.get("query") or {}).get("embedding") or {}
         pretrained_query = EmbeddingChoice.named_kind(query_embedding) == "pretrained"
         task_model = args.task_model or stored.get("task_model") or ("linear" if pretrained_query else "scratch")
+        asked = {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size), ("lr", args.lr))
+                 if v is not None}
+        train = replace(FINETUNE_DEFAULTS if task_model == "finetune" else FIT_DEFAULTS, **asked)
         embedding = {}
-        if task_model == "linear":
+        if task_model != "scratch":
             given = {k: getattr(args, k) for k in ("embedding", "weights", "embedding_size", "download")
                      if getattr(args, k) is not None}
             embedding = given or stored.get("embedding") or (
@@ -524,7 +531,11 @@ def cmd_fit(args) -> int:
         project.write_settings({**project.settings(), "fit": {"task_model": task_model, "embedding": embedding,
                                                               "C": head.C}})
         m = r.metrics
-        if task_model == "linear":
+        if task_model == "finetune":
+            _say(f"fine-tuned {m['embedding']} with a head on {m['trained_on']} of {m['labelled']} labels, "
+                 f"{m['held_out']} held out ({_per_class(m['per_class'], project.classes)} labels per class), "
+                 f"{m['epochs']} epoch(s)")
+        elif task_model == "linear":
             _say(f"fitted a linear head on {m['embedding']} with {m['trained_on']} of {m['labelled']} labels, "
                  f"{m['held_out']} held out ({_per_class(m['per_class'], project.classes)} labels per class), "
                  f"{m['seconds']:.1f} s")

@@ -137,6 +137,11 @@ class EmbeddingChoice:
             return None
         return {"name": self.name, "weights": file_digest(weights), "size": self.size, "library": library}
 
+    def settings(self) -> dict:
+        """The choice as the flags' names give it (what :meth:`from_settings` reads back): stored with a
+        project's settings and with a model that reads this embedding."""
+        return {"embedding": self.name, "weights": self.weights, "embedding_size": self.size}
+
     def describe(self) -> str:
         """In words, for logs and reports."""
         if self.kind != "pretrained":

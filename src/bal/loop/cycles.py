@@ -36,6 +36,8 @@ from bal.data import BatchAugment, ImageSet
 from bal.engine import runtime
 from bal.engine.head import HeadConfig, fit_head, head_outputs
 from bal.engine.runfolder import bind_config, bind_content
+from bal.embedding.embedder import Embedder
+from bal.embedding.finetune import finetune_augment, finetune_net, load_finetuned, save_finetuned
 from bal.engine.runtime import derive_seed
 from bal.engine.trainer import TrainConfig, accuracy_of, evaluate, predict, train_model
 from bal.errors import BalError
@@ -53,16 +55,17 @@ from bal.models import create_model, load_model_file, save_model_file
 from bal.models.head import Head, head_statistics, load_head, save_head
 from bal.selection.strategies import Pretext, SelectionContext, Strategy
 
-__all__ = ["METRIC_COLUMNS", "TASK_MODELS", "HeadTask", "Outputs", "last_linear", "run_cycles", "select_cycle"]
+__all__ = ["METRIC_COLUMNS", "TASK_MODELS", "FinetuneTask", "HeadTask", "Outputs", "last_linear", "run_cycles", "select_cycle"]
 
 log = logging.getLogger("bal")
 
 #: outputs(indices) -> (logits (M, C), features (M, D)) of the previous cycle's model
 Outputs = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
-#: What is trained each cycle: ``scratch``, the network on the images (the paper's), or ``linear``,
-#: a head on a frozen embedding (:class:`HeadTask`).
-TASK_MODELS = ("scratch", "linear")
+#: What is trained each cycle: ``scratch``, the network on the images (the paper's), ``linear``,
+#: a head on a frozen embedding (:class:`HeadTask`), or ``finetune``, a pretrained network trained
+#: with a head on the images (:class:`FinetuneTask`).
+TASK_MODELS = ("scratch", "linear", "finetune")
 
 
 @dataclass
@@ -77,6 +80,19 @@ class HeadTask:
     test: np.ndarray
     name: str
     config: HeadConfig = field(default_factory=HeadConfig)
+
+
+@dataclass
+class FinetuneTask:
+    """The task model of ``--task_model finetune`` (:mod:`bal.embedding.finetune`): ``embedder``'s pretrained
+    network and a linear head, trained on the images each cycle with the run's training settings.
+
+    ``settings`` are the embedding's (:meth:`bal.embedding.EmbeddingChoice.settings`), saved with
+    each cycle's model so that a model file says which network it is.
+    """
+
+    embedder: Embedder
+    settings: dict
 
 
 #: Per-cycle metrics columns: (key, header, format) for tables; the keys for CSV files.
@@ -173,6 +189,7 @@ def run_cycles(
     on_cycle: Callable[[dict], None] | None = None,
     split_name: str = "test",
     head: HeadTask | None = None,
+    finetune: FinetuneTask | None = None,
 ) -> list[dict]:
     """Run every cycle and return one metrics dict per cycle.
 
@@ -191,14 +208,20 @@ def run_cycles(
     split_name : what ``test`` is, for the log (``bal bench`` evaluates on a validation split).
     head : the task model is a head on this embedding (``--task_model linear``) instead of
         ``net`` trained on the images (``train``, ``augment``, ``warm_start`` then unused).
+    finetune : the task model is this pretrained network with a head, trained on the images with
+        ``train`` and ``warm_start``; ``augment``'s crop and flip, with the network's own normalisation.
     """
     if not len(budgets):
         raise BalError("no cycles to run: the budget list is empty")
     run = _Run(pool, test, strategy, list(budgets), pretext or Pretext(), train, augment, net, warm_start, seed,
                torch.device(device), progress, on_cycle)
     run.split_name = split_name
+    if head is not None and finetune is not None:
+        raise BalError("give a head (task model linear) or a network to fine-tune, not both")
     if head is not None:
         run.use_head(head)
+    if finetune is not None:
+        run.use_finetune(finetune)
     if out_dir is not None:
         return run.run(Path(out_dir))
     if runtime.info().enabled:
@@ -230,6 +253,7 @@ class _Run:
         self.split_name = "test"
         self.head: HeadTask | None = None
         self.head_stats: tuple[np.ndarray, np.ndarray] | None = None
+        self.finetune: FinetuneTask | None = None
 
     def use_head(self, head: HeadTask) -> None:
         if len(head.pool) != self.n or len(head.test) != len(self.test):
@@ -237,12 +261,19 @@ class _Run:
                            f"{self.split_name} rows, for {self.n} and {len(self.test)} images")
         self.head, self.head_stats = head, head_statistics(head.pool)
 
+    def use_finetune(self, task: FinetuneTask) -> None:
+        self.finetune = task
+        self.augment = finetune_augment(self.augment, task.embedder)
+
     # -- files -----------------------------------------------------------------------
     def settings(self) -> dict:
         if self.head is not None:
             return {"task_model": {"head": asdict(self.head.config), "embedding": self.head.name,
                                    "pool": _digest(np.asarray(self.head.pool))},
                     **{k: v for k, v in self._settings().items() if k not in ("net", "warm_start", "train")}}
+        if self.finetune is not None:
+            return {"task_model": {"finetune": self.finetune.embedder.identity()},
+                    **{k: v for k, v in self._settings().items() if k != "net"}}
         return self._settings()
 
     def _settings(self) -> dict:
@@ -285,6 +316,11 @@ class _Run:
             save_head(self.model_path(c), model, classes=list(self.pool.classes),
                       embedding={"embedding": self.head.name})
             return
+        if self.finetune is not None:
+            save_finetuned(self.model_path(c), model, classes=list(self.pool.classes),
+                           embedding=self.finetune.settings, normalisation=self.augment.state(),
+                           image_size=int(self.images.shape[1]))
+            return
         save_model_file(self.model_path(c), model, net=self.net, image_size=int(self.images.shape[1]),
                         normalisation=self.augment.state(), classes=list(self.pool.classes))
 
@@ -308,6 +344,8 @@ class _Run:
             return model
         if self.head is not None:
             return load_head(path, redo)[0]
+        if self.finetune is not None:
+            return load_finetuned(path, redo, self.finetune.embedder)[0]
         return load_model_file(path, redo)[0]
 
     def train_cycle(self, c: int, labelled: LabelledPool):
@@ -327,6 +365,8 @@ class _Run:
         # Each cycle's initialisation is its own random stream, so --reinit runs are
         # reproducible cycle by cycle and resumable.
         torch.manual_seed(derive_seed(self.seed, "init", c if not self.warm_start else 0))
+        if self.finetune is not None:  # the pretrained network, a new head
+            return finetune_net(self.finetune.embedder, self.n_classes)
         return create_model(self.net, num_classes=self.n_classes, image_size=int(self.images.shape[1]))
 
     def write_reports(self, rows: list[dict]) -> None:

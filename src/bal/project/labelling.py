@@ -63,7 +63,7 @@ from bal.selection.strategies import RECOMMENDED
 from bal.validation import check_real
 
 __all__ = [
-    "FIT_DEFAULTS", "PRETEXT_EPOCHS", "FitReport", "QueryReport", "TaskModel", "fit", "holdout_split",
+    "FINETUNE_DEFAULTS", "FIT_DEFAULTS", "PRETEXT_EPOCHS", "FitReport", "QueryReport", "TaskModel", "fit", "holdout_split",
     "load_task_model", "planned_cycles", "predict_pool", "query",
 ]
 
@@ -74,6 +74,9 @@ ROTATION_BATCH = ROTATION_DEFAULTS.batch_size
 #: A project's task model: 30 epochs of batch 32 at lr 0.05 (a practitioner's few hundred labels),
 #: the lr divided by 10 at 30/60/90 % of the epochs.
 FIT_DEFAULTS = TrainConfig(epochs=30, batch_size=32, lr=0.05, milestones=(0.3, 0.6, 0.9))
+#: A fine-tuned pretrained network (``--task_model finetune``): 10 epochs of batch 32 at lr 0.01, ten
+#: times below a network trained from scratch, so the pretrained weights move, not vanish.
+FINETUNE_DEFAULTS = TrainConfig(epochs=10, batch_size=32, lr=0.01, weight_decay=1e-4, milestones=(0.6, 0.9))
 #: Held-out fraction of each class's labels when fitting.
 HOLDOUT = 0.2
 #: Below this many held-out images an accuracy is reported with a warning: with 20 images one
@@ -257,6 +260,7 @@ class TaskModel:
 def load_task_model(project: Project, cycle: dict) -> TaskModel:
     """The model of a fitted cycle: a network with the normalisation it was trained with, or a head."""
     from bal.data import BatchAugment
+    from bal.embedding.finetune import finetuned_from_file_content, is_finetuned_file
     from bal.files import load_torch
     from bal.models.head import head_from_file_content, is_head_file
     from bal.models.registry import model_from_file_content
@@ -270,6 +274,10 @@ def load_task_model(project: Project, cycle: dict) -> TaskModel:
     if is_head_file(saved):
         head, meta = head_from_file_content(saved, path, f"delete it and {redo}")
         return TaskModel(head, embedding=EmbeddingChoice.from_settings(meta["embedding"]))
+    if is_finetuned_file(saved):
+        choice = EmbeddingChoice.from_settings(saved.get("embedding") or {})
+        model, meta = finetuned_from_file_content(saved, path, f"delete it and {redo}", choice.embedder())
+        return TaskModel(model, augment=BatchAugment.from_state(meta["normalisation"]))
     model, state = model_from_file_content(saved, path, f"delete it and {redo}")
     return TaskModel(model, augment=BatchAugment.from_state(state["normalisation"]))
 
@@ -429,10 +437,12 @@ def fit(
     ``task_model="scratch"`` trains the project's network on the images (``train``);
     ``"linear"`` fits a head (``head``, :mod:`bal.engine.head`) on the frozen pretrained
     ``embedding`` (settings as :meth:`bal.embedding.EmbeddingChoice.from_settings` reads them), seconds
-    on a CPU once the embedding is cached.
+    on a CPU once the embedding is cached; ``"finetune"`` trains that embedding's network with a new
+    head on the images (``train``, e.g. :data:`FINETUNE_DEFAULTS`; :mod:`bal.embedding.finetune`).
     """
     import torch
 
+    from bal.embedding.finetune import finetune_augment, finetune_net, save_finetuned
     from bal.engine.trainer import evaluate, train_model
     from bal.models import create_model, save_model_file
 
@@ -456,12 +466,15 @@ def fit(
     size = image_size(project, rows)
     if task_model not in TASK_MODELS:
         raise BalError(f"--task_model must be one of {', '.join(TASK_MODELS)}, got {task_model!r}")
-    choice = EmbeddingChoice.from_settings(embedding or {}) if task_model == "linear" else None
+    choice = EmbeddingChoice.from_settings(embedding or {}) if task_model != "scratch" else None
     if choice is not None and choice.kind != "pretrained":
-        raise BalError(f"--task_model linear fits a head on a pretrained embedding; give --embedding "
+        what = "fits a head on" if task_model == "linear" else "trains"
+        raise BalError(f"--task_model {task_model} {what} a pretrained embedding; give --embedding "
                        f"(efficientnet_lite0, timm:NAME, torchvision:NAME), not {choice.name}")
-    images = load_pool(project, rows, size, progress=progress).images if choice is None else None
-    augment = pool_augment(project, images) if choice is None else None
+    images = load_pool(project, rows, size, progress=progress).images if task_model != "linear" else None
+    augment = pool_augment(project, images) if task_model != "linear" else None
+    if task_model == "finetune":
+        augment = finetune_augment(augment, choice.embedder())
     class_index = {c: k for k, c in enumerate(classes)}
     items = [(r.path, class_index[r.label]) for _, r in labelled]
     train_pos, held_pos = holdout_split(items, holdout, seed)
@@ -475,21 +488,25 @@ def fit(
     created = cycle_id is None
     if created:
         cycle_id = project.start_cycle("fit", [])
-    if choice is not None:
+    if task_model == "linear":
         return _fit_head(project, rows, labelled, labels, train_idx, held_idx, cycle_id, created, choice,
                          head, holdout, seed, device, progress)
     config = replace(train, batch_size=batch_for(train.batch_size, size))
     models = project.folder / "models"
     models.mkdir(parents=True, exist_ok=True)
     key = _digest(["fit", settings, [(rows[i].path, rows[i].sha256, int(labels[i])) for i in train_idx],
-                   [config.epochs, config.batch_size, config.lr], list(augment.mean), list(augment.std)])[:16]
+                   [config.epochs, config.batch_size, config.lr], list(augment.mean), list(augment.std),
+                   choice.settings() if choice is not None else None])[:16]
     checkpoint = models / f".fit-cycle-{cycle_id}-{key}.ckpt"
     for stale in models.glob(f".fit-cycle-{cycle_id}-*.ckpt"):
         if stale != checkpoint:
             stale.unlink(missing_ok=True)
     t0 = time.perf_counter()
     torch.manual_seed(derive_seed(seed, "fit-init", cycle_id))
-    model = create_model(settings["net"], num_classes=len(classes), image_size=size)
+    if choice is not None:  # finetune: the pretrained network with a new head
+        model = finetune_net(choice.embedder(), len(classes))
+    else:
+        model = create_model(settings["net"], num_classes=len(classes), image_size=size)
     train_model(model, images, torch.from_numpy(labels), train_idx, config, augment, device=device, seed=seed,
                 stream=("fit", cycle_id), checkpoint=checkpoint, progress=progress, desc="fit")
     accuracy, per_class_acc = None, None
@@ -499,9 +516,14 @@ def fit(
         accuracy = float(acc)
         per_class_acc = per_class
     rel = f"models/cycle-{cycle_id}.pth"
-    save_model_file(project.folder / rel, model.cpu(), net=settings["net"], image_size=size, classes=list(classes),
-                    normalisation=augment.state())
+    if choice is not None:
+        save_finetuned(project.folder / rel, model.cpu(), classes=list(classes), embedding=choice.settings(),
+                       normalisation=augment.state(), image_size=size)
+    else:
+        save_model_file(project.folder / rel, model.cpu(), net=settings["net"], image_size=size,
+                        classes=list(classes), normalisation=augment.state())
     metrics = {**_fit_metrics(project, labelled, labels, train_idx, held_idx, holdout, accuracy, per_class_acc),
+               "task_model": task_model, **({"embedding": choice.describe()} if choice is not None else {}),
                "epochs": config.epochs, "batch_size": config.batch_size, "lr": config.lr,
                "seconds": round(time.perf_counter() - t0, 2)}
     project.finish_cycle(cycle_id, rel, metrics)
@@ -555,7 +577,7 @@ def _fit_head(project, rows, labelled, labels, train_idx, held_idx, cycle_id, cr
     rel = f"models/cycle-{cycle_id}.pth"
     (project.folder / "models").mkdir(parents=True, exist_ok=True)
     save_head(project.folder / rel, model, classes=list(classes),
-              embedding={"embedding": choice.name, "weights": choice.weights, "embedding_size": choice.size})
+              embedding=choice.settings())
     metrics = {**_fit_metrics(project, labelled, labels, train_idx, held_idx, holdout, accuracy, per_class_acc),
                "task_model": "linear", "embedding": choice.describe(), "C": config.C, "hidden": config.hidden,
                "seconds": round(time.perf_counter() - t0, 2)}
