@@ -488,8 +488,8 @@ def test_the_api_and_the_bench_take_finetune_only_with_a_pretrained_embedding(ti
 
 
 def test_a_project_fine_tunes_predicts_and_queries_with_the_network(tmp_path, tiny_weights, monkeypatch):
-    from test_project import init, run_bal
     from test_project import images as _images_fixture
+    from test_project import init, run_bal
 
     from bal.project.db import Project
 

@@ -37,8 +37,8 @@ from bal.errors import BalError
 from bal.files import atomic_torch_save, load_torch
 from bal.models import BalModel
 
-__all__ = ["FORMAT", "FinetuneNet", "finetune_augment", "finetune_net", "finetuned_from_file_content", "is_finetuned_file",
-           "save_finetuned"]
+__all__ = ["FORMAT", "FinetuneNet", "finetune_augment", "finetune_net", "finetuned_from_file_content",
+           "is_finetuned_file", "load_finetuned", "save_finetuned"]
 
 #: The ``format`` entry of a fine-tuned model's file.
 FORMAT = "bal-finetuned"

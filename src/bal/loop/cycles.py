@@ -33,11 +33,11 @@ import numpy as np
 import torch
 
 from bal.data import BatchAugment, ImageSet
+from bal.embedding.embedder import Embedder
+from bal.embedding.finetune import finetune_augment, finetune_net, load_finetuned, save_finetuned
 from bal.engine import runtime
 from bal.engine.head import HeadConfig, fit_head, head_outputs
 from bal.engine.runfolder import bind_config, bind_content
-from bal.embedding.embedder import Embedder
-from bal.embedding.finetune import finetune_augment, finetune_net, load_finetuned, save_finetuned
 from bal.engine.runtime import derive_seed
 from bal.engine.trainer import TrainConfig, accuracy_of, evaluate, predict, train_model
 from bal.errors import BalError
@@ -55,7 +55,8 @@ from bal.models import create_model, load_model_file, save_model_file
 from bal.models.head import Head, head_statistics, load_head, save_head
 from bal.selection.strategies import Pretext, SelectionContext, Strategy
 
-__all__ = ["METRIC_COLUMNS", "TASK_MODELS", "FinetuneTask", "HeadTask", "Outputs", "last_linear", "run_cycles", "select_cycle"]
+__all__ = ["METRIC_COLUMNS", "TASK_MODELS", "FinetuneTask", "HeadTask", "Outputs", "last_linear", "run_cycles",
+           "select_cycle"]
 
 log = logging.getLogger("bal")
 

@@ -63,8 +63,8 @@ from bal.selection.strategies import RECOMMENDED
 from bal.validation import check_real
 
 __all__ = [
-    "FINETUNE_DEFAULTS", "FIT_DEFAULTS", "PRETEXT_EPOCHS", "FitReport", "QueryReport", "TaskModel", "fit", "holdout_split",
-    "load_task_model", "planned_cycles", "predict_pool", "query",
+    "FINETUNE_DEFAULTS", "FIT_DEFAULTS", "PRETEXT_EPOCHS", "FitReport", "QueryReport", "TaskModel", "fit",
+    "holdout_split", "load_task_model", "planned_cycles", "predict_pool", "query",
 ]
 
 log = logging.getLogger("bal")
