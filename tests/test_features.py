@@ -152,6 +152,9 @@ def test_train_and_run_read_your_features(toy, tmp_path):
                  "--first", "typical", "--beta", "4", "--features", str(emb), "--per_samples_list", "10",
                  "--epochs", "1", "--batch_size", "8", "--save", str(save), "--no_progress"]) == 0
     assert len({p.split("/")[-2] for p in read_lines(save / "labeled_0.txt")}) == 4
+    # the CDD order of the given rows, with no rotation pretext trained for nothing
+    assert (save / "pretext" / "unlabeled_pool.txt").exists() and not (save / "pretext" / "rotation.pth").exists()
+    assert json.loads((save / "pretext" / "kmeans.json").read_text())["features"] == "given"
 
 
 def test_backbone_from_a_local_weights_file(toy, weights, tmp_path, capsys):

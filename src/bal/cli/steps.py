@@ -360,17 +360,19 @@ def _rotation(args, data, save: Path, config) -> None:
                    device=args.device, save=save, progress=not args.no_progress)
 
 
-def _kmeans(args, load: Path, features=None, strategy=None) -> None:
+def _kmeans(args, load: Path, features=None, strategy=None, pool=None) -> None:
+    """Step 2 in ``load``: on a finished step 1 there, or on ``features`` of ``pool`` (an ImageSet) without one."""
     import numpy as np
 
     from bal.engine import runtime
     from bal.pretext import kmeans_step
 
     view, norm = embedding_of(args, strategy)
+    given = {} if pool is None else {"paths": pool.paths, "n_clusters": args.clusters or len(pool.classes)}
     with runtime.main_first():  # rank 0 clusters and writes; the others wait for the files
         if runtime.is_main():
-            cdd, _ = kmeans_step(load, n_clusters=args.clusters, algorithm=args.kmeans, seed=args.seed,
-                                 view=view, feature_norm=norm, features=features)
+            cdd, _ = kmeans_step(load, **{"n_clusters": args.clusters, **given}, algorithm=args.kmeans,
+                                 seed=args.seed, view=view, feature_norm=norm, features=features)
             log.info("step 2: CDD of %d images (median %.4g) -> %s", len(cdd), float(np.median(cdd)),
                      load / "unlabeled_pool.txt")
 
@@ -463,8 +465,13 @@ def cmd_run(args) -> int:
     pretext = output_folder(save / "pretext", "--save")
     data = _open(args, save)
     features = given_features(args, data.pool.paths, data.pool.images, device=args.device)
-    if plan.strategy.needs:
-        _rotation(args, data, pretext, plan.rotation)
-        _kmeans(args, pretext, features, plan.strategy)
+    needs = plan.strategy.needs
+    if needs:
+        # the rotation pretext only where something reads it: its losses, or its features when no other
+        # embedding was given (a pretrained embedding's CDD order needs no 15-minute pretext)
+        rotation = features is None or "losses" in needs
+        if rotation:
+            _rotation(args, data, pretext, plan.rotation)
+        _kmeans(args, pretext, features, plan.strategy, pool=None if rotation else data.pool)
     _train(args, data, plan, pretext / "unlabeled_pool.txt", save, features)
     return 0

@@ -156,6 +156,7 @@ def kmeans_step(
     view: str = "upright",
     feature_norm: str = "none",
     features: np.ndarray | None = None,
+    paths: Sequence[str] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Cluster the features of a finished step 1 in ``load``; write the CDD order there.
 
@@ -164,19 +165,24 @@ def kmeans_step(
     ``feature_norm`` (:mod:`bal.pretext.features`). Writes ``unlabeled_pool.txt`` (every
     pool image once, CDD ascending), ``cdd.npy`` (CDD per line of ``paths.txt``) and
     ``kmeans.json``; returns ``(cdd (N,), order (N,))``. ``n_clusters`` defaults to the
-    number of classes the pool was read with.
+    number of classes the pool was read with. Given ``features``, their ``paths`` and
+    ``n_clusters``, no step 1 is needed: ``load`` is only where the order is written.
     """
     from bal.pretext.features import cdd_order, normalise_features
 
     load = Path(load)
-    if not is_finished(load):
-        raise BalError(f"{load}: no finished rotation run there (no rotation.json); "
-                       f"run `bal rotation --save {load}` first")
-    settings = read_json(load / "rotation.json")
-    if n_clusters is None and not isinstance(settings, dict) or not isinstance(settings.get("classes", []), list):
-        raise BalError(f"{load / 'rotation.json'} was not written by bal rotation (no list of classes)")
-    k = n_clusters if n_clusters is not None else len(settings.get("classes") or []) or 2
-    paths = read_lines(load / "paths.txt")
+    if paths is None or features is None or n_clusters is None:
+        if not is_finished(load):
+            raise BalError(f"{load}: no finished rotation run there (no rotation.json); "
+                           f"run `bal rotation --save {load}` first")
+        settings = read_json(load / "rotation.json")
+        if n_clusters is None and not isinstance(settings, dict) or not isinstance(settings.get("classes", []), list):
+            raise BalError(f"{load / 'rotation.json'} was not written by bal rotation (no list of classes)")
+        k = n_clusters if n_clusters is not None else len(settings.get("classes") or []) or 2
+        paths = read_lines(load / "paths.txt")
+    else:  # the user's or a pretrained network's rows, the paths they belong to: no rotation run needed
+        k = n_clusters
+        load.mkdir(parents=True, exist_ok=True)
     raw = features if features is not None else read_features(load, view)
     if len(paths) != len(raw):
         raise BalError(f"{load}: paths.txt has {len(paths)} lines but the features {len(raw)} rows")
