@@ -191,6 +191,19 @@ def test_head_is_scikit_learns_logistic_regression():
         HeadConfig(C=0)
 
 
+def resumes_to_the_same_result(pool, test, out, rows, kwargs) -> None:
+    """Cut the run in ``out`` back to where a kill after cycle 1 leaves it (cycle 2's commit not yet
+    written); run again, it ends with the uninterrupted run's ``rows``."""
+    from bal.loop.cycles import run_cycles
+
+    state = json.loads((out / "state.json").read_text())
+    (out / "state.json").write_text(json.dumps({"cycles": state["cycles"][:2]}))
+    (out / "labeled_2.txt").unlink()
+    again = run_cycles(pool, test, out_dir=out, **kwargs)
+    assert [r["accuracy"] for r in again] == [r["accuracy"] for r in rows]
+    assert [r["selection"] for r in again] == [r["selection"] for r in rows]
+
+
 def test_cycles_with_a_head_resume_to_the_same_result(tmp_path):
     from bal.data import BatchAugment, images_from_arrays
     from bal.engine.trainer import TrainConfig
@@ -210,13 +223,7 @@ def test_cycles_with_a_head_resume_to_the_same_result(tmp_path):
                   head=HeadTask(pool=feats, test=test_feats, name="blobs"))
     rows = run_cycles(pool, test, out_dir=tmp_path / "a", **kwargs)
     assert rows[-1]["accuracy"] == 100.0 and rows[-1]["labelled"] == 18
-    # interrupted after cycle 1: the state of cycle 2 goes, as a kill before its commit would leave it
-    state = json.loads((tmp_path / "a" / "state.json").read_text())
-    (tmp_path / "a" / "state.json").write_text(json.dumps({"cycles": state["cycles"][:2]}))
-    (tmp_path / "a" / "labeled_2.txt").unlink()
-    again = run_cycles(pool, test, out_dir=tmp_path / "a", **kwargs)
-    assert [r["accuracy"] for r in again] == [r["accuracy"] for r in rows]
-    assert [r["selection"] for r in again] == [r["selection"] for r in rows]
+    resumes_to_the_same_result(pool, test, tmp_path / "a", rows, kwargs)
     with pytest.raises(BalError, match="rows"):
         run_cycles(pool, test, out_dir=tmp_path / "b", **{**kwargs, "head": HeadTask(feats[:5], test_feats, "x")})
 
@@ -435,13 +442,7 @@ def test_cycles_with_a_finetuned_network_resume_to_the_same_result(tmp_path, tin
     trained = net.body.state_dict()
     assert any(not torch.equal(trained[k], v) for k, v in pretrained.items() if v.is_floating_point())
     assert all(torch.equal(emb.model.state_dict()[k], v) for k, v in pretrained.items())  # never trained in place
-    # killed after cycle 1: the run started again ends as the uninterrupted one
-    state = json.loads((tmp_path / "a" / "state.json").read_text())
-    (tmp_path / "a" / "state.json").write_text(json.dumps({"cycles": state["cycles"][:2]}))
-    (tmp_path / "a" / "labeled_2.txt").unlink()
-    again = run_cycles(pool, test, out_dir=tmp_path / "a", **kwargs)
-    assert [r["accuracy"] for r in again] == [r["accuracy"] for r in rows]
-    assert [r["selection"] for r in again] == [r["selection"] for r in rows]
+    resumes_to_the_same_result(pool, test, tmp_path / "a", rows, kwargs)
     fresh = run_cycles(pool, test, out_dir=tmp_path / "b", **kwargs)  # and the same seed selects the same
     assert [r["selection"] for r in fresh] == [r["selection"] for r in rows]
     with pytest.raises(BalError, match="not both"):
