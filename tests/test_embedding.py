@@ -506,6 +506,8 @@ def test_a_project_fine_tunes_predicts_and_queries_with_the_network(tmp_path, ti
     with Project.open(d) as p:
         metrics = p.cycles()[-1]["metrics"]
         assert metrics["task_model"] == "finetune" and metrics["lr"] == 0.01  # the finetune default
+        saved = torch.load(d / p.cycles()[-1]["model_path"], weights_only=True)
+        assert saved["image_size"] == 32  # decoded at the network's input side, not the project's working size
     code, out, err = run_bal("predict", d, "--out", tmp_path / "pred.csv", "--no-progress")
     assert code == 0, err
     assert len((tmp_path / "pred.csv").read_text().splitlines()) > 1

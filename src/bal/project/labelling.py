@@ -242,6 +242,7 @@ class TaskModel:
 
     model: object
     augment: object | None = None  # BatchAugment of a network on the images
+    size: int | None = None  # the side a fine-tuned network's images are decoded at (None: the project's)
     embedding: object | None = None  # EmbeddingChoice of a head
 
     def outputs(self, project: Project, rows: Sequence[ImageRow], size: int, *, device, progress: bool = False):
@@ -252,7 +253,7 @@ class TaskModel:
         if self.embedding is not None:
             features = project_features(project, rows, self.embedding, device=device, progress=progress)
             return lambda indices: head_outputs(self.model, features, indices)
-        images = load_pool(project, rows, size, progress=progress).images
+        images = load_pool(project, rows, self.size or size, progress=progress).images
         return lambda indices: predict(self.model, images, indices, self.augment, device=device, features=True,
                                        progress=progress, desc="score")
 
@@ -277,7 +278,7 @@ def load_task_model(project: Project, cycle: dict) -> TaskModel:
     if is_finetuned_file(saved):
         choice = EmbeddingChoice.from_settings(saved.get("embedding") or {})
         model, meta = finetuned_from_file_content(saved, path, f"delete it and {redo}", choice.embedder())
-        return TaskModel(model, augment=BatchAugment.from_state(meta["normalisation"]))
+        return TaskModel(model, augment=BatchAugment.from_state(meta["normalisation"]), size=int(meta["image_size"]))
     model, state = model_from_file_content(saved, path, f"delete it and {redo}")
     return TaskModel(model, augment=BatchAugment.from_state(state["normalisation"]))
 
@@ -471,6 +472,8 @@ def fit(
         what = "fits a head on" if task_model == "linear" else "trains"
         raise BalError(f"--task_model {task_model} {what} a pretrained embedding; give --embedding "
                        f"(efficientnet_lite0, timm:NAME, torchvision:NAME), not {choice.name}")
+    if task_model == "finetune":  # decoded at the network's input side, as its embedding is
+        size = choice.input_size()
     images = load_pool(project, rows, size, progress=progress).images if task_model != "linear" else None
     augment = pool_augment(project, images) if task_model != "linear" else None
     if task_model == "finetune":
