@@ -166,12 +166,14 @@ def load_pool(project: Project, rows: Sequence[ImageRow], size: int, *, progress
     return ImageSet(decoded.images, decoded.labels, [r.path for r in rows], project.classes)
 
 
-def pool_augment(project: Project, images: np.ndarray):
-    """The batch transform for a project: mean and std measured on the pool (one streaming pass),
-    crop padding size/8, horizontal flips unless the project was made with ``--no-flip``."""
+def pool_augment(project: Project, images: np.ndarray, normalisation: tuple | None = None):
+    """The batch transform for a project: mean and std measured on the pool (one streaming pass), or
+    ``normalisation`` (mean, std) when the network brings its own; crop padding size/8, horizontal flips
+    unless the project was made with ``--no-flip``."""
     from bal.data import augment_for, generic_preset
 
-    preset = replace(generic_preset("project"), hflip=bool(project.settings().get("flip", True)))
+    mean, std = normalisation or (None, None)
+    preset = replace(generic_preset("project"), hflip=bool(project.settings().get("flip", True)), mean=mean, std=std)
     return augment_for(preset.resolve(images))
 
 
@@ -443,7 +445,7 @@ def fit(
     """
     import torch
 
-    from bal.embedding.finetune import finetune_augment, finetune_net, save_finetuned
+    from bal.embedding.finetune import finetune_net, save_finetuned
     from bal.engine.trainer import evaluate, train_model
     from bal.models import create_model, save_model_file
 
@@ -475,9 +477,9 @@ def fit(
     if task_model == "finetune":  # decoded at the network's input side, as its embedding is
         size = choice.input_size()
     images = load_pool(project, rows, size, progress=progress).images if task_model != "linear" else None
-    augment = pool_augment(project, images) if task_model != "linear" else None
-    if task_model == "finetune":
-        augment = finetune_augment(augment, choice.embedder())
+    network = choice.embedder() if task_model == "finetune" else None  # it sees what it was pretrained on
+    augment = (pool_augment(project, images, network and (network.mean, network.std))
+               if task_model != "linear" else None)
     class_index = {c: k for k, c in enumerate(classes)}
     items = [(r.path, class_index[r.label]) for _, r in labelled]
     train_pos, held_pos = holdout_split(items, holdout, seed)
