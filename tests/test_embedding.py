@@ -410,19 +410,20 @@ def test_a_finetune_net_resizes_its_input_and_keeps_the_pretrained_batch_norm_st
 
 def finetune_setup(tiny_weights):
     from bal.data import BatchAugment, images_from_arrays
+    from bal.embedding import EmbeddingChoice
     from bal.engine.trainer import TrainConfig
     from bal.loop.cycles import FinetuneTask
     from bal.selection import create_strategy
 
     path, _ = tiny_weights
-    emb = create_embedder(f"timm:{TINY}", weights=path, input_size=32)
+    task = FinetuneTask(EmbeddingChoice(f"timm:{TINY}", weights=str(path), size=32))
+    emb = task.embedder
     labels = np.repeat(np.arange(3), 8)
     pool = images_from_arrays(images(24, 16), labels, ["a", "b", "c"])
     test = images_from_arrays(images(9, 16, seed=1), np.repeat(np.arange(3), 3), ["a", "b", "c"])
     kwargs = dict(strategy=create_strategy("margin"), budgets=[3, 3, 3], train=TrainConfig(epochs=2, batch_size=4,
                   lr=0.01), augment=BatchAugment((0.5,) * 3, (0.25,) * 3), net="cnn", progress=False,
-                  finetune=FinetuneTask(emb, {"embedding": f"timm:{TINY}", "weights": str(path),
-                                              "embedding_size": 32}))
+                  finetune=task)
     return pool, test, kwargs, emb
 
 

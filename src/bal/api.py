@@ -137,7 +137,7 @@ def active_learning(
     if task_model == "finetune":
         if choice.kind != "pretrained":
             raise ParameterError("task_model", "{name} finetune trains a pretrained network: give embedding=")
-        finetune = FinetuneTask(choice.embedder(), choice.settings())
+        finetune = FinetuneTask(choice)
     pretext = Pretext()
     if chosen.needs:
         pretext = build_pretext(pool, augment, net=net, config=rotation, seed=seed, device=device,

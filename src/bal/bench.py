@@ -388,8 +388,7 @@ class Pretexts:
 
     def finetune_task(self) -> FinetuneTask:
         """The task of ``task_model: finetune``: the embedding's network, built once (each cycle copies it)."""
-        choice = self.choice
-        return FinetuneTask(embedder=choice.embedder(), settings=choice.settings())
+        return FinetuneTask(self.choice)
 
     def for_pair(self, seed: int, needs: frozenset[str], view: str, norm: str) -> Pretext:
         """The pretext a strategy with ``needs`` reads in seed ``seed``: features of ``view`` (or the

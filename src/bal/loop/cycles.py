@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from bal.data import BatchAugment, ImageSet
+from bal.embedding.choice import EmbeddingChoice
 from bal.embedding.embedder import Embedder
 from bal.embedding.finetune import finetune_augment, finetune_net, load_finetuned, save_finetuned
 from bal.engine import runtime
@@ -85,15 +86,15 @@ class HeadTask:
 
 @dataclass
 class FinetuneTask:
-    """The task model of ``--task_model finetune`` (:mod:`bal.embedding.finetune`): ``embedder``'s pretrained
-    network and a linear head, trained on the images each cycle with the run's training settings.
+    """The task model of ``--task_model finetune`` (:mod:`bal.embedding.finetune`): the pretrained network of
+    ``choice`` and a linear head, trained on the images each cycle with the run's training settings.
+    Each cycle's model file carries ``choice.settings()``, so it says which network it is."""
 
-    ``settings`` are the embedding's (:meth:`bal.embedding.EmbeddingChoice.settings`), saved with
-    each cycle's model so that a model file says which network it is.
-    """
+    choice: EmbeddingChoice
 
-    embedder: Embedder
-    settings: dict
+    @property
+    def embedder(self) -> Embedder:
+        return self.choice.embedder()  # built once, memoised by the choice
 
 
 #: Per-cycle metrics columns: (key, header, format) for tables; the keys for CSV files.
@@ -319,7 +320,7 @@ class _Run:
             return
         if self.finetune is not None:
             save_finetuned(self.model_path(c), model, classes=list(self.pool.classes),
-                           embedding=self.finetune.settings, normalisation=self.augment.state(),
+                           embedding=self.finetune.choice.settings(), normalisation=self.augment.state(),
                            image_size=int(self.images.shape[1]))
             return
         save_model_file(self.model_path(c), model, net=self.net, image_size=int(self.images.shape[1]),
