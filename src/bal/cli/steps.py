@@ -368,11 +368,12 @@ def _kmeans(args, load: Path, features=None, strategy=None, pool=None) -> None:
     from bal.pretext import kmeans_step
 
     view, norm = embedding_of(args, strategy)
-    given = {} if pool is None else {"paths": pool.paths, "n_clusters": args.clusters or len(pool.classes)}
+    paths = None if pool is None else pool.paths
+    clusters = args.clusters if pool is None else (args.clusters or len(pool.classes))
     with runtime.main_first():  # rank 0 clusters and writes; the others wait for the files
         if runtime.is_main():
-            cdd, _ = kmeans_step(load, **{"n_clusters": args.clusters, **given}, algorithm=args.kmeans,
-                                 seed=args.seed, view=view, feature_norm=norm, features=features)
+            cdd, _ = kmeans_step(load, n_clusters=clusters, algorithm=args.kmeans, seed=args.seed, view=view,
+                                 feature_norm=norm, features=features, paths=paths)
             log.info("step 2: CDD of %d images (median %.4g) -> %s", len(cdd), float(np.median(cdd)),
                      load / "unlabeled_pool.txt")
 
