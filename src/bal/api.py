@@ -23,7 +23,7 @@ from bal.embedding import EmbeddingChoice
 from bal.engine.head import HeadConfig
 from bal.engine.trainer import TrainConfig
 from bal.errors import ParameterError
-from bal.loop.cycles import TASK_MODELS, FinetuneTask, HeadTask, run_cycles
+from bal.loop.cycles import TASK_MODELS, FinetuneTask, HeadTask, ScratchTask, TaskModel, run_cycles
 from bal.pretext import ROTATION_DEFAULTS, build_pretext
 from bal.selection import Pretext, create_strategy
 from bal.validation import check_choice, check_matrix
@@ -127,17 +127,16 @@ def active_learning(
     if features is None:
         features = choice.features(pool.images, device=device, progress=progress)
     check_choice("task_model", task_model, TASK_MODELS)
-    task = None
+    task: TaskModel = ScratchTask(net)
     if task_model == "linear":
         if choice.kind != "pretrained":
             raise ParameterError("task_model", "{name} linear is a head on a pretrained embedding: give embedding=")
         task = HeadTask(features, choice.features(test.images, device=device, progress=progress, what="the test split"),
                         choice.name, head)
-    finetune = None
     if task_model == "finetune":
         if choice.kind != "pretrained":
             raise ParameterError("task_model", "{name} finetune trains a pretrained network: give embedding=")
-        finetune = FinetuneTask(choice)
+        task = FinetuneTask(choice)
     pretext = Pretext()
     if chosen.needs:
         pretext = build_pretext(pool, augment, net=net, config=rotation, seed=seed, device=device,
@@ -147,7 +146,7 @@ def active_learning(
                                 feature_norm=feature_norm or chosen.feature_norm or "none", features=features)
     budgets = budgets_from_percentages(list(percentages or regime_percentages(regime)), len(pool))
     return run_cycles(
-        pool, test, strategy=chosen, budgets=budgets, pretext=pretext, train=train, augment=augment, net=net,
+        pool, test, strategy=chosen, budgets=budgets, pretext=pretext, train=train, augment=augment,
         warm_start=warm_start, seed=seed, out_dir=None if out_dir is None else Path(out_dir) / "cycles",
-        device=device, progress=progress, head=task, finetune=finetune,
+        device=device, progress=progress, task=task,
     )

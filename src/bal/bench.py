@@ -55,7 +55,7 @@ from bal.engine.runtime import resolve_device
 from bal.engine.trainer import TrainConfig
 from bal.errors import BalError, ParameterError
 from bal.files import atomic_write_json, held_lock, read_json, write_lines
-from bal.loop.cycles import TASK_MODELS, FinetuneTask, HeadTask, run_cycles
+from bal.loop.cycles import TASK_MODELS, FinetuneTask, HeadTask, ScratchTask, TaskModel, run_cycles
 from bal.pretext.features import FEATURE_NORMS, VIEWS, cdd_order, normalise_features
 from bal.pretext.rotation import pretext_busy, train_rotation
 from bal.report import summarise, summary_table, write_results
@@ -373,9 +373,14 @@ class Pretexts:
                                                   what=f"the benchmark's pool ({self.out}/pool.txt)")
         return self._external
 
-    def head_task(self, seed: int, split: ImageSet, split_name: str) -> HeadTask:
-        """The task of ``task_model: linear``: the embedding of the pool and of the evaluated split."""
+    def task_model(self, seed: int, split: ImageSet, split_name: str) -> TaskModel:
+        """What the pairs train each cycle (``task_model``): the configured network from scratch, a head on
+        the embedding of the pool and of the evaluated split, or the embedding's network to fine-tune."""
         c = self.config
+        if c.task_model == "scratch":
+            return ScratchTask(c.net)
+        if c.task_model == "finetune":
+            return FinetuneTask(self.choice)  # its network is built once; each cycle copies it
         if embedding_kind(c.embedding) == "file":
             raise BalError(f"task_model {c.task_model} needs the {split_name} split embedded too; a FILE.npy "
                            f"embeds only the pool: use a pretrained embedding")
@@ -385,10 +390,6 @@ class Pretexts:
             self._split = self.choice.features(split.images, cache_dir=c.cache_dir, device=self.device,
                                                progress=self.progress, what=f"the {split_name} split")
         return HeadTask(pool=pool, test=self._split, name=c.embedding, config=c.head_config())
-
-    def finetune_task(self) -> FinetuneTask:
-        """The task of ``task_model: finetune``: the embedding's network, built once (each cycle copies it)."""
-        return FinetuneTask(self.choice)
 
     def for_pair(self, seed: int, needs: frozenset[str], view: str, norm: str) -> Pretext:
         """The pretext a strategy with ``needs`` reads in seed ``seed``: features of ``view`` (or the
@@ -501,13 +502,12 @@ def run_bench(config: BenchConfig, *, progress: bool = True) -> list[dict]:
                          "running other pairs first", spec, seed)
                 return False
             pretext = pretexts.for_pair(seed, strategy.needs, pretext_options["view"], pretext_options["norm"])
-            head = pretexts.head_task(seed, evaluate_on, config.eval) if config.task_model == "linear" else None
-            finetune = pretexts.finetune_task() if config.task_model == "finetune" else None
+            task = pretexts.task_model(seed, evaluate_on, config.eval)
             t0 = time.perf_counter()
             done[i] = run_cycles(pool, evaluate_on, strategy=strategy, budgets=budgets, pretext=pretext,
-                                 train=train_config, augment=data.augment, net=config.net,
-                                 warm_start=config.warm_start, seed=seed, out_dir=run_dir, device=device,
-                                 progress=progress, split_name=config.eval, head=head, finetune=finetune)
+                                 train=train_config, augment=data.augment, warm_start=config.warm_start,
+                                 seed=seed, out_dir=run_dir, device=device, progress=progress,
+                                 split_name=config.eval, task=task)
         accs = " ".join(f"{r['accuracy']:.1f}" for r in done[i])
         log.info("bench [%d/%d] %s seed %d: %s (%.0f s)", i + 1, len(pairs), spec, seed, accs,
                  time.perf_counter() - t0)

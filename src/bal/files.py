@@ -194,6 +194,16 @@ def file_digest(path: str | os.PathLike) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
+def array_digest(array: np.ndarray | None) -> str | None:
+    """SHA-256 of an array's bytes, the first 16 hex digits (None for None): what a run's settings record of
+    the rows it read (a pretext's order or features, an embedding), so a resume on other rows is refused."""
+    import hashlib
+
+    if array is None:
+        return None
+    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()[:16]
+
+
 def file_digests(paths: Sequence[str | os.PathLike], threads: int = 8) -> list[str | None]:
     """:func:`file_digest` of each path, read on a few threads (hashing releases the GIL); None if unreadable."""
     from concurrent.futures import ThreadPoolExecutor

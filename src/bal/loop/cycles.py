@@ -19,30 +19,26 @@ the same selections and metrics as an uninterrupted run.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from bal.data import BatchAugment, ImageSet
-from bal.embedding.choice import EmbeddingChoice
-from bal.embedding.embedder import Embedder
-from bal.embedding.finetune import finetune_augment, finetune_net, load_finetuned, save_finetuned
 from bal.engine import runtime
-from bal.engine.head import HeadConfig, fit_head, head_outputs
 from bal.engine.runfolder import bind_config, bind_content
 from bal.engine.runtime import derive_seed
-from bal.engine.trainer import TrainConfig, accuracy_of, evaluate, predict, train_model
+from bal.engine.trainer import TrainConfig
 from bal.errors import BalError
 from bal.files import (
+    array_digest,
     atomic_write_json,
     atomic_write_text,
     held_lock,
@@ -52,50 +48,16 @@ from bal.files import (
     write_lines,
 )
 from bal.loop.pool import LabelledPool
-from bal.models import create_model, load_model_file, save_model_file
-from bal.models.head import Head, head_statistics, load_head, save_head
+from bal.loop.tasks import TASK_MODELS, FinetuneTask, HeadTask, ScratchTask, TaskModel, last_linear
 from bal.selection.strategies import Pretext, SelectionContext, Strategy
 
-__all__ = ["METRIC_COLUMNS", "TASK_MODELS", "FinetuneTask", "HeadTask", "Outputs", "last_linear", "run_cycles",
-           "select_cycle"]
+__all__ = ["METRIC_COLUMNS", "TASK_MODELS", "FinetuneTask", "HeadTask", "Outputs", "ScratchTask", "TaskModel",
+           "last_linear", "run_cycles", "select_cycle"]
 
 log = logging.getLogger("bal")
 
 #: outputs(indices) -> (logits (M, C), features (M, D)) of the previous cycle's model
 Outputs = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
-
-#: What is trained each cycle: ``scratch``, the network on the images (the paper's), ``linear``,
-#: a head on a frozen embedding (:class:`HeadTask`), or ``finetune``, a pretrained network trained
-#: with a head on the images (:class:`FinetuneTask`).
-TASK_MODELS = ("scratch", "linear", "finetune")
-
-
-@dataclass
-class HeadTask:
-    """The task model of ``--task_model linear``: a head on a frozen embedding (:mod:`bal.engine.head`).
-
-    ``pool`` and ``test`` are the embedding's rows for the pool and the evaluated split, in
-    their image order; ``name`` identifies the embedding (recorded with the run's settings).
-    """
-
-    pool: np.ndarray
-    test: np.ndarray
-    name: str
-    config: HeadConfig = field(default_factory=HeadConfig)
-
-
-@dataclass
-class FinetuneTask:
-    """The task model of ``--task_model finetune`` (:mod:`bal.embedding.finetune`): the pretrained network of
-    ``choice`` and a linear head, trained on the images each cycle with the run's training settings.
-    Each cycle's model file carries ``choice.settings()``, so it says which network it is."""
-
-    choice: EmbeddingChoice
-
-    @property
-    def embedder(self) -> Embedder:
-        return self.choice.embedder()  # built once, memoised by the choice
-
 
 #: Per-cycle metrics columns: (key, header, format) for tables; the keys for CSV files.
 METRIC_COLUMNS = [
@@ -190,8 +152,7 @@ def run_cycles(
     progress: bool = True,
     on_cycle: Callable[[dict], None] | None = None,
     split_name: str = "test",
-    head: HeadTask | None = None,
-    finetune: FinetuneTask | None = None,
+    task: TaskModel | None = None,
 ) -> list[dict]:
     """Run every cycle and return one metrics dict per cycle.
 
@@ -208,22 +169,17 @@ def run_cycles(
         temporary folder that is removed afterwards (no resume).
     on_cycle : called with each cycle's metrics as soon as it is finished.
     split_name : what ``test`` is, for the log (``bal bench`` evaluates on a validation split).
-    head : the task model is a head on this embedding (``--task_model linear``) instead of
-        ``net`` trained on the images (``train``, ``augment``, ``warm_start`` then unused).
-    finetune : the task model is this pretrained network with a head, trained on the images with
-        ``train`` and ``warm_start``; ``augment``'s crop and flip, with the network's own normalisation.
+    task : what each cycle trains (:mod:`bal.loop.tasks`); ``None`` is the paper's, ``ScratchTask(net)``.
+        A :class:`HeadTask` (``--task_model linear``) is fitted on an embedding's rows (``train``,
+        ``augment``, ``warm_start`` then unused); a :class:`FinetuneTask` trains a pretrained network
+        with ``train`` and ``warm_start``, with ``augment``'s crop and flip and the network's own
+        normalisation.
     """
     if not len(budgets):
         raise BalError("no cycles to run: the budget list is empty")
-    run = _Run(pool, test, strategy, list(budgets), pretext or Pretext(), train, augment, net, warm_start, seed,
-               torch.device(device), progress, on_cycle)
-    run.split_name = split_name
-    if head is not None and finetune is not None:
-        raise BalError("give a head (task model linear) or a network to fine-tune, not both")
-    if head is not None:
-        run.use_head(head)
-    if finetune is not None:
-        run.use_finetune(finetune)
+    run = _Run(pool, test, strategy, list(budgets), pretext or Pretext(), train, augment,
+               task if task is not None else ScratchTask(net), warm_start, seed, torch.device(device), progress,
+               on_cycle, split_name)
     if out_dir is not None:
         return run.run(Path(out_dir))
     if runtime.info().enabled:
@@ -233,11 +189,11 @@ def run_cycles(
 
 
 class _Run:
-    def __init__(self, pool, test, strategy, budgets, pretext, train, augment, net, warm_start, seed, device,
-                 progress, on_cycle):
+    def __init__(self, pool, test, strategy, budgets, pretext, train, augment, task, warm_start, seed, device,
+                 progress, on_cycle, split_name):
         self.pool, self.test, self.strategy, self.budgets = pool, test, strategy, budgets
-        self.train, self.augment, self.net, self.warm_start, self.seed = train, augment, net, warm_start, seed
-        self.device, self.progress, self.on_cycle = device, progress, on_cycle
+        self.train, self.augment, self.task, self.warm_start, self.seed = train, augment, task, warm_start, seed
+        self.device, self.progress, self.on_cycle, self.split_name = device, progress, on_cycle, split_name
         n = len(pool)
         self.n = n
         self.n_cycles = len(budgets)
@@ -252,35 +208,12 @@ class _Run:
         self.test_images = test.images
         self.n_classes = len(pool.classes)
         self.out = Path()
-        self.split_name = "test"
-        self.head: HeadTask | None = None
-        self.head_stats: tuple[np.ndarray, np.ndarray] | None = None
-        self.finetune: FinetuneTask | None = None
-
-    def use_head(self, head: HeadTask) -> None:
-        if len(head.pool) != self.n or len(head.test) != len(self.test):
-            raise BalError(f"the embedding {head.name} has {len(head.pool)} pool and {len(head.test)} "
-                           f"{self.split_name} rows, for {self.n} and {len(self.test)} images")
-        self.head, self.head_stats = head, head_statistics(head.pool)
-
-    def use_finetune(self, task: FinetuneTask) -> None:
-        self.finetune = task
-        self.augment = finetune_augment(self.augment, task.embedder)
+        task.prepare(self)
 
     # -- files -----------------------------------------------------------------------
     def settings(self) -> dict:
-        if self.head is not None:
-            return {"task_model": {"head": asdict(self.head.config), "embedding": self.head.name,
-                                   "pool": _digest(np.asarray(self.head.pool))},
-                    **{k: v for k, v in self._settings().items() if k not in ("net", "warm_start", "train")}}
-        if self.finetune is not None:
-            return {"task_model": {"finetune": self.finetune.embedder.identity()},
-                    **{k: v for k, v in self._settings().items() if k != "net"}}
-        return self._settings()
-
-    def _settings(self) -> dict:
-        return {
-            "net": self.net,
+        """What ``config.json`` records, and a resume must match: the task model's settings and the run's."""
+        return self.task.settings({
             "budgets": list(self.budgets),
             "warm_start": self.warm_start,
             "seed": self.seed,
@@ -289,8 +222,8 @@ class _Run:
             "pool_size": self.n,
             "test_size": len(self.test),
             "classes": list(self.pool.classes),
-            "pretext": {name: _digest(getattr(self.pretext, name)) for name in sorted(self.strategy.needs)},
-        }
+            "pretext": {name: array_digest(getattr(self.pretext, name)) for name in sorted(self.strategy.needs)},
+        })
 
     def labelled_from_file(self, c: int) -> list[int]:
         path = self.out / f"labeled_{c}.txt"
@@ -314,17 +247,7 @@ class _Run:
         return self.out / f"model_{c}.pth"
 
     def save_model(self, model, c: int) -> None:
-        if self.head is not None:
-            save_head(self.model_path(c), model, classes=list(self.pool.classes),
-                      embedding={"embedding": self.head.name})
-            return
-        if self.finetune is not None:
-            save_finetuned(self.model_path(c), model, classes=list(self.pool.classes),
-                           embedding=self.finetune.choice.settings(), normalisation=self.augment.state(),
-                           image_size=int(self.images.shape[1]))
-            return
-        save_model_file(self.model_path(c), model, net=self.net, image_size=int(self.images.shape[1]),
-                        normalisation=self.augment.state(), classes=list(self.pool.classes))
+        self.task.save(self, model, self.model_path(c))
 
     def load_model(self, c: int):
         """Cycle ``c``'s model; one that is missing is trained again from the committed ``labeled_c.txt``.
@@ -344,32 +267,17 @@ class _Run:
             self.save_model(model, c)
             (self.out / f"ckpt_{c}.pth").unlink(missing_ok=True)
             return model
-        if self.head is not None:
-            return load_head(path, redo)[0]
-        if self.finetune is not None:
-            return load_finetuned(path, redo, self.finetune.embedder)[0]
-        return load_model_file(path, redo)[0]
+        return self.task.load(self, path, redo)
 
     def train_cycle(self, c: int, labelled: LabelledPool):
         """Train cycle ``c``'s model on ``labelled`` (resuming from its per-epoch checkpoint)."""
-        if self.head is not None:
-            return fit_head(self.head.pool, self.pool.labels, labelled.order, classes=self.n_classes,
-                            config=self.head.config, seed=self.seed, stream=("cycle", c), statistics=self.head_stats)
-        model = self.load_model(c - 1) if c > 0 and self.warm_start else self.new_model(c)
-        train_model(
-            model, self.images, self.labels, labelled.order, self.train, self.augment,
-            device=self.device, seed=self.seed, stream=("cycle", c),
-            checkpoint=self.out / f"ckpt_{c}.pth", progress=self.progress, desc=f"cycle {c} train",
-        )
-        return model
+        return self.task.train(self, c, labelled)
 
     def new_model(self, c: int):
         # Each cycle's initialisation is its own random stream, so --reinit runs are
         # reproducible cycle by cycle and resumable.
         torch.manual_seed(derive_seed(self.seed, "init", c if not self.warm_start else 0))
-        if self.finetune is not None:  # the pretrained network, a new head
-            return finetune_net(self.finetune.embedder, self.n_classes)
-        return create_model(self.net, num_classes=self.n_classes, image_size=int(self.images.shape[1]))
+        return self.task.new_model(self)
 
     def write_reports(self, rows: list[dict]) -> None:
         atomic_write_text(self.out / "metrics.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
@@ -383,10 +291,7 @@ class _Run:
             classifier = last_linear(model)
 
             def outputs(indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-                if self.head is not None:
-                    return head_outputs(model, self.head.pool, indices)
-                return predict(model, self.images, indices, self.augment, device=self.device, features=True,
-                               progress=self.progress, desc=f"cycle {c} score")
+                return self.task.outputs(self, model, indices, desc=f"cycle {c} score")
 
         picked, info = select_cycle(self.strategy, labelled, c, self.budgets, pretext=self.pretext,
                                     outputs=outputs, seed=self.seed, n_classes=self.n_classes, classifier=classifier)
@@ -443,13 +348,7 @@ class _Run:
 
     def finish_cycle(self, c: int, model, labelled: LabelledPool, info: dict, t0: float, rows: list[dict]) -> dict:
         """Evaluate, save the model, and commit the cycle (rank 0 only)."""
-        if self.head is not None:
-            logits, _ = head_outputs(model, self.head.test, np.arange(len(self.test)))
-            accuracy, per_class = accuracy_of(logits, self.test.labels, self.n_classes)
-        else:
-            accuracy, per_class = evaluate(
-                model, self.test_images, self.test.labels, self.augment, self.n_classes, device=self.device
-            )
+        accuracy, per_class = self.task.evaluate(self, model)
         self.save_model(model, c)
         counts, entropy = class_balance(self.pool.labels[labelled.order], self.n_classes)
         row = {
@@ -476,15 +375,3 @@ class _Run:
             c, self.n_cycles - 1, row["labelled"], row["labelled_pct"], self.split_name, accuracy, row["seconds"],
         )
         return row
-
-
-def _digest(array: np.ndarray | None) -> str | None:
-    if array is None:
-        return None
-    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()[:16]
-
-
-def last_linear(model) -> tuple[np.ndarray, np.ndarray]:
-    """``(W, b)`` of a task model's last linear layer, the one applied to the features its outputs give."""
-    layer = model.last if isinstance(model, Head) else model.head
-    return (layer.weight.detach().float().cpu().numpy(), layer.bias.detach().float().cpu().numpy())
