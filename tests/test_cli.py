@@ -133,6 +133,21 @@ def test_console_entry_point_runs_as_module():
     assert done.returncode == 0 and done.stdout.startswith("bal ")
 
 
+def test_the_installed_version_is_the_one_in_the_source():
+    """pyproject.toml reads the version from bal.__version__: the package, its metadata and the
+    CHANGELOG's newest entry say the same."""
+    from importlib.metadata import version
+    from pathlib import Path
+
+    import bal
+
+    root = Path(__file__).resolve().parents[1]
+    assert 'dynamic = ["version"]' in (root / "pyproject.toml").read_text()
+    assert version("bal") == bal.__version__
+    newest = next(line for line in (root / "CHANGELOG.md").read_text().splitlines() if line.startswith("## "))
+    assert newest.startswith(f"## {bal.__version__} ")
+
+
 def test_bad_images_stop_before_training_or_are_skipped_and_listed(capsys, tmp_path):
     root = make_image_folder(tmp_path / "data" / "toy", ["a", "b"], 6, size=(12, 12))
     (root / "train" / "a" / "broken.jpg").write_bytes(b"not a jpeg at all")

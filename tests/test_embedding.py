@@ -388,6 +388,7 @@ def test_without_the_extra_the_defaults_are_the_scratch_ones(tmp_path):
 # -- task model finetune ---------------------------------------------------------------------------
 def test_a_finetune_net_resizes_its_input_and_keeps_the_pretrained_batch_norm_statistics(tiny_weights):
     from bal.embedding.finetune import FinetuneNet, finetune_net
+    from bal.models.head import standardise
 
     path, _ = tiny_weights
     emb = create_embedder(f"timm:{TINY}", weights=path, input_size=32)
@@ -404,8 +405,32 @@ def test_a_finetune_net_resizes_its_input_and_keeps_the_pretrained_batch_norm_st
     with torch.no_grad():
         net.eval()
         up = torch.nn.functional.interpolate(x, size=(32, 32), mode=emb.interpolation, align_corners=False)
-        assert torch.allclose(net.forward_features(x), emb.model.eval()(up), atol=1e-5)
+        rows = standardise(emb.model.eval()(up), net.row_mean, net.row_std)  # the rows as a head reads them
+        assert torch.allclose(net.forward_features(x), rows, atol=1e-5)
         assert net(x).shape == (4, 3)
+
+
+def test_a_finetune_net_starts_as_the_linear_probe_of_its_embedding(tiny_weights):
+    from bal.embedding.finetune import finetune_net
+    from bal.engine.head import HeadConfig, fit_head
+
+    path, _ = tiny_weights
+    emb = create_embedder(f"timm:{TINY}", weights=path, input_size=32)
+    x = torch.randn(12, 3, 16, 16)
+    with torch.no_grad():
+        up = torch.nn.functional.interpolate(x, size=(32, 32), mode=emb.interpolation, align_corners=False)
+        rows = emb.model.eval()(up)
+    labels = np.repeat(np.arange(3), 4)
+    probe = fit_head(rows.numpy(), labels, np.arange(12), classes=3, config=HeadConfig(), seed=0, stream=("t",))
+    net = finetune_net(emb, 3, probe).eval()
+    with torch.no_grad():  # before any step, the network's logits are the probe's on the cached rows
+        assert torch.allclose(net(x), probe(rows), atol=1e-4)
+        assert not torch.allclose(finetune_net(emb, 3).eval()(x), probe(rows), atol=1e-2)
+    mlp = fit_head(rows.numpy(), labels, np.arange(12), classes=3, config=HeadConfig(hidden=8), seed=0, stream=("t",))
+    with pytest.raises(BalError, match="linear probe"):
+        finetune_net(emb, 3, mlp)
+    with pytest.raises(BalError, match="linear probe"):
+        finetune_net(emb, 4, probe)
 
 
 def finetune_setup(tiny_weights):
@@ -416,10 +441,11 @@ def finetune_setup(tiny_weights):
     from bal.selection import create_strategy
 
     path, _ = tiny_weights
-    task = FinetuneTask(EmbeddingChoice(f"timm:{TINY}", weights=str(path), size=32))
-    emb = task.embedder
+    choice = EmbeddingChoice(f"timm:{TINY}", weights=str(path), size=32)
     labels = np.repeat(np.arange(3), 8)
     pool = images_from_arrays(images(24, 16), labels, ["a", "b", "c"])
+    task = FinetuneTask(choice, pool=choice.embedder().embed(pool.images))
+    emb = task.embedder
     test = images_from_arrays(images(9, 16, seed=1), np.repeat(np.arange(3), 3), ["a", "b", "c"])
     kwargs = dict(strategy=create_strategy("margin"), budgets=[3, 3, 3], train=TrainConfig(epochs=2, batch_size=4,
                   lr=0.01), augment=BatchAugment((0.5,) * 3, (0.25,) * 3), net="cnn", progress=False,
@@ -446,6 +472,14 @@ def test_cycles_with_a_finetuned_network_resume_to_the_same_result(tmp_path, tin
     resumes_to_the_same_result(pool, test, tmp_path / "a", rows, kwargs)
     fresh = run_cycles(pool, test, out_dir=tmp_path / "b", **kwargs)  # and the same seed selects the same
     assert [r["selection"] for r in fresh] == [r["selection"] for r in rows]
+    from bal.engine.head import HeadConfig
+    from bal.loop.cycles import FinetuneTask
+
+    mlp = FinetuneTask(kwargs["task"].choice, kwargs["task"].pool, HeadConfig(hidden=8))
+    with pytest.raises(BalError, match="linear probe"):
+        run_cycles(pool, test, out_dir=tmp_path / "c", **{**kwargs, "task": mlp})
+    with pytest.raises(BalError, match="pool rows"):
+        run_cycles(pool, test, out_dir=tmp_path / "d", **{**kwargs, "task": FinetuneTask(mlp.choice, mlp.pool[:5])})
 
 
 def test_a_finetuned_model_file_is_data_and_must_fit_its_network(tmp_path, tiny_weights):
@@ -502,7 +536,7 @@ def test_a_project_fine_tunes_predicts_and_queries_with_the_network(tmp_path, ti
     assert "fine-tuned timm:test_efficientnet (32 px" in out and "2 epoch(s)" in out
     with Project.open(d) as p:
         metrics = p.cycles()[-1]["metrics"]
-        assert metrics["task_model"] == "finetune" and metrics["lr"] == 0.01  # the finetune default
+        assert metrics["task_model"] == "finetune" and metrics["lr"] == 0.001  # the finetune default
         saved = torch.load(d / p.cycles()[-1]["model_path"], weights_only=True)
         assert saved["image_size"] == 32  # decoded at the network's input side, not the project's working size
     code, out, err = run_bal("predict", d, "--out", tmp_path / "pred.csv", "--no-progress")

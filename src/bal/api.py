@@ -136,7 +136,7 @@ def active_learning(
     if task_model == "finetune":
         if choice.kind != "pretrained":
             raise ParameterError("task_model", "{name} finetune trains a pretrained network: give embedding=")
-        task = FinetuneTask(choice)
+        task = FinetuneTask(choice, features, head)
     pretext = Pretext()
     if chosen.needs:
         pretext = build_pretext(pool, augment, net=net, config=rotation, seed=seed, device=device,

@@ -375,17 +375,18 @@ class Pretexts:
 
     def task_model(self, seed: int, split: ImageSet, split_name: str) -> TaskModel:
         """What the pairs train each cycle (``task_model``): the configured network from scratch, a head on
-        the embedding of the pool and of the evaluated split, or the embedding's network to fine-tune."""
+        the embedding of the pool and of the evaluated split, or the embedding's network to fine-tune from the
+        linear probe of the pool's rows."""
         c = self.config
         if c.task_model == "scratch":
             return ScratchTask(c.net)
-        if c.task_model == "finetune":
-            return FinetuneTask(self.choice)  # its network is built once; each cycle copies it
         if embedding_kind(c.embedding) == "file":
             raise BalError(f"task_model {c.task_model} needs the {split_name} split embedded too; a FILE.npy "
                            f"embeds only the pool: use a pretrained embedding")
         pool = self.external()
         self._record_quality(seed, "external", "none", pool, None)
+        if c.task_model == "finetune":  # its network is built once; each cycle copies it
+            return FinetuneTask(self.choice, pool=pool, config=c.head_config())
         if self._split is None:  # the evaluated split is the same for every pair
             self._split = self.choice.features(split.images, cache_dir=c.cache_dir, device=self.device,
                                                progress=self.progress, what=f"the {split_name} split")

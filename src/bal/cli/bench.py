@@ -99,8 +99,8 @@ def add_bench_commands(sub) -> dict:
     add_network_flags(g)
     add(g, "--task_model", choices=list(TASK_MODELS), default=None,
         help="scratch: the network trained on the images each cycle (the paper's); linear: a head on the "
-             "frozen embedding; finetune: the pretrained network with a head, trained on the images (a GPU's "
-             "work: set --epochs and a small --lr)")
+             "frozen embedding; finetune: the pretrained network trained on the images, its head starting from "
+             "that linear probe (a GPU's work: set --epochs and a small --lr, 0.001 for Lite0)")
     add(g, "--head_C", type=positive_float, default=None, help="the head's inverse regularisation (default 1)")
     add(g, "--head_hidden", type=count, default=None, help="hidden units of an MLP head (default 0: linear)")
     add(g, "--pretext_dir", default=None,

@@ -194,7 +194,8 @@ def _add_fit_parser(subparsers) -> None:
                                                               "(default: %(default)s)")
     add(f, "--task_model", choices=list(TASK_MODELS), default=None,
         help="scratch: the project's network trained on the images; linear: a head on a frozen pretrained "
-             "embedding, seconds on a CPU; finetune: that pretrained network trained with a head on the images "
+             "embedding, seconds on a CPU; finetune: that pretrained network trained on the images from the "
+             "linear head "
              "(a GPU's work) (default: the project's last fit's, else linear when its queries read a "
              "pretrained embedding, else scratch)")
     add_pretrained_flags(f)

@@ -273,12 +273,6 @@ class _Run:
         """Train cycle ``c``'s model on ``labelled`` (resuming from its per-epoch checkpoint)."""
         return self.task.train(self, c, labelled)
 
-    def new_model(self, c: int):
-        # Each cycle's initialisation is its own random stream, so --reinit runs are
-        # reproducible cycle by cycle and resumable.
-        torch.manual_seed(derive_seed(self.seed, "init", c if not self.warm_start else 0))
-        return self.task.new_model(self)
-
     def write_reports(self, rows: list[dict]) -> None:
         atomic_write_text(self.out / "metrics.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
         write_csv(self.out / "metrics.csv", rows, [k for k, _, _ in METRIC_COLUMNS] + ["strategy"])

@@ -4,8 +4,8 @@
   the images from a random initialisation;
 - :class:`HeadTask` (``linear``): a head on a frozen embedding's cached rows
   (:mod:`bal.engine.head`, seconds a cycle on a CPU);
-- :class:`FinetuneTask` (``finetune``): a pretrained network and a new head, trained on the
-  images (:mod:`bal.embedding.finetune`).
+- :class:`FinetuneTask` (``finetune``): a pretrained network trained on the images, its head
+  starting from the linear probe of the labelled rows (:mod:`bal.embedding.finetune`).
 
 The cycle loop (:mod:`bal.loop.cycles`) holds one of them and calls the same operations
 on each, so it never asks which one it holds. Each operation takes the run (``_Run``)
@@ -21,11 +21,13 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
 
 from bal.embedding.choice import EmbeddingChoice
 from bal.embedding.embedder import Embedder
 from bal.embedding.finetune import finetune_augment, finetune_net, load_finetuned, save_finetuned
 from bal.engine.head import HeadConfig, fit_head, head_outputs
+from bal.engine.runtime import derive_seed
 from bal.engine.trainer import accuracy_of, evaluate, predict, train_model
 from bal.errors import BalError
 from bal.files import array_digest
@@ -52,10 +54,6 @@ class TaskModel:
     def prepare(self, run: _Run) -> None:
         """Check that this task fits the run's pool and split, and adapt the run to it (once, before any cycle)."""
 
-    def new_model(self, run: _Run):
-        """A new model, drawn from torch's global generator (the loop seeds it first)."""
-        raise NotImplementedError
-
     def train(self, run: _Run, c: int, labelled: LabelledPool):
         """Cycle ``c``'s model trained on every labelled image (resuming from its per-epoch checkpoint)."""
         raise NotImplementedError
@@ -79,8 +77,7 @@ class TaskModel:
 class _ImagesTask(TaskModel):
     """A network trained on the images each cycle, through :func:`bal.engine.trainer.train_model`."""
 
-    def train(self, run: _Run, c: int, labelled: LabelledPool):
-        model = run.load_model(c - 1) if c > 0 and run.warm_start else run.new_model(c)
+    def _train_network(self, run: _Run, c: int, labelled: LabelledPool, model):
         train_model(
             model, run.images, run.labels, labelled.order, run.train, run.augment,
             device=run.device, seed=run.seed, stream=("cycle", c),
@@ -105,8 +102,15 @@ class ScratchTask(_ImagesTask):
     def settings(self, base: dict) -> dict:
         return {"net": self.net, **base}
 
-    def new_model(self, run: _Run):
-        return create_model(self.net, num_classes=run.n_classes, image_size=int(run.images.shape[1]))
+    def train(self, run: _Run, c: int, labelled: LabelledPool):
+        if c > 0 and run.warm_start:
+            model = run.load_model(c - 1)
+        else:
+            # Each cycle's initialisation is its own random stream, so --reinit runs are
+            # reproducible cycle by cycle and resumable.
+            torch.manual_seed(derive_seed(run.seed, "init", c if not run.warm_start else 0))
+            model = create_model(self.net, num_classes=run.n_classes, image_size=int(run.images.shape[1]))
+        return self._train_network(run, c, labelled, model)
 
     def save(self, run: _Run, model, path: str | os.PathLike) -> None:
         save_model_file(path, model, net=self.net, image_size=int(run.images.shape[1]),
@@ -119,23 +123,39 @@ class ScratchTask(_ImagesTask):
 @dataclass
 class FinetuneTask(_ImagesTask):
     """The task model of ``--task_model finetune`` (:mod:`bal.embedding.finetune`): the pretrained network of
-    ``choice`` and a linear head, trained on the images each cycle with the run's training settings.
+    ``choice`` trained on the images each cycle with the run's training settings, its head starting from
+    the linear probe (``config``) fitted on ``pool``, the embedding's rows of the pool, at the labelled
+    images. Every cycle starts again from the pretrained weights (the run's ``warm_start`` is not read).
     Each cycle's model file carries ``choice.settings()``, so it says which network it is."""
 
     choice: EmbeddingChoice
+    pool: np.ndarray
+    config: HeadConfig = field(default_factory=HeadConfig)
+    # the pool rows' mean and spread, which the probe and the network standardise with (set by prepare)
+    _statistics: tuple[np.ndarray, np.ndarray] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def embedder(self) -> Embedder:
         return self.choice.embedder()  # built once, memoised by the choice
 
     def settings(self, base: dict) -> dict:
-        return {"task_model": {"finetune": self.embedder.identity()}, **base}
+        return {"task_model": {"finetune": self.embedder.identity(), "probe": asdict(self.config),
+                               "pool": array_digest(self.pool)},
+                **{k: v for k, v in base.items() if k != "warm_start"}}
 
     def prepare(self, run: _Run) -> None:
+        if self.config.hidden:
+            raise BalError(f"task_model finetune starts from a linear probe; a head with a hidden layer "
+                           f"({self.config.hidden}) is for task_model linear")
+        if len(self.pool) != run.n:
+            raise BalError(f"the embedding {self.choice.name} has {len(self.pool)} pool rows, for {run.n} images")
+        self._statistics = head_statistics(self.pool)
         run.augment = finetune_augment(run.augment, self.embedder)  # the network's own mean and std
 
-    def new_model(self, run: _Run):
-        return finetune_net(self.embedder, run.n_classes)  # the pretrained network, a new head
+    def train(self, run: _Run, c: int, labelled: LabelledPool):
+        probe = fit_head(self.pool, run.pool.labels, labelled.order, classes=run.n_classes, config=self.config,
+                         seed=run.seed, stream=("cycle", c), statistics=self._statistics)
+        return self._train_network(run, c, labelled, finetune_net(self.embedder, run.n_classes, probe))
 
     def save(self, run: _Run, model, path: str | os.PathLike) -> None:
         save_finetuned(path, model, classes=list(run.pool.classes), embedding=self.choice.settings(),

@@ -18,11 +18,17 @@ from torch import nn
 from bal.errors import BalError
 from bal.files import atomic_torch_save, load_torch
 
-__all__ = ["Head", "head_from_file_content", "head_statistics", "is_head_file", "load_head", "save_head"]
+__all__ = ["Head", "head_from_file_content", "head_statistics", "is_head_file", "load_head", "save_head", "standardise"]
 
 
 def _unit(x: torch.Tensor) -> torch.Tensor:
     return x / x.norm(dim=1, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)
+
+
+def standardise(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """Embedding rows as a head reads them: L2-normalised, then standardised per feature with the pool's
+    ``mean`` and ``std`` of the normalised rows (:func:`head_statistics`)."""
+    return (_unit(x.float()) - mean) / std
 
 
 def head_statistics(features: np.ndarray, rows: int = 65536) -> tuple[np.ndarray, np.ndarray]:
@@ -53,7 +59,7 @@ class Head(nn.Module):
 
     def inputs(self, x: torch.Tensor) -> torch.Tensor:
         """The standardised rows the layers read."""
-        return (_unit(x.float()) - self.mean) / self.std
+        return standardise(x, self.mean, self.std)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """What the last linear layer reads (what uncertainty rules, BADGE and DropQuery see as the model's
