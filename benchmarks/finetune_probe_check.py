@@ -68,9 +68,9 @@ def main() -> None:
     statistics = head_statistics(rows)
     device = torch.device("cpu")
 
-    def probe():
-        return fit_head(rows, pool.labels, labelled, classes=n_classes, config=HeadConfig(), seed=args.seed,
-                        stream=("probe",), statistics=statistics)
+    # fitted once: finetune_net copies its weights, so every network below starts from the same probe
+    probe = fit_head(rows, pool.labels, labelled, classes=n_classes, config=HeadConfig(), seed=args.seed,
+                     stream=("probe",), statistics=statistics)
 
     def random_head():
         net = finetune_net(network, n_classes)
@@ -91,11 +91,11 @@ def main() -> None:
 
     print(f"{len(labelled)} labels from {args.labels}; validation images: {len(val_labels)}; {choice.describe()}\n")
     print("| head | lr | validation accuracy % | seconds |\n|:---|---:|---:|---:|")
-    report("the probe alone", finetune_net(network, n_classes, probe()), None)
+    report("the probe alone", finetune_net(network, n_classes, probe), None)
     for lr in args.lrs:
         torch.manual_seed(args.seed)
         report("random, fine-tuned", random_head(), lr)
-        report("the probe, fine-tuned", finetune_net(network, n_classes, probe()), lr)
+        report("the probe, fine-tuned", finetune_net(network, n_classes, probe), lr)
 
 
 if __name__ == "__main__":

@@ -153,8 +153,7 @@ class FinetuneTask(_ImagesTask):
         run.augment = finetune_augment(run.augment, self.embedder)  # the network's own mean and std
 
     def train(self, run: _Run, c: int, labelled: LabelledPool):
-        probe = fit_head(self.pool, run.pool.labels, labelled.order, classes=run.n_classes, config=self.config,
-                         seed=run.seed, stream=("cycle", c), statistics=self._statistics)
+        probe = _head_on_rows(run, c, labelled, self.pool, self.config, self._statistics)  # linear's head of cycle c
         return self._train_network(run, c, labelled, finetune_net(self.embedder, run.n_classes, probe))
 
     def save(self, run: _Run, model, path: str | os.PathLike) -> None:
@@ -192,8 +191,7 @@ class HeadTask(TaskModel):
         self._statistics = head_statistics(self.pool)
 
     def train(self, run: _Run, c: int, labelled: LabelledPool):
-        return fit_head(self.pool, run.pool.labels, labelled.order, classes=run.n_classes, config=self.config,
-                        seed=run.seed, stream=("cycle", c), statistics=self._statistics)
+        return _head_on_rows(run, c, labelled, self.pool, self.config, self._statistics)
 
     def save(self, run: _Run, model, path: str | os.PathLike) -> None:
         save_head(path, model, classes=list(run.pool.classes), embedding={"embedding": self.name})
@@ -207,6 +205,14 @@ class HeadTask(TaskModel):
     def evaluate(self, run: _Run, model) -> tuple[float, np.ndarray]:
         logits, _ = head_outputs(model, self.test, np.arange(len(self.test)))
         return accuracy_of(logits, run.test.labels, run.n_classes)
+
+
+def _head_on_rows(run: _Run, c: int, labelled: LabelledPool, rows: np.ndarray, config: HeadConfig,
+                  statistics: tuple[np.ndarray, np.ndarray] | None) -> Head:
+    """Cycle ``c``'s head on the embedding ``rows`` of the labelled images, drawn from the cycle's stream: the
+    model of ``linear``, and the probe ``finetune`` starts from (the same head, for the same run)."""
+    return fit_head(rows, run.pool.labels, labelled.order, classes=run.n_classes, config=config, seed=run.seed,
+                    stream=("cycle", c), statistics=statistics)
 
 
 def last_linear(model) -> tuple[np.ndarray, np.ndarray]:

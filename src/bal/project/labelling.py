@@ -448,7 +448,7 @@ def fit(
     import torch
 
     from bal.embedding.finetune import finetune_net, save_finetuned
-    from bal.engine.head import HeadConfig, fit_head
+    from bal.engine.head import HeadConfig
     from bal.engine.trainer import evaluate, train_model
     from bal.models import create_model, save_model_file
 
@@ -499,18 +499,18 @@ def fit(
     if task_model == "linear":
         return _fit_head(project, rows, labelled, labels, train_idx, held_idx, cycle_id, created, choice,
                          head, holdout, seed, device, progress)
+    probe_config = head or HeadConfig()
     probe = None
-    if task_model == "finetune":  # its head starts from the linear probe of the training labels' rows
+    if task_model == "finetune":  # its head starts from the head `bal fit --task_model linear` would fit
         features = project_features(project, rows, choice, device=device, progress=progress)
-        probe = fit_head(features, labels, train_idx, classes=len(classes), config=head or HeadConfig(), seed=seed,
-                         stream=("fit", cycle_id))
+        probe = _probe(features, labels, train_idx, len(classes), probe_config, seed, cycle_id)
     config = replace(train, batch_size=batch_for(train.batch_size, size))
     models = project.folder / "models"
     models.mkdir(parents=True, exist_ok=True)
     key = _digest(["fit", settings, [(rows[i].path, rows[i].sha256, int(labels[i])) for i in train_idx],
                    [config.epochs, config.batch_size, config.lr], list(augment.mean), list(augment.std),
                    choice.settings() if choice is not None else None,
-                   None if probe is None else ["probe", asdict(head or HeadConfig())]])[:16]
+                   None if probe is None else ["probe", asdict(probe_config)]])[:16]
     checkpoint = models / f".fit-cycle-{cycle_id}-{key}.ckpt"
     for stale in models.glob(f".fit-cycle-{cycle_id}-*.ckpt"):
         if stale != checkpoint:
@@ -518,7 +518,7 @@ def fit(
     t0 = time.perf_counter()
     torch.manual_seed(derive_seed(seed, "fit-init", cycle_id))
     if choice is not None:  # finetune: the pretrained network, the probe as its head
-        model = finetune_net(choice.embedder(), len(classes), probe)
+        model = finetune_net(network, len(classes), probe)
     else:
         model = create_model(settings["net"], num_classes=len(classes), image_size=size)
     train_model(model, images, torch.from_numpy(labels), train_idx, config, augment, device=device, seed=seed,
@@ -569,10 +569,18 @@ def _fit_metrics(project: Project, labelled, labels, train_idx, held_idx, holdou
     }
 
 
+def _probe(features, labels, train_idx, n_classes, config, seed, cycle_id):
+    """The head on the embedding rows of ``train_idx``, from the fit's stream: ``bal fit --task_model linear``'s
+    model, and the probe ``finetune`` starts from (the same head, for the same labels and cycle)."""
+    from bal.engine.head import fit_head
+
+    return fit_head(features, labels, train_idx, classes=n_classes, config=config, seed=seed, stream=("fit", cycle_id))
+
+
 def _fit_head(project, rows, labelled, labels, train_idx, held_idx, cycle_id, created, choice, head, holdout, seed,
               device, progress) -> FitReport:
     """``bal fit --task_model linear``: a head on the cached embedding, saved with the embedding's settings."""
-    from bal.engine.head import HeadConfig, fit_head, head_outputs
+    from bal.engine.head import HeadConfig, head_outputs
     from bal.engine.trainer import accuracy_of
     from bal.models.head import save_head
 
@@ -580,8 +588,7 @@ def _fit_head(project, rows, labelled, labels, train_idx, held_idx, cycle_id, cr
     features = project_features(project, rows, choice, device=device, progress=progress)
     t0 = time.perf_counter()
     config = head or HeadConfig()
-    model = fit_head(features, labels, train_idx, classes=len(classes), config=config, seed=seed,
-                     stream=("fit", cycle_id))
+    model = _probe(features, labels, train_idx, len(classes), config, seed, cycle_id)
     accuracy, per_class_acc = None, None
     if len(held_idx):
         logits, _ = head_outputs(model, features, held_idx)
